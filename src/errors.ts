@@ -1,0 +1,116 @@
+/**
+ * One errors module: every failure the pipeline acts on carries a stable `code`
+ * and a `retriable` flag. Retry, dead-letter and fallback decisions read these,
+ * never the message text. Messages must never contain note text (PHI).
+ */
+export const ErrorCodes = {
+  CONFIG_INVALID: 'CONFIG_INVALID',
+  DECODE_FAILED: 'DECODE_FAILED',
+  INVALID_UTF8: 'INVALID_UTF8',
+  SCHEMA_MISMATCH: 'SCHEMA_MISMATCH',
+  TEXT_MISSING: 'TEXT_MISSING',
+  TEXT_EMPTY: 'TEXT_EMPTY',
+  NOTE_TOO_LARGE: 'NOTE_TOO_LARGE',
+  MODEL_LOAD_FAILED: 'MODEL_LOAD_FAILED',
+  INFERENCE_FAILED: 'INFERENCE_FAILED',
+  TAGGER_UNAVAILABLE: 'TAGGER_UNAVAILABLE',
+  PUBLISH_FAILED: 'PUBLISH_FAILED',
+  KAFKA_ERROR: 'KAFKA_ERROR',
+  MOCK_CLUSTER_FAILED: 'MOCK_CLUSTER_FAILED',
+  DATA_FORMAT: 'DATA_FORMAT',
+  SHUTTING_DOWN: 'SHUTTING_DOWN',
+  INTERNAL: 'INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Pipeline stage an error belongs to; recorded in DLQ headers. */
+export type Stage = 'config' | 'ingest' | 'decode' | 'validate' | 'text' | 'route' | 'tag' | 'publish' | 'embedded' | 'eval';
+
+export interface RouterErrorOptions {
+  retriable?: boolean;
+  stage?: Stage;
+  cause?: unknown;
+}
+
+export class RouterError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+  readonly stage: Stage | undefined;
+
+  constructor(code: ErrorCode, message: string, options: RouterErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retriable = options.retriable ?? false;
+    this.stage = options.stage;
+  }
+}
+
+/** Configuration is wrong; `field` is the dotted path of the offending option. */
+export class ConfigError extends RouterError {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(ErrorCodes.CONFIG_INVALID, `config field "${field}": ${message}`, { stage: 'config' });
+    this.field = field;
+  }
+}
+
+/** A single input record is unusable; it goes to the dead-letter topic, never retried. */
+export class InvalidRecordError extends RouterError {
+  constructor(code: ErrorCode, message: string, stage: Stage = 'validate', cause?: unknown) {
+    super(code, message, { retriable: false, stage, cause });
+  }
+}
+
+export class ModelLoadError extends RouterError {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCodes.MODEL_LOAD_FAILED, message, { retriable: false, stage: 'tag', cause });
+  }
+}
+
+export class TaggerError extends RouterError {
+  constructor(code: ErrorCode, message: string, retriable: boolean, cause?: unknown) {
+    super(code, message, { retriable, stage: 'tag', cause });
+  }
+}
+
+export class PublishError extends RouterError {
+  constructor(message: string, retriable: boolean, cause?: unknown) {
+    super(ErrorCodes.PUBLISH_FAILED, message, { retriable, stage: 'publish', cause });
+  }
+}
+
+export class EmbeddedKafkaError extends RouterError {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCodes.MOCK_CLUSTER_FAILED, message, { retriable: false, stage: 'embedded', cause });
+  }
+}
+
+export class DataFormatError extends RouterError {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCodes.DATA_FORMAT, message, { retriable: false, stage: 'eval', cause });
+  }
+}
+
+/** Walks `cause` so a wrapped retriable failure is still seen as retriable. */
+export function isRetriable(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < 8 && current !== undefined && current !== null; depth++) {
+    if (current instanceof RouterError) return current.retriable;
+    if (typeof current === 'object' && 'retriable' in current && typeof (current as { retriable: unknown }).retriable === 'boolean') {
+      return (current as { retriable: boolean }).retriable;
+    }
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return false;
+}
+
+export function errorCodeOf(err: unknown): ErrorCode {
+  return err instanceof RouterError ? err.code : ErrorCodes.INTERNAL;
+}
+
+/** A message safe to put in a DLQ header or log: code and class only for unknown errors, since foreign messages may quote input. */
+export function safeMessage(err: unknown): string {
+  if (err instanceof RouterError) return err.message;
+  return err instanceof Error ? `${err.name} (message withheld)` : 'unknown error';
+}
