@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { RouterError } from '../errors.js';
+import { demoCommand } from './demo.js';
+import { evalCommand } from './eval.js';
+import { runCommand } from './run.js';
+import { tagCommand } from './tag.js';
+
+const USAGE = `bioner-router <command> [options]
+
+Commands:
+  run --config FILE                 consume clinical notes from Kafka, tag, publish Avro (config: YAML or JSON; BIONER_* env overrides)
+  demo [--notes N] [--notes-file F] [--model DIR] [--format json|avro]
+                                    embedded mock Kafka + the bundled model, end to end; last line is a JSON summary
+  tag [--model DIR] [FILE]          tag a text file (or stdin) and print JSON spans
+  eval --model DIR --data PATH --format iob|standoff [--json]
+                                    strict entity-level P/R/F1 overall, per label, per entity length
+`;
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } } });
+      await runCommand(values.config);
+      return;
+    }
+    case 'demo': {
+      const { values } = parseArgs({ args: rest, options: { notes: { type: 'string', default: '20' }, 'notes-file': { type: 'string' }, model: { type: 'string' }, format: { type: 'string', default: 'json' } } });
+      const notes = Number(values.notes);
+      if (!Number.isInteger(notes) || notes < 1) throw new UsageError('--notes must be a positive integer');
+      if (values.format !== 'json' && values.format !== 'avro') throw new UsageError('--format must be json or avro');
+      await demoCommand({ notes, notesFile: values['notes-file'], model: values.model, format: values.format });
+      return;
+    }
+    case 'tag': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { model: { type: 'string', short: 'm' } } });
+      await tagCommand(values.model, positionals[0]);
+      return;
+    }
+    case 'eval': {
+      const { values } = parseArgs({ args: rest, options: { model: { type: 'string', short: 'm' }, data: { type: 'string' }, format: { type: 'string', default: 'iob' }, json: { type: 'boolean', default: false } } });
+      if (values.data === undefined) throw new UsageError('eval needs --data PATH');
+      await evalCommand({ model: values.model, data: values.data, format: values.format ?? 'iob', json: values.json ?? false });
+      return;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+class UsageError extends Error {}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof UsageError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))) {
+    process.stderr.write(`bioner-router: ${err.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (err instanceof RouterError) {
+    process.stderr.write(`bioner-router: ${err.code}: ${err.message}\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`bioner-router: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,29 @@
+import { loadConfig } from '../config/load.js';
+import { RouterService } from '../pipeline/service.js';
+import { createLogger } from '../telemetry/logger.js';
+import { createProcessor, loadEncoder } from './components.js';
+
+/** `bioner-router run --config FILE`: the long-running consumer. */
+export async function runCommand(configFile: string | undefined): Promise<void> {
+  const config = await loadConfig(configFile);
+  const logger = createLogger(config.logging.level);
+  const encoder = await loadEncoder(config.encoder);
+  logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
+  const service = new RouterService(config, createProcessor(config, encoder), logger);
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      logger.warn('second signal: exiting without draining', { signal });
+      process.exit(130);
+    }
+    logger.info('draining before exit', { signal });
+    void service
+      .close()
+      .then(() => encoder.close())
+      .then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await service.start();
+}

@@ -1,0 +1,139 @@
+import { z } from 'zod';
+
+/**
+ * The configuration schema with its defaults beside it. `run --config FILE`
+ * reads YAML or JSON, applies BIONER_* environment overrides, then validates
+ * here; cross-field rules live in `crossFieldRules` below.
+ */
+const brokerAddress = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port');
+
+export const KafkaSchema = z
+  .object({
+    clientId: z.string().min(1).default('bioner-router'),
+    brokers: z.array(brokerAddress).min(1).default(['localhost:9092']),
+    connectionTimeoutMs: z.number().int().positive().default(3000),
+    requestTimeoutMs: z.number().int().positive().default(30000),
+    /** kafkajs client retries before an operation fails (then our own logic decides). */
+    retries: z.number().int().min(0).default(8),
+  })
+  .strict();
+
+export const InputSchema = z
+  .object({
+    topic: z.string().min(1).default('clinical-notes'),
+    groupId: z.string().min(1).default('bioner-router'),
+    /** Wire format of input records: JSON objects or Avro binary of schemas/clinical-note.avsc. */
+    format: z.enum(['json', 'avro']).default('json'),
+    /** `confluent` strips the 5-byte Schema Registry header (magic byte + schema id) before Avro decoding. */
+    avroWireFormat: z.enum(['raw', 'confluent']).default('raw'),
+    fromBeginning: z.boolean().default(true),
+    /** Records larger than this (bytes, raw value) are dead-lettered as NOTE_TOO_LARGE. */
+    maxNoteBytes: z.number().int().positive().default(1_000_000),
+    sessionTimeoutMs: z.number().int().positive().default(30000),
+    heartbeatIntervalMs: z.number().int().positive().default(3000),
+    /** Partitions processed at once by this consumer (kafkajs partitionsConsumedConcurrently). */
+    partitionsConsumedConcurrently: z.number().int().positive().default(3),
+  })
+  .strict();
+
+export const OutputSchema = z
+  .object({
+    topic: z.string().min(1).default('tagged-notes'),
+    dlqTopic: z.string().min(1).default('clinical-notes.dlq'),
+    /** -1 = all in-sync replicas; offsets are committed only after this acknowledgement. */
+    acks: z.union([z.literal(-1), z.literal(0), z.literal(1)]).default(-1),
+    compression: z.enum(['none', 'gzip']).default('none'),
+  })
+  .strict();
+
+export const ProcessingSchema = z
+  .object({
+    /** Notes tagged at once (p-limit). */
+    concurrency: z.number().int().positive().default(8),
+    /** Notes fetched but not yet committed; above this the consumer pauses fetching. */
+    maxInFlight: z.number().int().positive().default(64),
+    /** Per-note time limit for tagging + publishing; past it the attempt fails as retriable. */
+    noteTimeoutMs: z.number().int().positive().default(20000),
+    /** Attempts for a note whose failure is retriable before it is dead-lettered. */
+    maxAttempts: z.number().int().positive().default(3),
+  })
+  .strict();
+
+export const EncoderSchema = z
+  .object({
+    /** A Hugging Face token-classification export: config.json, tokenizer.json, model.onnx. */
+    modelDir: z.string().min(1).default('models/bc5cdr-encoder'),
+    /** Overrides the model's max_position_embeddings / model_max_length (pieces incl. [CLS]/[SEP]). */
+    maxSequenceLength: z.number().int().min(8).optional(),
+    /** Words repeated between neighbouring windows of an over-long sentence. */
+    windowOverlapWords: z.number().int().min(0).default(16),
+    /** Windows per onnxruntime call, gathered across notes. */
+    batchSize: z.number().int().positive().default(32),
+    /** How long a partial batch waits for more windows before it runs. */
+    batchWaitMs: z.number().int().min(0).default(2),
+    intraOpThreads: z.number().int().min(0).default(0),
+    decode: z.enum(['viterbi', 'argmax']).default('viterbi'),
+  })
+  .strict();
+
+export const RoutingSchema = z
+  .object({
+    /** Only `encoder` exists in this release; the router chooses here once the LLM route lands. */
+    policy: z.enum(['encoder']).default('encoder'),
+    /** Latency budget for notes that carry none (ms). */
+    defaultBudgetMs: z.number().int().positive().default(5000),
+  })
+  .strict();
+
+export const ShutdownSchema = z
+  .object({
+    /** Longest a SIGTERM drain waits for in-flight notes before disconnecting anyway. */
+    drainTimeoutMs: z.number().int().positive().default(25000),
+  })
+  .strict();
+
+export const LoggingSchema = z
+  .object({
+    level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  })
+  .strict();
+
+export const ConfigSchema = z
+  .object({
+    kafka: KafkaSchema.prefault({}),
+    input: InputSchema.prefault({}),
+    output: OutputSchema.prefault({}),
+    processing: ProcessingSchema.prefault({}),
+    encoder: EncoderSchema.prefault({}),
+    routing: RoutingSchema.prefault({}),
+    shutdown: ShutdownSchema.prefault({}),
+    logging: LoggingSchema.prefault({}),
+  })
+  .strict();
+
+export type RouterConfig = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** Rules that span fields; each returns [field, message] when broken. */
+export function crossFieldRules(c: RouterConfig): Array<[string, string]> {
+  const problems: Array<[string, string]> = [];
+  if (c.input.heartbeatIntervalMs * 3 > c.input.sessionTimeoutMs) {
+    problems.push(['input.heartbeatIntervalMs', `must be at most a third of input.sessionTimeoutMs (${c.input.sessionTimeoutMs}); lower it or raise the session timeout`]);
+  }
+  if (c.processing.concurrency > c.processing.maxInFlight) {
+    problems.push(['processing.concurrency', `must not exceed processing.maxInFlight (${c.processing.maxInFlight})`]);
+  }
+  if (c.routing.defaultBudgetMs > c.processing.noteTimeoutMs) {
+    problems.push(['routing.defaultBudgetMs', `must not exceed processing.noteTimeoutMs (${c.processing.noteTimeoutMs}): a note's budget has to fit in its processing timeout`]);
+  }
+  if (c.output.topic === c.input.topic || c.output.dlqTopic === c.input.topic) {
+    problems.push(['output.topic', 'output and dead-letter topics must differ from input.topic']);
+  }
+  if (c.output.dlqTopic === c.output.topic) {
+    problems.push(['output.dlqTopic', 'must differ from output.topic']);
+  }
+  if (c.shutdown.drainTimeoutMs >= c.input.sessionTimeoutMs * 10) {
+    problems.push(['shutdown.drainTimeoutMs', 'is implausibly long; keep it below ten session timeouts']);
+  }
+  return problems;
+}

@@ -1,0 +1,42 @@
+import type { IHeaders, Kafka } from 'kafkajs';
+
+export interface ReadRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: IHeaders;
+  timestamp: string;
+}
+
+/**
+ * Reads topics from the beginning with a throw-away consumer group until
+ * `until(records)` holds or the deadline passes (no fixed sleeps). For tests,
+ * the demo and the accounting of what a run produced.
+ */
+export async function readTopics(kafka: Kafka, topics: string[], until: (records: ReadRecord[]) => boolean, timeoutMs = 30_000): Promise<ReadRecord[]> {
+  const consumer = kafka.consumer({ groupId: `bioner-reader-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, allowAutoTopicCreation: false });
+  const records: ReadRecord[] = [];
+  await consumer.connect();
+  try {
+    for (const topic of topics) await consumer.subscribe({ topic, fromBeginning: true });
+    let satisfied: () => void = () => undefined;
+    const done = new Promise<void>((r) => {
+      satisfied = r;
+    });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ topic, partition, message }) => {
+        records.push({ topic, partition, offset: message.offset, key: message.key, value: message.value, headers: message.headers ?? {}, timestamp: message.timestamp });
+        if (until(records)) satisfied();
+      },
+    });
+    if (until(records)) satisfied();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]).finally(() => clearTimeout(timer));
+    return records;
+  } finally {
+    await consumer.disconnect();
+  }
+}

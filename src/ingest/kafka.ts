@@ -1,0 +1,33 @@
+import { Kafka, logLevel as KafkaLogLevel, type LogEntry, type logCreator } from 'kafkajs';
+import type { RouterConfig } from '../config/schema.js';
+import type { Logger } from '../telemetry/logger.js';
+
+/**
+ * The only place that constructs a kafkajs client, so a swap to another
+ * KafkaJS-compatible client (e.g. @confluentinc/kafka-javascript) stays small.
+ * kafkajs log entries are forwarded with their scalar fields only: some carry
+ * request payloads.
+ */
+export function createKafka(config: RouterConfig['kafka'], logger: Logger): Kafka {
+  const creator: logCreator = () => (entry: LogEntry) => {
+    const { message, ...rest } = entry.log;
+    const fields: Record<string, string | number | boolean> = { namespace: entry.namespace };
+    for (const key of ['groupId', 'memberId', 'topic', 'partition', 'broker', 'clientId', 'retryCount', 'retryTime', 'error']) {
+      const v = (rest as Record<string, unknown>)[key];
+      if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') fields[key] = v;
+    }
+    const text = `kafkajs: ${message}`;
+    if (entry.level === KafkaLogLevel.ERROR) logger.error(text, fields);
+    else if (entry.level === KafkaLogLevel.WARN) logger.warn(text, fields);
+    else if (entry.level === KafkaLogLevel.INFO) logger.debug(text, fields);
+  };
+  return new Kafka({
+    clientId: config.clientId,
+    brokers: config.brokers,
+    connectionTimeout: config.connectionTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    retry: { retries: config.retries, initialRetryTime: 300, maxRetryTime: 10_000 },
+    logLevel: KafkaLogLevel.INFO,
+    logCreator: creator,
+  });
+}

@@ -1,0 +1,259 @@
+import { performance } from 'node:perf_hooks';
+import type { Consumer, EachBatchPayload, KafkaMessage, Producer } from 'kafkajs';
+import pLimit, { type LimitFunction } from 'p-limit';
+import type { RouterConfig } from '../config/schema.js';
+import { ErrorCodes, isRetriable, PublishError, RouterError, TaggerError } from '../errors.js';
+import { decodeNote } from '../ingest/decode.js';
+import { createKafka } from '../ingest/kafka.js';
+import type { RecordPosition } from '../ingest/note.js';
+import { buildDlqMessage } from '../publish/dlq.js';
+import { encodeTaggedNote } from '../publish/tagged-note.js';
+import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { NoteProcessor } from './processor.js';
+
+export interface RouterServiceStats {
+  received: number;
+  published: number;
+  deadLettered: number;
+  retries: number;
+  inFlight: number;
+  paused: boolean;
+}
+
+/**
+ * The streaming loop: consume notes, tag them, publish one Avro record (or one
+ * DLQ record) per input record, and commit an offset only once everything up to
+ * it is acknowledged by the broker. At-least-once: a crash between publish and
+ * commit republishes under the same key (note id), so output stays idempotent.
+ */
+export class RouterService {
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private readonly limit: LimitFunction;
+  private readonly hooks: Required<PipelineHooks>;
+  private readonly waiters: Array<() => void> = [];
+  private closing: Promise<void> | undefined;
+  private stopping = false;
+  private connected = false;
+  readonly stats: RouterServiceStats = { received: 0, published: 0, deadLettered: 0, retries: 0, inFlight: 0, paused: false };
+
+  constructor(
+    private readonly config: RouterConfig,
+    private readonly processor: NoteProcessor,
+    private readonly logger: Logger,
+    hooks: PipelineHooks = {},
+  ) {
+    const kafka = createKafka(config.kafka, logger);
+    this.consumer = kafka.consumer({
+      groupId: config.input.groupId,
+      sessionTimeout: config.input.sessionTimeoutMs,
+      heartbeatInterval: config.input.heartbeatIntervalMs,
+      allowAutoTopicCreation: false,
+    });
+    this.producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: false });
+    this.limit = pLimit(config.processing.concurrency);
+    this.hooks = safeHooks(hooks, logger);
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      this.logger.error('consumer crashed', { error: (e.payload.error as Error | undefined)?.name, restart: e.payload.restart, groupId: e.payload.groupId });
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+      this.logger.info('joined consumer group', { groupId: e.payload.groupId, partitions: Object.values(e.payload.memberAssignment).flat().length });
+    });
+  }
+
+  get isReady(): boolean {
+    return this.connected && !this.stopping;
+  }
+
+  async start(): Promise<void> {
+    await this.producer.connect();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.config.input.topic, fromBeginning: this.config.input.fromBeginning });
+    await this.consumer.run({
+      eachBatchAutoResolve: false,
+      autoCommit: true,
+      autoCommitInterval: 5000,
+      partitionsConsumedConcurrently: this.config.input.partitionsConsumedConcurrently,
+      eachBatch: (payload) => this.eachBatch(payload),
+    });
+    this.connected = true;
+    this.logger.info('router started', { topic: this.config.input.topic, groupId: this.config.input.groupId, concurrency: this.config.processing.concurrency });
+  }
+
+  private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, uncommittedOffsets, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const { topic, partition, messages } = batch;
+    const done = new Uint8Array(messages.length);
+    let nextToResolve = 0;
+    let failure: unknown;
+    // kafkajs has no background heartbeat: long tagging inside a batch would otherwise trigger a rebalance.
+    const beat = setInterval(() => {
+      heartbeat().catch((err: unknown) => {
+        failure ??= err;
+      });
+    }, Math.max(100, Math.floor(this.config.input.heartbeatIntervalMs / 2)));
+    const tasks: Array<Promise<void>> = [];
+    try {
+      for (let i = 0; i < messages.length; i++) {
+        if (this.stopping || !isRunning() || isStale() || failure !== undefined) break;
+        await this.acquireSlot();
+        if (this.stopping || !isRunning() || isStale() || failure !== undefined) {
+          this.releaseSlot();
+          break;
+        }
+        const message = messages[i];
+        tasks.push(
+          this.limit(() => this.handle(message, { topic, partition, offset: message.offset }))
+            .then(
+              () => {
+                done[i] = 1;
+                // Offsets are resolved strictly in order: a later note finishing first waits for the earlier ones.
+                while (nextToResolve < messages.length && done[nextToResolve] === 1) {
+                  resolveOffset(messages[nextToResolve].offset);
+                  nextToResolve++;
+                }
+              },
+              (err: unknown) => {
+                failure ??= err;
+              },
+            )
+            .finally(() => this.releaseSlot()),
+        );
+      }
+      await Promise.all(tasks);
+    } finally {
+      clearInterval(beat);
+    }
+    const pending = uncommittedOffsets();
+    if (pending.topics.length > 0) {
+      try {
+        await commitOffsetsIfNecessary(pending);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) {
+      this.logger.warn('batch ended early; unresolved records will be redelivered', { topic, partition, resolved: nextToResolve, size: messages.length, error: failure instanceof Error ? failure.name : 'unknown' });
+      throw failure;
+    }
+  }
+
+  /** Resolves once the note's output or DLQ record is acknowledged; throws only when Kafka refuses both. */
+  private async handle(message: KafkaMessage, position: RecordPosition): Promise<void> {
+    const receivedAt = performance.now();
+    this.stats.received++;
+    this.hooks.noteReceived({ ...position, bytes: message.value?.length ?? 0 });
+    let note;
+    try {
+      note = decodeNote(message.value, {
+        format: this.config.input.format,
+        maxNoteBytes: this.config.input.maxNoteBytes,
+        avroWireFormat: this.config.input.avroWireFormat,
+      });
+    } catch (err) {
+      await this.deadLetter(message, position, err, 'decode');
+      return;
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const processed = await this.withTimeout(this.processor.process(note, position, receivedAt));
+        await this.send(this.config.output.topic, {
+          key: Buffer.from(note.noteId, 'utf8'),
+          value: encodeTaggedNote(processed.record),
+          headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' },
+        });
+        this.stats.published++;
+        const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
+        for (const s of processed.spans) routes[s.route]++;
+        this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: processed.spans.length, totalMs: processed.record.timings.total_ms, routes });
+        return;
+      } catch (err) {
+        if (err instanceof PublishError) throw err; // Kafka itself is failing: leave the offset unresolved
+        if (isRetriable(err) && attempt < this.config.processing.maxAttempts && !this.stopping) {
+          this.stats.retries++;
+          await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
+          continue;
+        }
+        this.logger.warn('note failed; dead-lettering', { noteId: note.noteId, attempt, code: err instanceof RouterError ? err.code : ErrorCodes.INTERNAL });
+        await this.deadLetter(message, position, err, 'tag');
+        return;
+      }
+    }
+  }
+
+  private async deadLetter(message: KafkaMessage, position: RecordPosition, err: unknown, stage: 'decode' | 'tag'): Promise<void> {
+    const dlq = buildDlqMessage({ key: message.key, value: message.value, headers: message.headers, timestamp: message.timestamp }, position, err, stage);
+    await this.send(this.config.output.dlqTopic, dlq);
+    this.stats.deadLettered++;
+    const code = err instanceof RouterError ? err.code : ErrorCodes.INTERNAL;
+    this.logger.info('record dead-lettered', { ...position, code, stage: dlq.headers['bioner.dlq.stage']?.toString() });
+    this.hooks.noteDeadLettered({ ...position, code, stage: String(dlq.headers['bioner.dlq.stage']) });
+  }
+
+  private async send(topic: string, message: { key: Buffer | null; value: Buffer | null; headers?: Record<string, string | Buffer | (string | Buffer)[] | undefined>; timestamp?: string }): Promise<void> {
+    try {
+      await this.producer.send({ topic, acks: this.config.output.acks, messages: [message] });
+    } catch (err) {
+      throw new PublishError(`producing to ${topic} failed: ${err instanceof Error ? err.name : 'unknown'}`, true, err);
+    }
+  }
+
+  private withTimeout<T>(work: Promise<T>): Promise<T> {
+    const ms = this.config.processing.noteTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `note processing exceeded processing.noteTimeoutMs (${ms} ms)`, true)), ms);
+    });
+    return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Bounds fetched-but-unfinished notes; fetching pauses while the bound is reached. */
+  private async acquireSlot(): Promise<void> {
+    while (this.stats.inFlight >= this.config.processing.maxInFlight) {
+      if (!this.stats.paused) {
+        this.stats.paused = true;
+        this.consumer.pause([{ topic: this.config.input.topic }]);
+        this.hooks.inFlightChanged({ inFlight: this.stats.inFlight, paused: true });
+      }
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    this.stats.inFlight++;
+  }
+
+  private releaseSlot(): void {
+    this.stats.inFlight--;
+    if (this.stats.paused && this.stats.inFlight <= Math.floor(this.config.processing.maxInFlight / 2)) {
+      this.stats.paused = false;
+      this.consumer.resume([{ topic: this.config.input.topic }]);
+      this.hooks.inFlightChanged({ inFlight: this.stats.inFlight, paused: false });
+    }
+    this.waiters.shift()?.();
+  }
+
+  /**
+   * Stop fetching, let in-flight notes finish and their outputs be acknowledged,
+   * commit, then disconnect. Safe to call twice: both calls share one promise.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    this.stopping = true;
+    for (const w of this.waiters.splice(0)) w();
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.consumer.stop().then(() => true),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), this.config.shutdown.drainTimeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (!drained) this.logger.warn('drain timed out; uncommitted notes will be redelivered', { inFlight: this.stats.inFlight });
+    await this.producer.disconnect().catch(() => undefined);
+    await this.consumer.disconnect().catch(() => undefined);
+    this.connected = false;
+    this.logger.info('router stopped', { drainMs: Math.round(performance.now() - started), published: this.stats.published, deadLettered: this.stats.deadLettered });
+  }
+}

@@ -1,0 +1,39 @@
+import type { EntitySpan, Route, Sentence, TokenSpan } from '../types.js';
+
+export interface ModelInfo {
+  /** Model name, e.g. bc5cdr-encoder (config.json bioner.name, else _name_or_path, else the directory name). */
+  id: string;
+  version: string;
+  /** Entity types the model can emit (without B-/I-). */
+  entityTypes: string[];
+}
+
+/**
+ * What every tagger offers the pipeline: the encoder today, the LLM adapters next.
+ * Input is sentences of word tokens (text stage output); output is, per sentence,
+ * spans over its word tokens.
+ */
+export interface Tagger {
+  readonly route: Route;
+  readonly model: ModelInfo;
+  tagSentences(sentences: readonly Sentence[]): Promise<TokenSpan[][]>;
+  close(): Promise<void>;
+}
+
+/** Maps token spans of each sentence to character spans in the original text. */
+export function toEntitySpans(sentences: readonly Sentence[], perSentence: readonly TokenSpan[][], route: Route): EntitySpan[] {
+  const out: EntitySpan[] = [];
+  sentences.forEach((sentence, i) => {
+    for (const span of perSentence[i] ?? []) {
+      out.push({
+        start: sentence.tokens[span.first].start,
+        end: sentence.tokens[span.last].end,
+        label: span.label,
+        score: span.score,
+        sentenceIndex: sentence.index,
+        route,
+      });
+    }
+  });
+  return out;
+}
