@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { InvalidRecordError } from '../../src/errors.js';
+import { buildDlqMessage, DlqHeaders, headerString } from '../../src/publish/dlq.js';
+import { buildTaggedNote, decodeTaggedNote, encodeTaggedNote } from '../../src/publish/tagged-note.js';
+
+test('span offsets are published in code points, not UTF-16 units', () => {
+  // Two non-BMP characters (2 UTF-16 units each) before the entity.
+  const text = '𝛼🧪 given cisplatin today';
+  const start16 = text.indexOf('cisplatin');
+  const end16 = start16 + 'cisplatin'.length;
+  const record = buildTaggedNote({
+    noteId: 'n1',
+    source: null,
+    text,
+    position: { topic: 'in', partition: 2, offset: '41' },
+    model: { id: 'm', version: '1' },
+    spans: [{ start: start16, end: end16, label: 'Chemical', score: 0.9, sentenceIndex: 0, route: 'encoder' }],
+    routing: { policy: 'encoder', budget_ms: 100, sentences: 1, sentences_encoder: 1, sentences_llm: 0, reasons: [] },
+    timings: { text_ms: 0.1, route_ms: 0, encoder_ms: 2, llm_ms: 0, total_ms: 3 },
+    metadata: null,
+  });
+  const cps = Array.from(text);
+  assert.equal(record.text_length, cps.length);
+  const span = record.spans[0];
+  assert.equal(span.start, start16 - 2);
+  assert.equal(cps.slice(span.start, span.end).join(''), 'cisplatin');
+  const decoded = decodeTaggedNote(encodeTaggedNote(record));
+  assert.equal(decoded.note_id, 'n1');
+  assert.equal(decoded.input.offset, 41);
+  assert.equal(decoded.spans[0].route, 'encoder');
+  assert.equal(decoded.spans[0].start, span.start);
+  assert.ok(Math.abs(decoded.spans[0].score - 0.9) < 1e-6);
+});
+
+test('DLQ record keeps the original bytes and adds PHI-free reason headers', () => {
+  const value = Buffer.from('{"note_id":"n9","text":"PATIENT SECRET"', 'utf8');
+  const err = new InvalidRecordError('DECODE_FAILED', 'record value is not valid JSON', 'decode');
+  const msg = buildDlqMessage({ key: Buffer.from('n9'), value, headers: { trace: 'abc' }, timestamp: '1700000000000' }, { topic: 'notes', partition: 1, offset: '17' }, err, 'decode');
+  assert.equal(msg.value, value);
+  assert.equal(msg.key?.toString(), 'n9');
+  assert.equal(msg.timestamp, '1700000000000');
+  assert.equal(headerString(msg.headers, 'trace'), 'abc');
+  assert.equal(headerString(msg.headers, DlqHeaders.sourceTopic), 'notes');
+  assert.equal(headerString(msg.headers, DlqHeaders.sourcePartition), '1');
+  assert.equal(headerString(msg.headers, DlqHeaders.sourceOffset), '17');
+  assert.equal(headerString(msg.headers, DlqHeaders.errorCode), 'DECODE_FAILED');
+  assert.equal(headerString(msg.headers, DlqHeaders.stage), 'decode');
+  assert.equal(headerString(msg.headers, DlqHeaders.errorClass), 'InvalidRecordError');
+  for (const v of Object.values(msg.headers)) assert.ok(!String(v).includes('SECRET'));
+  // A foreign error's message may quote input: only its class is kept.
+  const foreign = buildDlqMessage({ key: null, value, timestamp: '0' }, { topic: 't', partition: 0, offset: '0' }, new SyntaxError('Unexpected token in "PATIENT SECRET"'), 'tag');
+  assert.equal(headerString(foreign.headers, DlqHeaders.errorCode), 'INTERNAL');
+  assert.ok(!headerString(foreign.headers, DlqHeaders.errorMessage)?.includes('SECRET'));
+});
