@@ -61,7 +61,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
   try {
     const config = validateConfig({
       kafka: { brokers: cluster.bootstrapServers, clientId: 'bioner-demo' },
-      input: { topic: topics.input, groupId: 'bioner-demo', format: opts.format },
+      input: { topic: topics.input, groupId: 'bioner-demo', format: opts.format, maxWaitTimeMs: 100 },
       output: { topic: topics.output, dlqTopic: topics.dlq },
       encoder: opts.model === undefined ? {} : { modelDir: opts.model },
       logging: { level: 'warn' },

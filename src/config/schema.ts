@@ -31,6 +31,8 @@ export const InputSchema = z
     maxNoteBytes: z.number().int().positive().default(1_000_000),
     sessionTimeoutMs: z.number().int().positive().default(30000),
     heartbeatIntervalMs: z.number().int().positive().default(3000),
+    /** Longest a fetch waits for data. Real brokers answer as soon as data arrives; the embedded mock waits the whole time, so the demo and tests use 100. */
+    maxWaitTimeMs: z.number().int().min(10).default(1000),
     /** Partitions processed at once by this consumer (kafkajs partitionsConsumedConcurrently). */
     partitionsConsumedConcurrently: z.number().int().positive().default(3),
   })

@@ -16,7 +16,7 @@ export interface ReadRecord {
  * the demo and the accounting of what a run produced.
  */
 export async function readTopics(kafka: Kafka, topics: string[], until: (records: ReadRecord[]) => boolean, timeoutMs = 30_000): Promise<ReadRecord[]> {
-  const consumer = kafka.consumer({ groupId: `bioner-reader-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, allowAutoTopicCreation: false });
+  const consumer = kafka.consumer({ groupId: `bioner-reader-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, allowAutoTopicCreation: false, maxWaitTimeInMs: 100 });
   const records: ReadRecord[] = [];
   await consumer.connect();
   try {

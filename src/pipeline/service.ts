@@ -49,6 +49,7 @@ export class RouterService {
       groupId: config.input.groupId,
       sessionTimeout: config.input.sessionTimeoutMs,
       heartbeatInterval: config.input.heartbeatIntervalMs,
+      maxWaitTimeInMs: config.input.maxWaitTimeMs,
       allowAutoTopicCreation: false,
     });
     this.producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: false });
