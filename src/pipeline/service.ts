@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { Consumer, EachBatchPayload, KafkaMessage, Producer } from 'kafkajs';
+import { CompressionTypes, type Consumer, type EachBatchPayload, type KafkaMessage, type Producer } from 'kafkajs';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { RouterConfig } from '../config/schema.js';
 import { ErrorCodes, isRetriable, PublishError, RouterError, TaggerError } from '../errors.js';
@@ -175,7 +175,7 @@ export class RouterService {
           await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
           continue;
         }
-        this.logger.warn('note failed; dead-lettering', { noteId: note.noteId, attempt, code: err instanceof RouterError ? err.code : ErrorCodes.INTERNAL });
+        this.logger.warn('note failed; dead-lettering', { noteId: note.noteId, attempt, code: err instanceof RouterError ? err.code : ErrorCodes.INTERNAL, error: err instanceof Error ? err.name : 'unknown' });
         await this.deadLetter(message, position, err, 'tag');
         return;
       }
@@ -193,7 +193,12 @@ export class RouterService {
 
   private async send(topic: string, message: { key: Buffer | null; value: Buffer | null; headers?: Record<string, string | Buffer | (string | Buffer)[] | undefined>; timestamp?: string }): Promise<void> {
     try {
-      await this.producer.send({ topic, acks: this.config.output.acks, messages: [message] });
+      await this.producer.send({
+        topic,
+        acks: this.config.output.acks,
+        compression: this.config.output.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+        messages: [message],
+      });
     } catch (err) {
       throw new PublishError(`producing to ${topic} failed: ${err instanceof Error ? err.name : 'unknown'}`, true, err);
     }

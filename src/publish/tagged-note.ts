@@ -14,7 +14,8 @@ export interface TaggedNoteRecord {
   routing: { policy: string; budget_ms: number; sentences: number; sentences_encoder: number; sentences_llm: number; reasons: string[] };
   timings: { text_ms: number; route_ms: number; encoder_ms: number; llm_ms: number; total_ms: number };
   metadata: Record<string, string> | null;
-  produced_at: Date;
+  /** Epoch milliseconds (Avro long, logicalType timestamp-millis). */
+  produced_at: number;
 }
 
 export interface TaggedNoteParts {
@@ -49,7 +50,7 @@ export function buildTaggedNote(parts: TaggedNoteParts, now: Date = new Date()):
     routing: parts.routing,
     timings: parts.timings,
     metadata: parts.metadata,
-    produced_at: now,
+    produced_at: now.getTime(),
   };
 }
 

@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { EncoderTagger } from '../../src/taggers/encoder.js';
+import { toEntitySpans } from '../../src/taggers/types.js';
+import { prepareText } from '../../src/text/index.js';
+import { ModelLoadError } from '../../src/errors.js';
+import { fixtureNotes } from '../helpers/pipeline.js';
+
+const MODEL = new URL('../../models/bc5cdr-encoder', import.meta.url).pathname;
+let tagger: EncoderTagger;
+
+before(async () => {
+  tagger = await EncoderTagger.load(MODEL, { batchSize: 16 });
+});
+after(async () => {
+  await tagger?.close();
+});
+
+async function tag(t: EncoderTagger, text: string) {
+  const prepared = prepareText(text);
+  return toEntitySpans(prepared.sentences, await t.tagSentences(prepared.sentences), t.route);
+}
+
+test('the committed model loads from its HF-layout directory', () => {
+  assert.deepEqual([...tagger.model.entityTypes].sort(), ['Chemical', 'Disease']);
+  assert.equal(tagger.model.id, 'bc5cdr-encoder');
+  assert.ok(tagger.maxSequenceLength >= 128);
+});
+
+test('spans on a clinical sentence point at the right text', async () => {
+  const text = 'HISTORY OF PRESENT ILLNESS: The patient developed acute renal failure after cisplatin and was treated with furosemide.\nShe also has hypertension and diabetes mellitus.';
+  const spans = await tag(tagger, text);
+  const found = spans.map((s) => `${s.label}:${text.slice(s.start, s.end)}`);
+  for (const expected of ['Chemical:cisplatin', 'Chemical:furosemide', 'Disease:hypertension']) {
+    assert.ok(found.includes(expected), `expected ${expected} among ${JSON.stringify(found)}`);
+  }
+  for (const s of spans) {
+    assert.ok(s.score > 0 && s.score <= 1);
+    const piece = text.slice(s.start, s.end);
+    assert.equal(piece, piece.trim());
+  }
+});
+
+test('offsets stay right through normalisation and non-BMP characters', async () => {
+  // NBSP, a ligature and emoji shift UTF-16 positions; spans must still cover the original characters.
+  const text = '🧪🧪 Patient on\u00a0cisplatin reports ﬁbrosis? No: hypertension\u00a0and diabetes.';
+  const spans = await tag(tagger, text);
+  const pieces = spans.map((s) => text.slice(s.start, s.end));
+  assert.ok(pieces.includes('cisplatin'), JSON.stringify(pieces));
+  assert.ok(pieces.includes('hypertension'), JSON.stringify(pieces));
+});
+
+test('a note longer than the model window is tagged across the whole note', async () => {
+  const small = await EncoderTagger.load(MODEL, { maxSequenceLength: 24, windowOverlapWords: 4 });
+  try {
+    // One long "sentence" (no full stops) far beyond 22 pieces, with entities at the start, middle and end.
+    const filler = 'the patient was seen in clinic and reported feeling well with no new complaints today';
+    const text = `cisplatin was given , ${filler} , ${filler} , hypertension was noted , ${filler} , ${filler} , finally furosemide was started`;
+    const prepared = prepareText(text);
+    assert.equal(prepared.sentences.length, 1);
+    const windowed = toEntitySpans(prepared.sentences, await small.tagSentences(prepared.sentences), 'encoder');
+    const full = toEntitySpans(prepared.sentences, await tagger.tagSentences(prepared.sentences), 'encoder');
+    const pieces = windowed.map((s) => text.slice(s.start, s.end));
+    const fullPieces = full.map((s) => text.slice(s.start, s.end));
+    // Whatever full-context tagging finds among the planted entities, windowed tagging finds too, end of the note included.
+    const planted = ['cisplatin', 'hypertension', 'furosemide'].filter((e) => fullPieces.includes(e));
+    assert.ok(planted.length >= 2, `the model finds planted entities: ${JSON.stringify(fullPieces)}`);
+    for (const e of planted) assert.ok(pieces.includes(e), `windowed tagging found ${e}: ${JSON.stringify(pieces)}`);
+    const lastWindowStart = prepared.sentences[0].tokens[Math.max(0, prepared.sentences[0].tokens.length - 20)].start;
+    assert.ok(windowed.some((s) => s.start >= lastWindowStart) === full.some((s) => s.start >= lastWindowStart), 'the tail of the note is tagged as with full context');
+    // No duplicated or overlapping spans from window overlaps.
+    const sorted = [...windowed].sort((a, b) => a.start - b.start);
+    for (let i = 1; i < sorted.length; i++) assert.ok(sorted[i].start >= sorted[i - 1].end, 'spans do not overlap');
+    assert.ok(windowed.length >= 2 && full.length >= 2);
+  } finally {
+    await small.close();
+  }
+});
+
+test('sentences from concurrent notes are batched and each gets its own spans', async () => {
+  const notes = fixtureNotes().slice(0, 6);
+  const one = await Promise.all(notes.map((n) => tag(tagger, n.text)));
+  const again = [];
+  for (const n of notes) again.push(await tag(tagger, n.text));
+  assert.deepEqual(
+    one.map((s) => s.map((x) => [x.start, x.end, x.label])),
+    again.map((s) => s.map((x) => [x.start, x.end, x.label])),
+  );
+});
+
+test('a directory that is not a token-classification export fails with a clear error', async () => {
+  await assert.rejects(EncoderTagger.load('/nonexistent-model'), (e: unknown) => e instanceof ModelLoadError && /config\.json/.test(e.message) && e.code === 'MODEL_LOAD_FAILED');
+});
