@@ -5,7 +5,7 @@ import { MockKafkaCluster, ensureMockKafkaBinary } from '../embedded/mock-cluste
 import { readTopics, type ReadRecord } from '../embedded/read-topic.js';
 import { readNotesFile } from '../eval/datasets.js';
 import { encodeNote } from '../ingest/decode.js';
-import { createKafka } from '../ingest/kafka.js';
+import { createKafka, createProducer } from '../ingest/kafka.js';
 import { RouterService } from '../pipeline/service.js';
 import { DlqHeaders, headerString } from '../publish/dlq.js';
 import { decodeTaggedNote } from '../publish/tagged-note.js';
@@ -67,7 +67,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
       logging: { level: 'warn' },
     });
     const kafka = createKafka(config.kafka, logger);
-    const producer = kafka.producer({ allowAutoTopicCreation: false });
+    const producer = createProducer(kafka);
     await producer.connect();
     await producer.send({
       topic: topics.input,

@@ -1,4 +1,4 @@
-import { Kafka, logLevel as KafkaLogLevel, type LogEntry, type logCreator } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type LogEntry, type logCreator, type Producer } from 'kafkajs';
 import type { RouterConfig } from '../config/schema.js';
 import type { Logger } from '../telemetry/logger.js';
 
@@ -30,4 +30,9 @@ export function createKafka(config: RouterConfig['kafka'], logger: Logger): Kafk
     logLevel: KafkaLogLevel.INFO,
     logCreator: creator,
   });
+}
+
+/** A plain (non-idempotent) producer: the embedded mock cannot run the idempotent one; output is keyed by note id instead. Murmur2 partitioning as the Java client does. */
+export function createProducer(kafka: Kafka): Producer {
+  return kafka.producer({ allowAutoTopicCreation: false, idempotent: false, createPartitioner: Partitioners.DefaultPartitioner });
 }

@@ -4,7 +4,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import type { RouterConfig } from '../config/schema.js';
 import { ErrorCodes, isRetriable, PublishError, RouterError, TaggerError } from '../errors.js';
 import { decodeNote } from '../ingest/decode.js';
-import { createKafka } from '../ingest/kafka.js';
+import { createKafka, createProducer } from '../ingest/kafka.js';
 import type { RecordPosition } from '../ingest/note.js';
 import { buildDlqMessage } from '../publish/dlq.js';
 import { encodeTaggedNote } from '../publish/tagged-note.js';
@@ -52,7 +52,7 @@ export class RouterService {
       maxWaitTimeInMs: config.input.maxWaitTimeMs,
       allowAutoTopicCreation: false,
     });
-    this.producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: false });
+    this.producer = createProducer(kafka);
     this.limit = pLimit(config.processing.concurrency);
     this.hooks = safeHooks(hooks, logger);
     this.consumer.on(this.consumer.events.CRASH, (e) => {

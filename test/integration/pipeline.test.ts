@@ -6,7 +6,7 @@ import { malformedRecords } from '../../src/cli/demo.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka } from '../../src/ingest/kafka.js';
+import { createKafka, createProducer } from '../../src/ingest/kafka.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { decodeTaggedNote } from '../../src/publish/tagged-note.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
@@ -40,7 +40,7 @@ async function createTopics(names: { input: string; output: string; dlq: string 
 }
 
 async function produce(topic: string, messages: Array<{ key: string; value: Buffer }>): Promise<void> {
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  const producer = createProducer(kafka);
   await producer.connect();
   await producer.send({ topic, messages });
   await producer.disconnect();

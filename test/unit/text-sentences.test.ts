@@ -1,43 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseCsv } from '../../src/eval/datasets.js';
 import { splitSentences } from '../../src/text/sentences.js';
 
-const MTSAMPLES = '/work/shared/data/mtsamples/mtsamples.csv';
+// The shared data sits beside the repository (../shared/data), in CI too.
+const MTSAMPLES = fileURLToPath(new URL('../../../shared/data/mtsamples/mtsamples.csv', import.meta.url));
+const readCsv = (text: string): string[][] => parseCsv(text, 'mtsamples.csv', { acceptTruncatedEnd: true });
 
 const sents = (s: string): string[] => splitSentences(s).map((x) => s.slice(x.start, x.end));
 
 /** Minimal RFC 4180 reader: quoted fields, doubled quotes, newlines inside quotes. */
-function readCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let field = '';
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') {
-        field += '"';
-        i++;
-      } else if (c === '"') quoted = false;
-      else field += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ',') {
-      row.push(field);
-      field = '';
-    } else if (c === '\n') {
-      row.push(field);
-      rows.push(row);
-      row = [];
-      field = '';
-    } else if (c !== '\r') field += c;
-  }
-  if (field !== '' || row.length > 0) {
-    row.push(field);
-    rows.push(row);
-  }
-  return rows;
-}
 
 function transcriptions(): string[] {
   const rows = readCsv(readFileSync(MTSAMPLES, 'utf8'));
