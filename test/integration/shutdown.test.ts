@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import type { Admin, Kafka } from 'kafkajs';
+import { loadEncoder } from '../../src/cli/components.js';
+import { NoteProcessor } from '../../src/pipeline/processor.js';
+import { EncoderOnlyPolicy } from '../../src/route/policy.js';
+import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
+import { readTopics } from '../../src/embedded/read-topic.js';
+import { encodeNote } from '../../src/ingest/decode.js';
+import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { RouterService } from '../../src/pipeline/service.js';
+import type { EncoderTagger } from '../../src/taggers/encoder.js';
+import type { Tagger } from '../../src/taggers/types.js';
+import { createLogger, silentLogger } from '../../src/telemetry/logger.js';
+import type { Sentence } from '../../src/types.js';
+import { account, fixtureNotes, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+let cluster: MockKafkaCluster;
+let kafka: Kafka;
+let admin: Admin;
+
+before(async () => {
+  cluster = await MockKafkaCluster.start({ brokers: 3 });
+  kafka = createKafka(testConfig(cluster.bootstrapServers, uniqueNames('sd')).kafka, silentLogger);
+  admin = kafka.admin();
+  await admin.connect();
+});
+after(async () => {
+  await admin?.disconnect();
+  await cluster?.stop();
+});
+
+async function setup(prefix: string, count: number, partitions: number, marker = ''): Promise<ReturnType<typeof uniqueNames>> {
+  const names = uniqueNames(prefix);
+  await cluster.createTopic(names.input, partitions);
+  await cluster.createTopic(names.output, 3);
+  await cluster.createTopic(names.dlq, 1);
+  const notes = fixtureNotes();
+  const producer = createProducer(kafka);
+  await producer.connect();
+  await producer.send({
+    topic: names.input,
+    messages: Array.from({ length: count }, (_, i) => ({
+      key: `n-${i}`,
+      value: encodeNote({ noteId: `n-${i}`, text: `${marker} ${notes[i % notes.length].text}`, source: null, latencyBudgetMs: null, patientId: `${marker}-patient`, metadata: null }, 'json'),
+    })),
+  });
+  await producer.disconnect();
+  return names;
+}
+
+async function sumOffsets(topic: string): Promise<number> {
+  return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high), 0);
+}
+
+async function committedSum(group: string, topic: string): Promise<number> {
+  const [c] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+  return c.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
+}
+
+function startCli(names: ReturnType<typeof uniqueNames>, dir: string): Promise<{ child: ReturnType<typeof spawn>; stderr: () => string }> {
+  return (async () => {
+    const file = join(dir, 'router.yaml');
+    await writeFile(
+      file,
+      [
+        'kafka:',
+        `  brokers: [${cluster.bootstrapServers.join(', ')}]`,
+        'input:',
+        `  topic: ${names.input}`,
+        `  groupId: ${names.group}`,
+        '  maxWaitTimeMs: 100',
+        '  sessionTimeoutMs: 10000',
+        '  heartbeatIntervalMs: 1000',
+        'output:',
+        `  topic: ${names.output}`,
+        `  dlqTopic: ${names.dlq}`,
+        'processing:',
+        '  concurrency: 2',
+        '  maxInFlight: 4',
+        'logging:',
+        '  level: debug',
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (err += d.toString()));
+    return { child, stderr: () => err };
+  })();
+}
+
+function exitOf(child: ReturnType<typeof spawn>): Promise<number | null> {
+  return new Promise((r) => child.once('exit', (code) => r(code)));
+}
+
+test('SIGTERM drains: finished notes are published and committed, then a new consumer finishes the rest', async () => {
+  const marker = 'PHIMARKER7731';
+  const names = await setup('sigterm', 60, 3, marker);
+  const dir = await mkdtemp(join(tmpdir(), 'bioner-sigterm-'));
+  const { child, stderr } = await startCli(names, dir);
+  const exited = exitOf(child);
+  await waitFor(async () => (await sumOffsets(names.output)) >= 8, 60_000, 'the CLI consumer to publish some notes');
+  child.kill('SIGTERM');
+  const code = await exited;
+  assert.equal(code, 0, `clean exit after drain; log tail: ${stderr().slice(-800)}`);
+  assert.match(stderr(), /"msg":"router stopped"/);
+  assert.ok(!stderr().includes(marker), 'logs never contain note text or patient ids');
+
+  const published = await sumOffsets(names.output);
+  const committed = await committedSum(names.group, names.input);
+  assert.ok(published < 60, 'stopped mid-stream');
+  // Drain commits exactly what was published: nothing finished is left uncommitted, nothing uncommitted was published.
+  assert.equal(committed, published);
+
+  const { child: second } = await startCli(names, dir);
+  const secondExit = exitOf(second);
+  const records = await readTopics(kafka, [names.output, names.dlq], (rs) => rs.length >= 60, 90_000);
+  second.kill('SIGTERM');
+  assert.equal(await secondExit, 0);
+  const acc = account(records, names);
+  assert.equal(acc.published.size, 60);
+  assert.ok([...acc.published.values()].every((n) => n === 1), 'no note published twice');
+});
+
+test('a second signal forces exit without waiting for the drain', async () => {
+  const names = await setup('sigkill2', 40, 1);
+  const dir = await mkdtemp(join(tmpdir(), 'bioner-sig2-'));
+  const { child, stderr } = await startCli(names, dir);
+  const exited = exitOf(child);
+  await waitFor(() => stderr().includes('"msg":"router started"'), 60_000, 'the CLI to start');
+  // Two different signals: identical pending signals would coalesce into one.
+  child.kill('SIGTERM');
+  child.kill('SIGINT');
+  assert.equal(await exited, 130);
+  assert.match(stderr(), /second signal/);
+});
+
+/** Wraps the real encoder with a fixed delay: a deliberately slow stage. */
+class SlowTagger implements Tagger {
+  readonly route = 'encoder' as const;
+  constructor(private readonly inner: EncoderTagger, private readonly delayMs: number) {}
+  get model() {
+    return this.inner.model;
+  }
+  async tagSentences(sentences: readonly Sentence[]) {
+    await new Promise((r) => setTimeout(r, this.delayMs));
+    return this.inner.tagSentences(sentences);
+  }
+  async close() {}
+}
+
+test('a slow stage: fetching pauses at the in-flight bound, heartbeats keep the group stable, nothing is lost', async () => {
+  const names = await setup('slow', 30, 1);
+  // One partition, one batch of 30 notes at 2 x 250 ms: about 4 s of work inside one batch, above the 3 s session timeout.
+  const config = testConfig(cluster.bootstrapServers, names, {
+    input: { sessionTimeoutMs: 3000, heartbeatIntervalMs: 500 },
+    processing: { concurrency: 2, maxInFlight: 4 },
+  });
+  const lines: string[] = [];
+  const logger = createLogger('info', (l) => lines.push(l));
+  const encoder = await loadEncoder(config.encoder);
+  const pauses: boolean[] = [];
+  let maxInFlight = 0;
+  const slow = new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder: new SlowTagger(encoder, 250) });
+  const slowService = new RouterService(config, slow, logger, { inFlightChanged: (e) => pauses.push(e.paused) });
+  const timer = setInterval(() => (maxInFlight = Math.max(maxInFlight, slowService.stats.inFlight)), 10);
+  await slowService.start();
+  try {
+    await waitFor(() => slowService.stats.published >= 30, 60_000, 'all notes through the slow stage');
+  } finally {
+    clearInterval(timer);
+    await slowService.close();
+    await encoder.close();
+  }
+  assert.ok(maxInFlight <= 4, `in-flight stayed within the bound (saw ${maxInFlight})`);
+  assert.ok(pauses.includes(true) && pauses.includes(false), 'fetching paused and resumed');
+  const joins = lines.filter((l) => l.includes('"msg":"joined consumer group"')).length;
+  assert.equal(joins, 1, 'no rebalance while the slow batch ran');
+  assert.equal(slowService.stats.published, 30);
+});
