@@ -81,3 +81,9 @@ test('loadConfig reads YAML and JSON files and reports bad files', async () => {
   await writeFile(yamlFile, 'input:\n  maxNoteBytes: -5\n');
   await assert.rejects(loadConfig(yamlFile, {}), (e: unknown) => e instanceof ConfigError && e.field === 'input.maxNoteBytes');
 });
+
+test('the example config in deploy/ passes validation', async () => {
+  const c = await loadConfig(new URL('../../deploy/router.example.yaml', import.meta.url).pathname, {});
+  assert.equal(c.input.format, 'avro');
+  assert.equal(c.kafka.brokers.length, 3);
+});
