@@ -14,6 +14,18 @@ export const ErrorCodes = {
   MODEL_LOAD_FAILED: 'MODEL_LOAD_FAILED',
   INFERENCE_FAILED: 'INFERENCE_FAILED',
   TAGGER_UNAVAILABLE: 'TAGGER_UNAVAILABLE',
+  /** An LLM request took longer than llm.timeoutMs (retriable). */
+  LLM_TIMEOUT: 'LLM_TIMEOUT',
+  /** The LLM server answered an HTTP error; retriable for 429 and 5xx only. */
+  LLM_HTTP_ERROR: 'LLM_HTTP_ERROR',
+  /** The LLM server could not be reached (connection refused/reset, DNS) (retriable). */
+  LLM_UNAVAILABLE: 'LLM_UNAVAILABLE',
+  /** The LLM answered something that cannot be read (not the expected JSON, no token lines). */
+  LLM_BAD_RESPONSE: 'LLM_BAD_RESPONSE',
+  /** The note's LLM time (its latency budget) ran out before the LLM answered. */
+  LLM_BUDGET_EXCEEDED: 'LLM_BUDGET_EXCEEDED',
+  /** The LLM circuit breaker is open: calls fail fast without a request until it half-opens (retriable later). */
+  CIRCUIT_OPEN: 'CIRCUIT_OPEN',
   PUBLISH_FAILED: 'PUBLISH_FAILED',
   KAFKA_ERROR: 'KAFKA_ERROR',
   MOCK_CLUSTER_FAILED: 'MOCK_CLUSTER_FAILED',
@@ -71,6 +83,15 @@ export class ModelLoadError extends RouterError {
 export class TaggerError extends RouterError {
   constructor(code: ErrorCode, message: string, retriable: boolean, cause?: unknown) {
     super(code, message, { retriable, stage: 'tag', cause });
+  }
+}
+
+/** A failed call to a remote LLM; `status` is the HTTP status when the server answered one. */
+export class LlmError extends TaggerError {
+  readonly status: number | undefined;
+  constructor(code: ErrorCode, message: string, retriable: boolean, options: { status?: number; cause?: unknown } = {}) {
+    super(code, message, retriable, options.cause);
+    this.status = options.status;
   }
 }
 

@@ -8,15 +8,24 @@ export interface ModelInfo {
   entityTypes: string[];
 }
 
+export interface TagOptions {
+  /**
+   * Aborted when the caller stops waiting (the note's LLM budget is spent).
+   * Queued work is dropped and remote requests are cancelled; the call then
+   * rejects with the abort reason.
+   */
+  signal?: AbortSignal;
+}
+
 /**
- * What every tagger offers the pipeline: the encoder today, the LLM adapters next.
+ * What every tagger offers the pipeline: the encoder and the LLM adapters.
  * Input is sentences of word tokens (text stage output); output is, per sentence,
  * spans over its word tokens.
  */
 export interface Tagger {
   readonly route: Route;
   readonly model: ModelInfo;
-  tagSentences(sentences: readonly Sentence[]): Promise<TokenSpan[][]>;
+  tagSentences(sentences: readonly Sentence[], options?: TagOptions): Promise<TokenSpan[][]>;
   close(): Promise<void>;
 }
 

@@ -1,0 +1,258 @@
+import { ErrorCodes, ModelLoadError, RouterError, TaggerError } from '../errors.js';
+import { planWindows, type TextWindow } from '../text/windows.js';
+import type { Route, Sentence, TokenSpan } from '../types.js';
+import { decodeBio, type BioMode } from './bio.js';
+import type { ModelBundle } from './model-bundle.js';
+import type { ModelInfo, TagOptions, Tagger } from './types.js';
+
+/**
+ * Where logits come from. A row is the ids of one window, specials included
+ * (`[CLS] pieces [SEP]`); the answer is, per row, a row-major
+ * `ids.length x numLabels` array of logits (or probabilities: see
+ * `outputsProbabilities`). The ONNX backend runs a model in-process; the
+ * `vllm-pooling` backend asks a server.
+ */
+export interface LogitsBackend {
+  readonly kind: string;
+  /** True when rows may already be probabilities (vLLM's token_classify can apply softmax); such rows are not softmaxed again. */
+  readonly mayAnswerProbabilities: boolean;
+  run(rows: readonly number[][], signal?: AbortSignal): Promise<Float32Array[]>;
+  close(): Promise<void>;
+}
+
+export interface TokenClassifierOptions {
+  /** Pieces per window incl. specials; defaults to the model's limit. */
+  maxSequenceLength?: number;
+  windowOverlapWords?: number;
+  /** Windows per backend call, gathered across notes. */
+  batchSize?: number;
+  /** How long a partial batch waits for more windows. */
+  batchWaitMs?: number;
+  /** Backend calls in flight at once (1 for onnxruntime: parallel runs only contend). */
+  maxConcurrentBatches?: number;
+  decode?: BioMode;
+}
+
+/** One window of one sentence (or one raw row) waiting for the backend. */
+interface RowJob {
+  ids: number[];
+  signal: AbortSignal | undefined;
+  resolve: (logits: Float32Array) => void;
+  reject: (err: unknown) => void;
+}
+
+const PIECE_CACHE_LIMIT = 200_000;
+
+/** Aborted work ends with the abort reason when it is one of ours, else a budget error. */
+export function abortError(signal: AbortSignal): RouterError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof RouterError) return reason;
+  return new TaggerError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'tagging was cancelled before it finished', false, reason);
+}
+
+/**
+ * The shared token-classification path: words -> sub-word pieces (cached) ->
+ * windows -> cross-note batches -> logits (from a `LogitsBackend`) -> the first
+ * sub-word's probabilities per word -> stitched sentence -> BIO decoding.
+ * `EncoderTagger` (route `encoder`), the in-process reference decoder and the
+ * `vllm-pooling` client (route `llm`) are all this class over different backends.
+ */
+export class TokenClassifierTagger implements Tagger {
+  readonly route: Route;
+  readonly model: ModelInfo;
+  readonly labels: readonly string[];
+  readonly maxSequenceLength: number;
+
+  private readonly queue: RowJob[] = [];
+  private readonly pieceCache = new Map<string, number[]>();
+  private active = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly settings: Required<Omit<TokenClassifierOptions, 'maxSequenceLength'>>;
+
+  constructor(
+    route: Route,
+    protected readonly bundle: ModelBundle,
+    protected readonly backend: LogitsBackend,
+    options: TokenClassifierOptions = {},
+  ) {
+    this.route = route;
+    this.model = bundle.model;
+    this.labels = bundle.labels;
+    this.maxSequenceLength = options.maxSequenceLength ?? bundle.modelLimit;
+    if (this.maxSequenceLength < 4) throw new ModelLoadError(`maxSequenceLength ${this.maxSequenceLength} is too small`);
+    this.settings = {
+      windowOverlapWords: options.windowOverlapWords ?? 16,
+      batchSize: options.batchSize ?? 32,
+      batchWaitMs: options.batchWaitMs ?? 2,
+      maxConcurrentBatches: options.maxConcurrentBatches ?? 1,
+      decode: options.decode ?? 'viterbi',
+    };
+  }
+
+  /** Sub-word ids of one word, cached: clinical vocabulary repeats heavily. */
+  private piecesOf(word: string, afterSpace: boolean): number[] {
+    const key = afterSpace && this.bundle.spacePrefixed ? ` ${word}` : word;
+    const cached = this.pieceCache.get(key);
+    if (cached !== undefined) return cached;
+    const encoded: number[] = this.bundle.tokenizer.encode(key, { add_special_tokens: false }).ids;
+    // A word the normaliser erases entirely still needs a position to carry a label.
+    const ids = encoded.length === 0 ? [this.bundle.special.unk] : encoded;
+    if (this.pieceCache.size >= PIECE_CACHE_LIMIT) this.pieceCache.clear();
+    this.pieceCache.set(key, ids);
+    return ids;
+  }
+
+  /** Ids of a whole text with the tokenizer's own special tokens (for `/pooling` requests that send text). */
+  encodeText(text: string): number[] {
+    return this.bundle.tokenizer.encode(text, { add_special_tokens: true }).ids;
+  }
+
+  async tagSentences(sentences: readonly Sentence[], options: TagOptions = {}): Promise<TokenSpan[][]> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
+    if (options.signal?.aborted === true) throw abortError(options.signal);
+    return Promise.all(sentences.map((s) => this.tagSentence(s, options.signal)));
+  }
+
+  /** Raw logits for rows of ids (specials included), through the same batching queue as tagging. */
+  async logits(rows: readonly number[][], signal?: AbortSignal): Promise<Float32Array[]> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
+    return Promise.all(rows.map((ids) => this.enqueue(ids, signal)));
+  }
+
+  private async tagSentence(sentence: Sentence, signal: AbortSignal | undefined): Promise<TokenSpan[]> {
+    const words = sentence.tokens;
+    if (words.length === 0) return [];
+    const maxPieces = this.maxSequenceLength - 2;
+    const pieces = words.map((w, i) => {
+      const ids = this.piecesOf(w.text, i > 0 && words[i - 1].end < w.start);
+      return ids.length > maxPieces ? ids.slice(0, maxPieces) : ids;
+    });
+    const windows = planWindows(pieces.map((p) => p.length), maxPieces, this.settings.windowOverlapWords);
+    const numLabels = this.labels.length;
+    const probs = new Float32Array(words.length * numLabels);
+    await Promise.all(
+      windows.map(async (w) => {
+        const { ids, firstPiece } = this.assemble(pieces, w);
+        const logits = await this.enqueue(ids, signal);
+        if (logits.length < ids.length * numLabels) {
+          throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} returned ${logits.length} values for ${ids.length} positions x ${numLabels} labels`, false);
+        }
+        // Keep only the words this window owns, so overlaps never yield duplicated or split spans.
+        for (let word = w.ownStart; word < w.ownEnd; word++) {
+          wordProbabilities(logits, firstPiece[word - w.start] * numLabels, numLabels, probs, word * numLabels, this.backend.mayAnswerProbabilities);
+        }
+      }),
+    );
+    return decodeBio(probs, words.length, this.labels, this.settings.decode);
+  }
+
+  private assemble(pieces: number[][], w: TextWindow): { ids: number[]; firstPiece: Int32Array } {
+    const ids: number[] = [this.bundle.special.cls];
+    const firstPiece = new Int32Array(w.end - w.start);
+    for (let word = w.start; word < w.end; word++) {
+      firstPiece[word - w.start] = ids.length;
+      for (const id of pieces[word]) ids.push(id);
+    }
+    ids.push(this.bundle.special.sep);
+    return { ids, firstPiece };
+  }
+
+  private enqueue(ids: number[], signal: AbortSignal | undefined): Promise<Float32Array> {
+    if (signal?.aborted === true) return Promise.reject(abortError(signal));
+    return new Promise<Float32Array>((resolve, reject) => {
+      this.queue.push({ ids, signal, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.active >= this.settings.maxConcurrentBatches) return; // a finishing batch picks up the queue
+    if (this.queue.length >= this.settings.batchSize || this.settings.batchWaitMs === 0) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.pump();
+    } else if (this.timer === undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.pump();
+      }, this.settings.batchWaitMs);
+    }
+  }
+
+  /** Starts batches while there is queued work and room; each finished batch pumps again. */
+  private pump(): void {
+    while (this.queue.length > 0 && this.active < this.settings.maxConcurrentBatches) {
+      // Windows whose caller gave up (budget spent) are dropped before they cost anything.
+      for (let i = this.queue.length - 1; i >= 0; i--) {
+        const job = this.queue[i];
+        if (job.signal?.aborted === true) {
+          this.queue.splice(i, 1);
+          job.reject(abortError(job.signal));
+        }
+      }
+      if (this.queue.length === 0) return;
+      // Similar lengths together waste less padding.
+      if (this.queue.length > this.settings.batchSize) this.queue.sort((a, b) => a.ids.length - b.ids.length);
+      const batch = this.queue.splice(0, this.settings.batchSize);
+      this.active++;
+      void this.runBatch(batch).finally(() => {
+        this.active--;
+        if (this.queue.length > 0) this.pump();
+      });
+    }
+  }
+
+  private async runBatch(batch: RowJob[]): Promise<void> {
+    try {
+      // A one-row batch belongs to one caller, whose signal may cancel the request itself.
+      const out = await this.backend.run(batch.map((j) => j.ids), batch.length === 1 ? batch[0].signal : undefined);
+      if (out.length !== batch.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`, false);
+      batch.forEach((job, r) => job.resolve(out[r]));
+    } catch (err) {
+      const failure = err instanceof RouterError ? err : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, false, err);
+      for (const job of batch) job.reject(failure);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    // Let queued windows finish: close() is called after the drain, so the queue should be empty.
+    while (this.active > 0 || this.queue.length > 0) {
+      if (this.active === 0) this.pump();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await this.backend.close();
+  }
+}
+
+/**
+ * Softmax over one position's logits, stable by subtracting the max. For a
+ * backend that may already answer probabilities (vLLM's token_classify may
+ * apply softmax), a row in [0, 1] summing to 1 is taken as is.
+ */
+function wordProbabilities(logits: Float32Array, from: number, numLabels: number, out: Float32Array, to: number, detect: boolean): void {
+  let max = -Infinity;
+  let sum = 0;
+  let inUnit = true;
+  for (let k = 0; k < numLabels; k++) {
+    const v = logits[from + k];
+    if (v > max) max = v;
+    sum += v;
+    if (!(v >= 0 && v <= 1)) inUnit = false;
+  }
+  if (detect && inUnit && Math.abs(sum - 1) < 1e-3) {
+    for (let k = 0; k < numLabels; k++) out[to + k] = logits[from + k];
+    return;
+  }
+  let total = 0;
+  for (let k = 0; k < numLabels; k++) {
+    const e = Math.exp(logits[from + k] - max);
+    out[to + k] = e;
+    total += e;
+  }
+  for (let k = 0; k < numLabels; k++) out[to + k] /= total;
+}
