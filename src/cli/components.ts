@@ -1,10 +1,12 @@
 import type { RouterConfig } from '../config/schema.js';
 import { resolve } from 'node:path';
 import { packageRoot } from '../schemas.js';
-import { EncoderOnlyPolicy } from '../route/policy.js';
+import { createPolicy, policyUsesLlm } from '../route/policy.js';
 import { EncoderTagger } from '../taggers/encoder.js';
+import { createLlmTagger, type LlmTagger } from '../taggers/llm/index.js';
 import { NoteProcessor } from '../pipeline/processor.js';
 import type { PipelineHooks } from '../telemetry/hooks.js';
+import type { Logger } from '../telemetry/logger.js';
 
 
 export async function resolveExistingModelDir(dir: string): Promise<string> {
@@ -31,6 +33,15 @@ export async function loadEncoder(config: RouterConfig['encoder']): Promise<Enco
   });
 }
 
-export function createProcessor(config: RouterConfig, encoder: EncoderTagger, hooks: PipelineHooks = {}): NoteProcessor {
-  return new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder }, hooks);
+/** The LLM adapter of `llm.adapter`, or undefined when `routing.policy` never routes to the LLM (nothing is loaded then). */
+export async function loadLlm(config: RouterConfig, logger?: Logger): Promise<LlmTagger | undefined> {
+  if (!policyUsesLlm(config.routing.policy)) return undefined;
+  return createLlmTagger(config.llm, { modelDir: await resolveExistingModelDir(config.llm.modelDir), encoder: config.encoder, logger });
+}
+
+export function createProcessor(config: RouterConfig, encoder: EncoderTagger, hooks: PipelineHooks = {}, llm?: LlmTagger): NoteProcessor {
+  return new NoteProcessor(createPolicy(config.routing.policy, config.routing.defaultBudgetMs), llm === undefined ? { encoder } : { encoder, llm }, hooks, {
+    // The LLM gets at most half the note's processing time; the rest is for the encoder fallback and publishing.
+    llmMaxMs: Math.floor(config.processing.noteTimeoutMs / 2),
+  });
 }

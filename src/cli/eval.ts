@@ -1,7 +1,9 @@
-import { ConfigSchema } from '../config/schema.js';
+import { validateConfig } from '../config/load.js';
 import { DataFormatError } from '../errors.js';
 import { evaluateIob, evaluateStandoff, type EvalReport } from '../eval/evaluate.js';
-import { loadEncoder } from './components.js';
+import { createLlmTagger } from '../taggers/llm/index.js';
+import type { Tagger } from '../taggers/types.js';
+import { loadEncoder, resolveExistingModelDir } from './components.js';
 
 const pct = (x: number): string => (100 * x).toFixed(2).padStart(6);
 
@@ -13,7 +15,7 @@ export function formatReport(r: EvalReport): string {
   ];
   for (const [label, s] of Object.entries(r.by_label)) lines.push(`${label.padEnd(14)} ${pct(s.precision)} ${pct(s.recall)} ${pct(s.f1)} ${String(s.support).padStart(8)}`);
   for (const [len, s] of Object.entries(r.by_length)) lines.push(`${`length ${len}`.padEnd(14)} ${pct(s.precision)} ${pct(s.recall)} ${pct(s.f1)} ${String(s.support).padStart(8)}`);
-  lines.push(`tagging: ${r.sentences_per_s.toFixed(1)} sentences/s (${r.tagging_seconds.toFixed(1)} s)`);
+  lines.push(`tagging: ${r.sentences_per_s.toFixed(1)} sentences/s, ${r.sentences > 0 ? ((r.tagging_seconds * 1000) / r.sentences).toFixed(2) : '0'} ms/sentence (${r.tagging_seconds.toFixed(1)} s)`);
   return lines.join('\n');
 }
 
@@ -28,22 +30,54 @@ export function reportJson(r: EvalReport, extra: Record<string, unknown> = {}): 
     by_length: Object.fromEntries(Object.entries(r.by_length).map(([k, v]) => [k, prfOnly(v)])),
     by_label: Object.fromEntries(Object.entries(r.by_label).map(([k, v]) => [k, prfOnly(v)])),
     sentences_per_s: Number(r.sentences_per_s.toFixed(1)),
+    ms_per_sentence: r.sentences > 0 ? Number(((r.tagging_seconds * 1000) / r.sentences).toFixed(3)) : 0,
     sentences: r.sentences,
     documents: r.documents,
     ...extra,
   };
 }
 
-/** `bioner-router eval --model DIR --data PATH --format iob|standoff [--json]`. */
-export async function evalCommand(opts: { model: string | undefined; data: string; format: string; json: boolean }): Promise<void> {
+export interface EvalOptions {
+  model: string | undefined;
+  data: string;
+  format: string;
+  json: boolean;
+  /** `encoder` (default) or `llm`. */
+  tagger?: 'encoder' | 'llm';
+  /** For `--tagger llm`: onnx (in-process, default), openai or vllm-pooling. */
+  llmAdapter?: 'onnx' | 'openai' | 'vllm-pooling';
+  llmUrl?: string;
+  llmModel?: string;
+}
+
+/**
+ * `bioner-router eval [--tagger encoder|llm] --model DIR --data PATH --format iob|standoff [--json]`.
+ * With `--tagger llm`, `--model` is the LLM bundle (default models/bc5cdr-llm),
+ * tagged in-process unless `--llm-adapter openai|vllm-pooling --llm-url URL`
+ * sends it to a server (the bundle then gives the labels / tokenizer). There is
+ * no fallback here: a failing LLM fails the evaluation.
+ */
+export async function evalCommand(opts: EvalOptions): Promise<void> {
   if (opts.format !== 'iob' && opts.format !== 'standoff') throw new DataFormatError(`--format must be iob or standoff, got "${opts.format}"`);
-  const config = ConfigSchema.parse(opts.model === undefined ? {} : { encoder: { modelDir: opts.model } });
-  const encoder = await loadEncoder(config.encoder);
+  const which = opts.tagger ?? 'encoder';
+  let tagger: Tagger;
+  if (which === 'encoder') {
+    const config = validateConfig(opts.model === undefined ? {} : { encoder: { modelDir: opts.model } });
+    tagger = await loadEncoder(config.encoder);
+  } else {
+    const llm: Record<string, unknown> = { adapter: opts.llmAdapter ?? 'onnx' };
+    if (opts.model !== undefined) llm.modelDir = opts.model;
+    if (opts.llmUrl !== undefined) llm.baseUrl = opts.llmUrl;
+    if (opts.llmModel !== undefined) llm.model = opts.llmModel;
+    // Evaluation waits for the server: generous request timeout, the breaker effectively off.
+    const config = validateConfig({ llm: { timeoutMs: 60000, circuit: { failureThreshold: 1000 }, ...llm }, processing: { noteTimeoutMs: 120000 } });
+    tagger = await createLlmTagger(config.llm, { modelDir: await resolveExistingModelDir(config.llm.modelDir), encoder: config.encoder });
+  }
   try {
-    const r = opts.format === 'iob' ? await evaluateIob(encoder, opts.data) : await evaluateStandoff(encoder, opts.data);
+    const r = opts.format === 'iob' ? await evaluateIob(tagger, opts.data) : await evaluateStandoff(tagger, opts.data);
     process.stdout.write(formatReport(r) + '\n');
-    if (opts.json) process.stdout.write(JSON.stringify(reportJson(r, { tagger: 'encoder', model: encoder.model.id })) + '\n');
+    if (opts.json) process.stdout.write(JSON.stringify(reportJson(r, { tagger: which, model: tagger.model.id, ...(which === 'llm' ? { adapter: opts.llmAdapter ?? 'onnx' } : {}) })) + '\n');
   } finally {
-    await encoder.close();
+    await tagger.close();
   }
 }

@@ -4,6 +4,7 @@ import { RouterError } from '../errors.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
+import { serveLlmCommand } from './serve-llm.js';
 import { tagCommand } from './tag.js';
 
 const USAGE = `bioner-router <command> [options]
@@ -13,8 +14,14 @@ Commands:
   demo [--notes N] [--notes-file F] [--model DIR] [--format json|avro]
                                     embedded mock Kafka + the bundled model, end to end; last line is a JSON summary
   tag [--model DIR] [FILE]          tag a text file (or stdin) and print JSON spans
-  eval --model DIR --data PATH --format iob|standoff [--json]
-                                    strict entity-level P/R/F1 overall, per label, per entity length
+  eval [--tagger encoder|llm] --model DIR --data PATH --format iob|standoff [--json]
+       [--llm-adapter onnx|openai|vllm-pooling --llm-url URL [--llm-model NAME]]
+                                    strict entity-level P/R/F1 overall, per label, per entity length;
+                                    --tagger llm scores the LLM route (--model: the LLM bundle; in-process
+                                    unless --llm-adapter names a remote adapter at --llm-url)
+  serve-llm [--model DIR] [--port P] [--host H] [--api-key-file F]
+                                    the reference decoder behind /v1/chat/completions and /pooling
+                                    (vLLM's shapes); prints the bound URL on one line (--port 0: any free port)
 `;
 
 async function main(argv: string[]): Promise<void> {
@@ -39,9 +46,42 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'eval': {
-      const { values } = parseArgs({ args: rest, options: { model: { type: 'string', short: 'm' }, data: { type: 'string' }, format: { type: 'string', default: 'iob' }, json: { type: 'boolean', default: false } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          model: { type: 'string', short: 'm' },
+          data: { type: 'string' },
+          format: { type: 'string', default: 'iob' },
+          json: { type: 'boolean', default: false },
+          tagger: { type: 'string', default: 'encoder' },
+          'llm-adapter': { type: 'string' },
+          'llm-url': { type: 'string' },
+          'llm-model': { type: 'string' },
+        },
+      });
       if (values.data === undefined) throw new UsageError('eval needs --data PATH');
-      await evalCommand({ model: values.model, data: values.data, format: values.format ?? 'iob', json: values.json ?? false });
+      if (values.tagger !== 'encoder' && values.tagger !== 'llm') throw new UsageError('--tagger must be encoder or llm');
+      const adapter = values['llm-adapter'];
+      if (adapter !== undefined && adapter !== 'onnx' && adapter !== 'openai' && adapter !== 'vllm-pooling') throw new UsageError('--llm-adapter must be onnx, openai or vllm-pooling');
+      if (values.tagger !== 'llm' && (adapter !== undefined || values['llm-url'] !== undefined)) throw new UsageError('--llm-adapter and --llm-url need --tagger llm');
+      if ((adapter === 'openai' || adapter === 'vllm-pooling') && values['llm-url'] === undefined) throw new UsageError(`--llm-adapter ${adapter} needs --llm-url URL`);
+      await evalCommand({
+        model: values.model,
+        data: values.data,
+        format: values.format ?? 'iob',
+        json: values.json ?? false,
+        tagger: values.tagger,
+        llmAdapter: adapter,
+        llmUrl: values['llm-url'],
+        llmModel: values['llm-model'],
+      });
+      return;
+    }
+    case 'serve-llm': {
+      const { values } = parseArgs({ args: rest, options: { model: { type: 'string', short: 'm', default: 'models/bc5cdr-llm' }, port: { type: 'string', default: '8000' }, host: { type: 'string', default: '127.0.0.1' }, 'api-key-file': { type: 'string' } } });
+      const port = Number(values.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be an integer in 0..65535');
+      await serveLlmCommand({ model: values.model ?? 'models/bc5cdr-llm', port, host: values.host ?? '127.0.0.1', apiKeyFile: values['api-key-file'] });
       return;
     }
     case undefined:

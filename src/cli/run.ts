@@ -1,7 +1,7 @@
 import { loadConfig } from '../config/load.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
-import { createProcessor, loadEncoder } from './components.js';
+import { createProcessor, loadEncoder, loadLlm } from './components.js';
 
 /** `bioner-router run --config FILE`: the long-running consumer. */
 export async function runCommand(configFile: string | undefined): Promise<void> {
@@ -9,7 +9,9 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const logger = createLogger(config.logging.level);
   const encoder = await loadEncoder(config.encoder);
   logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
-  const service = new RouterService(config, createProcessor(config, encoder), logger);
+  const llm = await loadLlm(config, logger);
+  if (llm !== undefined) logger.info('llm tagger ready', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
+  const service = new RouterService(config, createProcessor(config, encoder, {}, llm), logger);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
@@ -21,6 +23,7 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
     void service
       .close()
       .then(() => encoder.close())
+      .then(() => llm?.close())
       .then(() => process.exit(0), () => process.exit(1));
   };
   process.on('SIGTERM', onSignal);

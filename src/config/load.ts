@@ -13,6 +13,15 @@ function screaming(key: string): string {
   return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 }
 
+/** Options that have no default, so the walk over defaults cannot see them. */
+const OPTIONAL_WITHOUT_DEFAULT: Array<{ path: string[]; example: Json }> = [
+  { path: ['encoder', 'maxSequenceLength'], example: 512 },
+  { path: ['llm', 'baseUrl'], example: 'http://127.0.0.1:8000' },
+  { path: ['llm', 'model'], example: 'bc5cdr-llm' },
+  { path: ['llm', 'apiKeyFile'], example: '/run/secrets/llm-api-key' },
+  { path: ['llm', 'labels'], example: ['O', 'B-Chemical', 'I-Chemical'] },
+];
+
 /** Every leaf option with the environment variable that overrides it, e.g. input.maxNoteBytes -> BIONER_INPUT_MAX_NOTE_BYTES. */
 export function environmentOverrides(): Array<{ path: string[]; variable: string; example: Json }> {
   const defaults = ConfigSchema.parse({}) as unknown as JsonObject;
@@ -25,8 +34,10 @@ export function environmentOverrides(): Array<{ path: string[]; variable: string
     }
   };
   walk(defaults, []);
-  // Optional options without defaults still get a variable.
-  out.push({ path: ['encoder', 'maxSequenceLength'], variable: 'BIONER_ENCODER_MAX_SEQUENCE_LENGTH', example: 512 });
+  // Optional options without defaults still get a variable (the example fixes how the value is parsed).
+  for (const { path, example } of OPTIONAL_WITHOUT_DEFAULT) {
+    out.push({ path, variable: ENV_PREFIX + path.map(screaming).join('_'), example });
+  }
   return out;
 }
 

@@ -78,10 +78,49 @@ export const EncoderSchema = z
   })
   .strict();
 
+const httpUrl = z.string().regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'expected http(s)://host[:port][/prefix]');
+
+export const LlmCircuitSchema = z
+  .object({
+    /** Consecutive failed LLM requests after which the circuit opens (calls then fail fast and fall back). */
+    failureThreshold: z.number().int().positive().default(5),
+    /** How long the circuit stays open before one trial request is let through (half-open). */
+    resetTimeoutMs: z.number().int().positive().default(30000),
+  })
+  .strict();
+
+export const LlmSchema = z
+  .object({
+    /** `onnx`: the reference decoder in-process; `openai`: chat completions (vLLM, OpenAI-compatible); `vllm-pooling`: vLLM /pooling token_classify. */
+    adapter: z.enum(['onnx', 'openai', 'vllm-pooling']).default('onnx'),
+    /** HF-layout model directory: the model itself for `onnx`; tokenizer.json + id2label for `vllm-pooling`; the label set for `openai`. */
+    modelDir: z.string().min(1).default('models/bc5cdr-llm'),
+    /** Server root for the remote adapters (no /v1: paths are appended). */
+    baseUrl: httpUrl.optional(),
+    /** Model name sent in requests (vLLM's served model name); omitted when unset. */
+    model: z.string().min(1).optional(),
+    /** File holding the API key, sent as `Authorization: Bearer`; never logged. */
+    apiKeyFile: z.string().min(1).optional(),
+    /** Labels for the `openai` adapter's prompt and schema; default: id2label of llm.modelDir. */
+    labels: z.array(z.string().regex(/^\S+$/, 'labels have no spaces')).min(1).optional(),
+    /** Per-request limit (ms); must stay below processing.noteTimeoutMs. */
+    timeoutMs: z.number().int().positive().default(4000),
+    /** LLM requests in flight at once (p-limit). */
+    maxConcurrency: z.number().int().positive().default(8),
+    /** Extra attempts for retriable failures (timeouts, 429, 5xx, refused/reset connections). */
+    retries: z.number().int().min(0).max(10).default(2),
+    /** First retry delay (ms); doubles per retry, with jitter. */
+    retryBackoffMs: z.number().int().min(0).default(100),
+    /** Send vLLM `structured_outputs: {json: schema}` with chat requests. */
+    structuredOutputs: z.boolean().default(true),
+    circuit: LlmCircuitSchema.prefault({}),
+  })
+  .strict();
+
 export const RoutingSchema = z
   .object({
-    /** Only `encoder` exists in this release; the router chooses here once the LLM route lands. */
-    policy: z.enum(['encoder']).default('encoder'),
+    /** `encoder`: every sentence to the encoder; `llm`: every sentence to the LLM (the encoder is its fallback). The router issue adds cost-aware policies. */
+    policy: z.enum(['encoder', 'llm']).default('encoder'),
     /** Latency budget for notes that carry none (ms). */
     defaultBudgetMs: z.number().int().positive().default(5000),
   })
@@ -107,6 +146,7 @@ export const ConfigSchema = z
     output: OutputSchema.prefault({}),
     processing: ProcessingSchema.prefault({}),
     encoder: EncoderSchema.prefault({}),
+    llm: LlmSchema.prefault({}),
     routing: RoutingSchema.prefault({}),
     shutdown: ShutdownSchema.prefault({}),
     logging: LoggingSchema.prefault({}),
@@ -133,6 +173,15 @@ export function crossFieldRules(c: RouterConfig): Array<[string, string]> {
   }
   if (c.output.dlqTopic === c.output.topic) {
     problems.push(['output.dlqTopic', 'must differ from output.topic']);
+  }
+  if (c.llm.timeoutMs >= c.processing.noteTimeoutMs) {
+    problems.push(['llm.timeoutMs', `must be below processing.noteTimeoutMs (${c.processing.noteTimeoutMs}): an LLM request has to leave time for the encoder fallback`]);
+  }
+  if ((c.llm.adapter === 'openai' || c.llm.adapter === 'vllm-pooling') && c.llm.baseUrl === undefined) {
+    problems.push(['llm.baseUrl', `is required for llm.adapter "${c.llm.adapter}": the server root, e.g. http://127.0.0.1:8000`]);
+  }
+  if (c.llm.baseUrl !== undefined && /\/v1\/?$/.test(c.llm.baseUrl)) {
+    problems.push(['llm.baseUrl', 'give the server root without /v1: /v1/chat/completions and /pooling are appended']);
   }
   if (c.shutdown.drainTimeoutMs >= c.input.sessionTimeoutMs * 10) {
     problems.push(['shutdown.drainTimeoutMs', 'is implausibly long; keep it below ten session timeouts']);

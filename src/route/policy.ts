@@ -38,3 +38,35 @@ export class EncoderOnlyPolicy implements RoutingPolicy {
     };
   }
 }
+
+/**
+ * Every sentence to the LLM tagger. The note still carries the encoder as its
+ * fallback: if the LLM fails (down, slow past the note's budget, 5xx, circuit
+ * open) the processor tags the same sentences with the encoder
+ * (`encoder_fallback`). Until the router issue's cost model lands this is the
+ * way to run the LLM route end to end.
+ */
+export class LlmOnlyPolicy implements RoutingPolicy {
+  readonly name = 'llm';
+  constructor(private readonly defaultBudgetMs: number) {}
+
+  plan(input: RouteInput): RoutePlan {
+    return {
+      policy: this.name,
+      budgetMs: input.noteBudgetMs ?? this.defaultBudgetMs,
+      sentenceRoutes: input.sentences.map(() => 'llm'),
+      reasons: ['llm_only_policy'],
+    };
+  }
+}
+
+export type PolicyName = 'encoder' | 'llm';
+
+export function createPolicy(name: PolicyName, defaultBudgetMs: number): RoutingPolicy {
+  return name === 'llm' ? new LlmOnlyPolicy(defaultBudgetMs) : new EncoderOnlyPolicy(defaultBudgetMs);
+}
+
+/** Whether a policy can send any sentence to the LLM (only then is an LLM tagger loaded). */
+export function policyUsesLlm(name: PolicyName): boolean {
+  return name === 'llm';
+}

@@ -1,0 +1,101 @@
+import type { RouterConfig } from '../../config/schema.js';
+import { ConfigError } from '../../errors.js';
+import { silentLogger, type Logger } from '../../telemetry/logger.js';
+import { entityTypes, parseLabels } from '../bio.js';
+import { loadOnnxModel } from '../encoder.js';
+import { loadModelBundle, readModelLabels, type ModelBundle } from '../model-bundle.js';
+import { TokenClassifierTagger, type LogitsBackend, type TokenClassifierOptions } from '../token-classifier.js';
+import type { ModelInfo, Tagger } from '../types.js';
+import { LlmHttpClient, readApiKey } from './http.js';
+import { OpenAiChatTagger } from './openai.js';
+import { VllmPoolingBackend } from './pooling.js';
+import type { RealignStats } from './realign.js';
+
+export { LlmHttpClient, readApiKey, type LlmClientOptions, type LlmClientStats, type CircuitStateName } from './http.js';
+export { OpenAiChatTagger } from './openai.js';
+export { VllmPoolingBackend } from './pooling.js';
+export type { RealignStats } from './realign.js';
+
+export type LlmConfig = RouterConfig['llm'];
+
+export interface LlmTaggerContext {
+  /** llm.modelDir resolved to an existing directory (relative paths: cwd, then the package). */
+  modelDir: string;
+  /** Window, batch and decoding settings shared with the encoder. */
+  encoder: RouterConfig['encoder'];
+  logger?: Logger;
+  onRealign?: (stats: RealignStats) => void;
+}
+
+/** An LLM adapter with what the pipeline may want to observe. */
+export interface LlmTagger extends Tagger {
+  readonly route: 'llm';
+  /** Present for the remote adapters: request/retry/failure counts and the circuit state. */
+  readonly client: LlmHttpClient | undefined;
+}
+
+/** The token-classification path on the `llm` route: the in-process reference decoder (`onnx`) or vLLM's /pooling. */
+export class LlmTokenClassifier extends TokenClassifierTagger implements LlmTagger {
+  declare readonly route: 'llm';
+  constructor(bundle: ModelBundle, backend: LogitsBackend, options: TokenClassifierOptions, readonly client: LlmHttpClient | undefined) {
+    super('llm', bundle, backend, options);
+  }
+}
+
+export function httpClientFor(config: LlmConfig, apiKey: string | undefined, logger: Logger): LlmHttpClient {
+  if (config.baseUrl === undefined) throw new ConfigError('llm.baseUrl', `is required for llm.adapter "${config.adapter}"`);
+  return new LlmHttpClient({
+    baseUrl: config.baseUrl,
+    apiKey,
+    timeoutMs: config.timeoutMs,
+    maxConcurrency: config.maxConcurrency,
+    retries: config.retries,
+    retryBackoffMs: config.retryBackoffMs,
+    circuit: config.circuit,
+    logger: logger.child({ component: 'llm', adapter: config.adapter }),
+  });
+}
+
+/**
+ * The LLM tagger chosen by `llm.adapter` (route `llm` for all three):
+ * - `onnx`: the reference decoder bundle in llm.modelDir, in-process (same path as the encoder);
+ * - `openai`: chat completions at llm.baseUrl, labels from llm.labels or llm.modelDir's id2label;
+ * - `vllm-pooling`: /pooling token_classify at llm.baseUrl, tokenised locally with llm.modelDir.
+ */
+export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext): Promise<LlmTagger> {
+  const logger = ctx.logger ?? silentLogger;
+  const shared = {
+    windowOverlapWords: ctx.encoder.windowOverlapWords,
+    batchWaitMs: ctx.encoder.batchWaitMs,
+    decode: ctx.encoder.decode,
+  };
+  switch (config.adapter) {
+    case 'onnx': {
+      const { bundle, backend } = await loadOnnxModel(ctx.modelDir, { intraOpThreads: ctx.encoder.intraOpThreads });
+      return new LlmTokenClassifier(bundle, backend, { ...shared, batchSize: ctx.encoder.batchSize, maxConcurrentBatches: 1 }, undefined);
+    }
+    case 'vllm-pooling': {
+      const apiKey = await readApiKey(config.apiKeyFile);
+      const bundle = await loadModelBundle(ctx.modelDir);
+      const client = httpClientFor(config, apiKey, logger);
+      const backend = new VllmPoolingBackend(client, bundle.labels.length, config.model);
+      // One window per request: vLLM batches concurrent requests itself; maxConcurrency bounds them.
+      return new LlmTokenClassifier(bundle, backend, { ...shared, batchSize: 1, batchWaitMs: 0, maxConcurrentBatches: config.maxConcurrency }, client);
+    }
+    case 'openai': {
+      const apiKey = await readApiKey(config.apiKeyFile);
+      let labels: string[];
+      let model: ModelInfo;
+      if (config.labels !== undefined) {
+        labels = parseLabels(Object.fromEntries(config.labels.map((l, i) => [String(i), l])));
+        model = { id: config.model ?? 'llm', version: '0', entityTypes: entityTypes(labels) };
+      } else {
+        const read = await readModelLabels(ctx.modelDir);
+        labels = read.labels;
+        model = config.model === undefined ? read.model : { ...read.model, id: config.model };
+      }
+      const client = httpClientFor(config, apiKey, logger);
+      return new OpenAiChatTagger(client, model, labels, { model: config.model, structuredOutputs: config.structuredOutputs, onRealign: ctx.onRealign });
+    }
+  }
+}

@@ -1,0 +1,347 @@
+/**
+ * The generative route's text contract: the prompt that lists a sentence's word
+ * tokens one per line, the parsing of the model's answer (structured JSON or
+ * `token<TAB>TAG` lines), and the realignment of that answer onto the input
+ * tokens. Pure functions; the OpenAI adapter and the reference server share them.
+ */
+import { ErrorCodes, TaggerError } from '../../errors.js';
+import type { TokenSpan } from '../../types.js';
+import { decodeBio, splitTag } from '../bio.js';
+
+/** One answered line: the token as the model wrote it and its tag. */
+export interface AnswerLine {
+  token: string;
+  tag: string;
+}
+
+export interface ParsedAnswer {
+  lines: AnswerLine[];
+  /** Lines (or JSON entries) that could not be read as token + tag. */
+  malformed: number;
+  format: 'json' | 'lines';
+}
+
+/** How far an answer strayed from the input; summed over sentences for telemetry. */
+export interface RealignStats {
+  /** Input tokens. */
+  tokens: number;
+  /** Input tokens matched to an answer line with the same text. */
+  matched: number;
+  /** Input tokens whose answer line has different text (the model changed the token); tagged O. */
+  changed: number;
+  /** Input tokens with no answer line at all (dropped, or the answer was cut short); tagged O. */
+  dropped: number;
+  /** Answer lines that match no input token (inserted, or the unmatched side of a reordering); ignored. */
+  extra: number;
+  /** Matched tokens whose tag is not one of the model's labels; tagged O. */
+  invalidTags: number;
+  /** Unreadable answer lines. */
+  malformed: number;
+}
+
+export function emptyStats(): RealignStats {
+  return { tokens: 0, matched: 0, changed: 0, dropped: 0, extra: 0, invalidTags: 0, malformed: 0 };
+}
+
+export function addStats(into: RealignStats, s: RealignStats): void {
+  into.tokens += s.tokens;
+  into.matched += s.matched;
+  into.changed += s.changed;
+  into.dropped += s.dropped;
+  into.extra += s.extra;
+  into.invalidTags += s.invalidTags;
+  into.malformed += s.malformed;
+}
+
+/** Mismatches as the issue counts them: input tokens that did not get the model's tag for them. */
+export function mismatches(s: RealignStats): number {
+  return s.changed + s.dropped;
+}
+
+// ---------------------------------------------------------------- prompt
+
+export const TOKENS_OPEN = '<tokens>';
+export const TOKENS_CLOSE = '</tokens>';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+/**
+ * System + user messages for one sentence. The tokens sit one per line between
+ * `<tokens>` and `</tokens>`: a word token never contains whitespace, and `<`
+ * is punctuation and so always a token of its own, so the markers cannot occur
+ * as a token line.
+ */
+export function buildMessages(tokens: readonly string[], labels: readonly string[]): ChatMessage[] {
+  const system = [
+    'You are a biomedical named-entity tagger.',
+    `Tag every input token with exactly one of these BIO labels: ${labels.join(', ')}.`,
+    'B-X starts an entity of type X, I-X continues it, O is outside any entity.',
+    'Answer with one line per input token, in the input order, formatted as the token, a TAB, and its label. Copy each token exactly. Write nothing else.',
+  ].join('\n');
+  const user = `Tag these ${tokens.length} tokens:\n${TOKENS_OPEN}\n${tokens.join('\n')}\n${TOKENS_CLOSE}`;
+  return [
+    { role: 'system', content: system },
+    { role: 'user', content: user },
+  ];
+}
+
+/** The token lines of a prompt built by `buildMessages` (the last user message's `<tokens>` block); undefined when there is none. */
+export function tokensFromMessages(messages: readonly ChatMessage[]): string[] | undefined {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m.role !== 'user') continue;
+    const lines = m.content.split('\n');
+    const open = lines.indexOf(TOKENS_OPEN);
+    const close = lines.lastIndexOf(TOKENS_CLOSE);
+    if (open < 0 || close < open) return undefined;
+    return lines.slice(open + 1, close).filter((l) => l !== '');
+  }
+  return undefined;
+}
+
+/** JSON schema for vLLM `structured_outputs: {json: ...}`: `{"lines": [{"token": string, "tag": <label enum>}]}`. */
+export function answerSchema(labels: readonly string[]): Record<string, unknown> {
+  return {
+    type: 'object',
+    properties: {
+      lines: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: { token: { type: 'string' }, tag: { type: 'string', enum: [...labels] } },
+          required: ['token', 'tag'],
+          additionalProperties: false,
+        },
+      },
+    },
+    required: ['lines'],
+    additionalProperties: false,
+  };
+}
+
+/** The answer text for tagged tokens: `token\tTAG` lines, or the structured JSON. */
+export function formatAnswer(lines: readonly AnswerLine[], structured: boolean): string {
+  if (structured) return JSON.stringify({ lines: lines.map((l) => ({ token: l.token, tag: l.tag })) });
+  return lines.map((l) => `${l.token}\t${l.tag}`).join('\n');
+}
+
+// ---------------------------------------------------------------- parsing
+
+const JSON_STRING = '"(?:[^"\\\\]|\\\\.)*"';
+const JSON_ENTRY = new RegExp(`\\{\\s*"token"\\s*:\\s*(${JSON_STRING})\\s*,\\s*"tag"\\s*:\\s*(${JSON_STRING})\\s*\\}`, 'g');
+
+function stripFence(text: string): string {
+  const m = /^\s*```[a-zA-Z]*\s*\n([\s\S]*?)\n?```\s*$/.exec(text);
+  return m === null ? text : m[1];
+}
+
+function fromJson(value: unknown): ParsedAnswer | undefined {
+  const entries = Array.isArray(value) ? value : value !== null && typeof value === 'object' && Array.isArray((value as { lines?: unknown }).lines) ? (value as { lines: unknown[] }).lines : undefined;
+  if (entries === undefined) return undefined;
+  const lines: AnswerLine[] = [];
+  let malformed = 0;
+  for (const e of entries) {
+    if (e !== null && typeof e === 'object' && typeof (e as AnswerLine).token === 'string' && typeof (e as AnswerLine).tag === 'string') {
+      lines.push({ token: (e as AnswerLine).token.trim(), tag: (e as AnswerLine).tag.trim() });
+    } else if (Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && typeof e[1] === 'string') {
+      lines.push({ token: e[0].trim(), tag: e[1].trim() });
+    } else {
+      malformed++;
+    }
+  }
+  return { lines, malformed, format: 'json' };
+}
+
+/**
+ * Reads an answer: the structured JSON (`{"lines": [{token, tag}]}`, or a bare
+ * array of such objects), else `token<TAB>TAG` lines (a line without a TAB is
+ * split at its last run of spaces). Code fences around either are ignored.
+ * Throws LLM_BAD_RESPONSE when nothing in it can be read.
+ */
+export function parseAnswer(content: string): ParsedAnswer {
+  const text = stripFence(content).trim();
+  if (text.startsWith('{') || text.startsWith('[')) {
+    let value: unknown;
+    let json = true;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      json = false;
+    }
+    if (json) {
+      const parsed = fromJson(value);
+      if (parsed === undefined || (parsed.lines.length === 0 && parsed.malformed > 0)) {
+        throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, 'the LLM answered JSON without a "lines" list of {token, tag}', false);
+      }
+      return parsed;
+    }
+    // JSON cut short (max_tokens reached): keep the complete {token, tag} entries.
+    const salvaged: AnswerLine[] = [];
+    for (const m of text.matchAll(JSON_ENTRY)) {
+      salvaged.push({ token: (JSON.parse(m[1]) as string).trim(), tag: (JSON.parse(m[2]) as string).trim() });
+    }
+    if (salvaged.length === 0) throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`, false);
+    return { lines: salvaged, malformed: 1, format: 'json' };
+  }
+  const lines: AnswerLine[] = [];
+  let malformed = 0;
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    if (line.trim() === '') continue;
+    const tab = line.lastIndexOf('\t');
+    let token: string;
+    let tag: string;
+    if (tab >= 0) {
+      token = line.slice(0, tab).trim();
+      tag = line.slice(tab + 1).trim();
+    } else {
+      const m = /^(\S.*?)\s+(\S+)$/.exec(line.trim());
+      if (m === null) {
+        malformed++;
+        continue;
+      }
+      token = m[1];
+      tag = m[2];
+    }
+    if (token === '' || tag === '' || /\s/.test(tag)) {
+      malformed++;
+      continue;
+    }
+    lines.push({ token, tag });
+  }
+  if (lines.length === 0) {
+    throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answer has no token<TAB>TAG line (${malformed} unreadable line(s))`, false);
+  }
+  return { lines, malformed, format: 'lines' };
+}
+
+// ---------------------------------------------------------------- realignment
+
+export interface Realigned {
+  /** Label index per input token (into `labels`); unmatched tokens get `O`. */
+  tags: number[];
+  stats: RealignStats;
+}
+
+/**
+ * Longest common subsequence of two token lists (the matching blocks of
+ * difflib, without its junk heuristics): pairs [i, j] in increasing order.
+ */
+export function lcsPairs(a: readonly string[], b: readonly string[]): Array<[number, number]> {
+  const n = a.length;
+  const m = b.length;
+  if (n === 0 || m === 0) return [];
+  // Trim a common prefix and suffix first: the usual answer matches almost everywhere.
+  let pre = 0;
+  while (pre < n && pre < m && a[pre] === b[pre]) pre++;
+  let suf = 0;
+  while (suf < n - pre && suf < m - pre && a[n - 1 - suf] === b[m - 1 - suf]) suf++;
+  const pairs: Array<[number, number]> = [];
+  for (let k = 0; k < pre; k++) pairs.push([k, k]);
+  const an = n - pre - suf;
+  const bm = m - pre - suf;
+  if (an > 0 && bm > 0) {
+    // dp[i][j] = LCS length of a[pre+i..] and b[pre+j..] (suffix form, so the walk goes forward).
+    const w = bm + 1;
+    const dp = new Uint32Array((an + 1) * w);
+    for (let i = an - 1; i >= 0; i--) {
+      for (let j = bm - 1; j >= 0; j--) {
+        dp[i * w + j] = a[pre + i] === b[pre + j] ? dp[(i + 1) * w + j + 1] + 1 : Math.max(dp[(i + 1) * w + j], dp[i * w + j + 1]);
+      }
+    }
+    let i = 0;
+    let j = 0;
+    while (i < an && j < bm) {
+      if (a[pre + i] === b[pre + j]) {
+        pairs.push([pre + i, pre + j]);
+        i++;
+        j++;
+      } else if (dp[(i + 1) * w + j] >= dp[i * w + j + 1]) i++;
+      else j++;
+    }
+  }
+  for (let k = suf; k > 0; k--) pairs.push([n - k, m - k]);
+  return pairs;
+}
+
+/** The label index for an answered tag: exact, else case-insensitive; -1 when the model has no such label. */
+function labelIndex(tag: string, labels: readonly string[], lower: Map<string, number>): number {
+  const exact = labels.indexOf(tag);
+  if (exact >= 0) return exact;
+  return lower.get(tag.toLowerCase()) ?? -1;
+}
+
+/**
+ * Puts the model's tags back on the input tokens. Tokens are matched by their
+ * text along the longest common subsequence (so dropped, inserted and reordered
+ * tokens cost only themselves); between two matches, input and answer tokens
+ * left over pair up as "changed", the rest are "dropped" (input) or "extra"
+ * (answer). Every input token without a matched answer, or whose tag is not a
+ * label of the model, is `O`.
+ */
+export function realign(input: readonly string[], answer: readonly AnswerLine[], labels: readonly string[], malformed = 0): Realigned {
+  const oIndex = Math.max(0, labels.indexOf('O'));
+  const lower = new Map<string, number>();
+  labels.forEach((l, k) => {
+    if (!lower.has(l.toLowerCase())) lower.set(l.toLowerCase(), k);
+  });
+  const tags = new Array<number>(input.length).fill(oIndex);
+  const stats: RealignStats = { ...emptyStats(), tokens: input.length, malformed };
+  const pairs = lcsPairs(input, answer.map((l) => l.token));
+  let prevI = -1;
+  let prevJ = -1;
+  const gap = (i: number, j: number): void => {
+    const inputLeft = i - prevI - 1;
+    const answerLeft = j - prevJ - 1;
+    const changed = Math.min(inputLeft, answerLeft);
+    stats.changed += changed;
+    stats.dropped += inputLeft - changed;
+    stats.extra += answerLeft - changed;
+  };
+  for (const [i, j] of pairs) {
+    gap(i, j);
+    const k = labelIndex(answer[j].tag, labels, lower);
+    if (k < 0) stats.invalidTags++;
+    else tags[i] = k;
+    stats.matched++;
+    prevI = i;
+    prevJ = j;
+  }
+  gap(input.length, answer.length);
+  return { tags, stats };
+}
+
+/**
+ * Spans from realigned tags with the argmax + conlleval repair of bio.ts
+ * (`I-X` after `O`, at the start or after another type opens a new entity).
+ * Each span's score is 1.0: a generated answer carries no probabilities.
+ */
+export function spansFromTags(tags: readonly number[], labels: readonly string[]): TokenSpan[] {
+  const L = labels.length;
+  const probs = new Float32Array(tags.length * L);
+  tags.forEach((k, t) => {
+    probs[t * L + k] = 1;
+  });
+  return decodeBio(probs, tags.length, labels, 'argmax');
+}
+
+/** BIO tags for spans over n tokens, named with the model's labels (`B-X`/`I-X` where it has them, else the bare type). */
+export function tagsFromSpans(spans: readonly TokenSpan[], n: number, labels: readonly string[]): string[] {
+  const has = new Set(labels);
+  const out = new Array<string>(n).fill('O');
+  for (const s of spans) {
+    for (let t = s.first; t <= s.last; t++) {
+      const bio = `${t === s.first ? 'B' : 'I'}-${s.label}`;
+      if (has.has(bio)) out[t] = bio;
+      else {
+        // IO-style or BIOES-style label sets: fall back to any label of this type.
+        const any = labels.find((l) => splitTag(l).type === s.label && splitTag(l).prefix === (t === s.first ? 'B' : 'I')) ?? labels.find((l) => splitTag(l).type === s.label);
+        out[t] = any ?? 'O';
+      }
+    }
+  }
+  return out;
+}
