@@ -1,0 +1,306 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { after, before, describe, test } from 'node:test';
+import { startLlmServer, type LlmServer } from '../../src/cli/serve-llm.js';
+import { validateConfig } from '../../src/config/load.js';
+import { TaggerError } from '../../src/errors.js';
+import { NoteProcessor } from '../../src/pipeline/processor.js';
+import { LlmOnlyPolicy } from '../../src/route/policy.js';
+import { EncoderTagger } from '../../src/taggers/encoder.js';
+import { LlmTokenClassifier, createLlmTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
+import { spansFromTags, tagsFromSpans } from '../../src/taggers/llm/realign.js';
+import { toEntitySpans } from '../../src/taggers/types.js';
+import { prepareText } from '../../src/text/index.js';
+import type { EntitySpan, Sentence } from '../../src/types.js';
+import { fixtureNotes } from '../helpers/pipeline.js';
+
+const LLM_MODEL = new URL('../../models/bc5cdr-llm', import.meta.url).pathname;
+const ENCODER_MODEL = new URL('../../models/bc5cdr-encoder', import.meta.url).pathname;
+const ENCODER_CONFIG = validateConfig({}).encoder;
+
+let server: LlmServer;
+let onnx: LlmTokenClassifier;
+let encoder: EncoderTagger;
+const opened: Array<{ close(): Promise<void> }> = [];
+
+/** An LLM tagger from the llm config section as the product builds it. */
+async function llmTagger(llm: Record<string, unknown>): Promise<LlmTagger> {
+  const config = validateConfig({ llm: { modelDir: LLM_MODEL, ...llm } });
+  const tagger = await createLlmTagger(config.llm, { modelDir: LLM_MODEL, encoder: config.encoder });
+  opened.push(tagger);
+  return tagger;
+}
+
+/** A small real HTTP server whose behaviour a test can change; it counts the requests it received. */
+interface TestServer {
+  url: string;
+  requests: number;
+  handler: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void | Promise<void>;
+  close(): Promise<void>;
+}
+
+async function testServer(handler: TestServer['handler']): Promise<TestServer> {
+  const state = { requests: 0, handler } as TestServer;
+  const srv: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      state.requests++;
+      void Promise.resolve(state.handler(req, res, Buffer.concat(chunks))).catch(() => res.destroy());
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  state.url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  state.close = () =>
+    new Promise<void>((r) => {
+      srv.closeAllConnections();
+      srv.close(() => r());
+    });
+  opened.push(state);
+  return state;
+}
+
+/** Forwards a request to the real serve-llm. */
+async function proxy(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
+  const answer = await fetch(server.url + (req.url ?? '/'), { method: req.method, headers: { 'content-type': 'application/json' }, body: req.method === 'GET' ? undefined : body.toString('utf8') });
+  const text = await answer.text();
+  res.writeHead(answer.status, { 'content-type': 'application/json' });
+  res.end(text);
+}
+
+const fail500 = (_req: IncomingMessage, res: ServerResponse): void => {
+  res.writeHead(500, { 'content-type': 'application/json' });
+  res.end('{"error":{"message":"boom","code":500}}');
+};
+
+before(async () => {
+  server = await startLlmServer({ modelDir: LLM_MODEL, port: 0 });
+  const inProcess = await llmTagger({ adapter: 'onnx' });
+  assert.ok(inProcess instanceof LlmTokenClassifier);
+  onnx = inProcess;
+  encoder = await EncoderTagger.load(ENCODER_MODEL);
+});
+
+after(async () => {
+  for (const o of opened.reverse()) await o.close().catch(() => undefined);
+  await encoder?.close();
+  await server?.close();
+});
+
+const NOTE = fixtureNotes()[0].text;
+const shape = (spans: EntitySpan[]) => spans.map((s) => [s.start, s.end, s.label, s.route]);
+
+async function tagNote(tagger: LlmTagger | EncoderTagger, text: string): Promise<{ sentences: Sentence[]; spans: EntitySpan[] }> {
+  const { sentences } = prepareText(text);
+  return { sentences, spans: toEntitySpans(sentences, await tagger.tagSentences(sentences), tagger.route) };
+}
+
+describe('serve-llm with the reference decoder', () => {
+  test('health and model listing', async () => {
+    assert.equal((await fetch(`${server.url}/health`)).status, 200);
+    const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+    assert.equal(models.data[0].id, onnx.model.id);
+    assert.equal((await fetch(`${server.url}/nowhere`)).status, 404);
+    const bad = await fetch(`${server.url}/pooling`, { method: 'POST', body: '{"input": "x", "task": "embed"}' });
+    assert.equal(bad.status, 400);
+  });
+
+  test('the in-process decoder tags a fixture note with offsets on word boundaries', async () => {
+    const { sentences, spans } = await tagNote(onnx, NOTE);
+    assert.ok(sentences.length > 5);
+    assert.ok(spans.length > 0, 'the reference decoder finds entities in a clinical note');
+    const starts = new Set(sentences.flatMap((s) => s.tokens.map((t) => t.start)));
+    const ends = new Set(sentences.flatMap((s) => s.tokens.map((t) => t.end)));
+    for (const s of spans) {
+      assert.equal(s.route, 'llm');
+      assert.ok(starts.has(s.start) && ends.has(s.end), 'spans cover whole word tokens');
+      assert.ok(['Chemical', 'Disease'].includes(s.label));
+      const piece = NOTE.slice(s.start, s.end);
+      assert.equal(piece, piece.trim());
+    }
+  });
+
+  test('/pooling answers the same logits as the model in-process', async () => {
+    const ids = onnx.encodeText('Cisplatin induced acute renal failure.');
+    const res = await fetch(`${server.url}/pooling`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: server.model, input: ids, task: 'token_classify' }) });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { data: Array<{ index: number; data: number[][] }>; usage: { prompt_tokens: number } };
+    assert.equal(body.data[0].data.length, ids.length);
+    assert.equal(body.usage.prompt_tokens, ids.length);
+    const [local] = await onnx.logits([ids]);
+    const L = onnx.labels.length;
+    body.data[0].data.forEach((row, p) => row.forEach((v, k) => assert.ok(Math.abs(v - local[p * L + k]) < 1e-4, `logit ${p},${k}`)));
+  });
+});
+
+describe('remote adapters against serve-llm', () => {
+  test('vllm-pooling: the same spans as the in-process adapter', async () => {
+    const pooling = await llmTagger({ adapter: 'vllm-pooling', baseUrl: server.url, model: server.model });
+    const before = server.stats.byPath['/pooling'] ?? 0;
+    const remote = await tagNote(pooling, NOTE);
+    const local = await tagNote(onnx, NOTE);
+    assert.ok((server.stats.byPath['/pooling'] ?? 0) - before >= remote.sentences.length, 'one request per window');
+    assert.deepEqual(shape(remote.spans), shape(local.spans));
+    remote.spans.forEach((s, i) => assert.ok(Math.abs(s.score - local.spans[i].score) < 1e-4));
+  });
+
+  for (const structuredOutputs of [true, false]) {
+    test(`openai (${structuredOutputs ? 'structured JSON' : 'token lines'}): the in-process tags realigned, scores 1.0`, async () => {
+      const chat = (await llmTagger({ adapter: 'openai', baseUrl: server.url, model: server.model, structuredOutputs })) as LlmTagger & { stats: { tokens: number; matched: number; changed: number; dropped: number } };
+      const remote = await tagNote(chat, NOTE);
+      const { sentences } = prepareText(NOTE);
+      const local = await onnx.tagSentences(sentences);
+      // What the server answers is the in-process tags as BIO lines; the adapter realigns and repairs them.
+      const labels = onnx.labels;
+      const realigned = local.map((spans, i) => spansFromTags(tagsFromSpans(spans, sentences[i].tokens.length, labels).map((t) => labels.indexOf(t)), labels));
+      const expected = toEntitySpans(sentences, realigned, 'llm');
+      assert.deepEqual(shape(expected), shape(toEntitySpans(sentences, local, 'llm')), 'valid BIO survives the round trip unchanged');
+      assert.deepEqual(shape(remote.spans), shape(expected));
+      for (const s of remote.spans) assert.equal(s.score, 1);
+      const tokens = sentences.reduce((n, s) => n + s.tokens.length, 0);
+      assert.equal(chat.stats.tokens, tokens);
+      assert.equal(chat.stats.matched, tokens);
+      assert.equal(chat.stats.changed + chat.stats.dropped, 0);
+    });
+  }
+
+  test('the API key is sent as a bearer token; a 401 is not retried and falls back', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bioner-llm-key-'));
+    const keyFile = join(dir, 'key');
+    await writeFile(keyFile, 'sekret-123\n');
+    const guarded = await startLlmServer({ modelDir: LLM_MODEL, port: 0, apiKeyFile: keyFile });
+    opened.push(guarded);
+    const withKey = await llmTagger({ adapter: 'openai', baseUrl: guarded.url, apiKeyFile: keyFile, retries: 3 });
+    const sentence = prepareText('Cisplatin induced acute renal failure.').sentences;
+    await withKey.tagSentences(sentence);
+    const without = await llmTagger({ adapter: 'openai', baseUrl: guarded.url, retries: 3, retryBackoffMs: 1 });
+    const before = guarded.stats.requests;
+    await assert.rejects(without.tagSentences(sentence), (e: unknown) => e instanceof TaggerError && e.code === 'LLM_HTTP_ERROR' && !e.retriable);
+    assert.equal(guarded.stats.requests - before, 1, 'a 4xx other than 429 is not retried');
+  });
+});
+
+describe('fallback to the encoder', () => {
+  const TEXT = 'The patient developed acute renal failure after cisplatin. She was treated with furosemide for hypertension.';
+
+  async function processWith(llm: LlmTagger | undefined, budgetMs: number | null = null) {
+    const processor = new NoteProcessor(new LlmOnlyPolicy(5000), llm === undefined ? { encoder } : { encoder, llm });
+    const t0 = performance.now();
+    const out = await processor.process({ noteId: 'n1', text: TEXT, source: null, latencyBudgetMs: budgetMs, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '0' });
+    return { ...out, ms: performance.now() - t0 };
+  }
+
+  async function expectFallback(llm: LlmTagger | undefined, code: string, budgetMs: number | null = null) {
+    const out = await processWith(llm, budgetMs);
+    const plain = await tagNote(encoder, TEXT);
+    assert.deepEqual(out.record.routing.reasons, ['llm_only_policy', 'llm_fallback', `llm_fallback:${code}`]);
+    assert.equal(out.record.routing.sentences_llm, 0);
+    assert.equal(out.record.routing.sentences_encoder, 2);
+    assert.ok(out.spans.length > 0, 'nothing is lost: the encoder tagged the sentences');
+    assert.deepEqual(
+      out.spans.map((s) => [s.start, s.end, s.label, s.route]),
+      plain.spans.map((s) => [s.start, s.end, s.label, 'encoder_fallback']),
+    );
+    for (const s of out.record.spans) assert.equal(s.route, 'encoder_fallback');
+    return out;
+  }
+
+  test('a healthy LLM tags the note itself (route llm, no fallback reason)', async () => {
+    const chat = await llmTagger({ adapter: 'openai', baseUrl: server.url });
+    const out = await processWith(chat);
+    assert.deepEqual(out.record.routing.reasons, ['llm_only_policy']);
+    assert.equal(out.record.routing.sentences_llm, 2);
+    for (const s of out.spans) assert.equal(s.route, 'llm');
+  });
+
+  test('timeout: a server slower than llm.timeoutMs, retried, then the encoder', async () => {
+    const slow = await testServer(async (req, res, body) => {
+      await new Promise((r) => setTimeout(r, 800));
+      if (!res.destroyed) await proxy(req, res, body);
+    });
+    const llm = await llmTagger({ adapter: 'openai', baseUrl: slow.url, timeoutMs: 150, retries: 1, retryBackoffMs: 5, circuit: { failureThreshold: 100 } });
+    await expectFallback(llm, 'LLM_TIMEOUT');
+    // Each sentence is tried twice; once one has failed for good the note stops waiting and the other's retry may be cancelled.
+    assert.ok(slow.requests >= 2 && slow.requests <= 4, `retried (${slow.requests} requests)`);
+  });
+
+  test('5xx: retried, then the encoder', async () => {
+    const broken = await testServer(fail500);
+    const llm = await llmTagger({ adapter: 'vllm-pooling', baseUrl: broken.url, retries: 2, retryBackoffMs: 5, circuit: { failureThreshold: 100 } });
+    await expectFallback(llm, 'LLM_HTTP_ERROR');
+    // Three attempts per window; the second window's last retries may be cancelled once the first has failed.
+    assert.ok(broken.requests >= 3 && broken.requests <= 6, `retried (${broken.requests} requests)`);
+  });
+
+  test('connection refused: a closed port, then the encoder', async () => {
+    const gone = await testServer(fail500);
+    const url = gone.url;
+    await gone.close();
+    const llm = await llmTagger({ adapter: 'openai', baseUrl: url, retries: 1, retryBackoffMs: 5 });
+    await expectFallback(llm, 'LLM_UNAVAILABLE');
+  });
+
+  test('a slow LLM past the note budget is abandoned at the budget', async () => {
+    const slow = await testServer(async (req, res, body) => {
+      await new Promise((r) => setTimeout(r, 2000));
+      if (!res.destroyed) await proxy(req, res, body);
+    });
+    const llm = await llmTagger({ adapter: 'openai', baseUrl: slow.url, timeoutMs: 3000, retries: 0 });
+    const out = await expectFallback(llm, 'LLM_BUDGET_EXCEEDED', 300);
+    assert.ok(out.ms < 1500, `the note did not wait for the LLM (${out.ms.toFixed(0)} ms)`);
+  });
+
+  test('no LLM configured: the encoder, with the reason', async () => {
+    await expectFallback(undefined, 'TAGGER_UNAVAILABLE');
+  });
+});
+
+describe('circuit breaker', () => {
+  test('opens after repeated failures, fails fast without requests, half-opens after the reset timeout', async () => {
+    const flaky = await testServer(fail500);
+    const llm = await llmTagger({ adapter: 'openai', baseUrl: flaky.url, retries: 0, circuit: { failureThreshold: 3, resetTimeoutMs: 400 } });
+    const sentence = prepareText('Cisplatin induced acute renal failure.').sentences;
+    const code = async (): Promise<string> => {
+      try {
+        await llm.tagSentences(sentence);
+        return 'ok';
+      } catch (e) {
+        return e instanceof TaggerError ? e.code : 'other';
+      }
+    };
+    for (let i = 0; i < 3; i++) assert.equal(await code(), 'LLM_HTTP_ERROR');
+    assert.equal(flaky.requests, 3);
+    assert.equal(llm.client?.circuitState, 'open');
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) assert.equal(await code(), 'CIRCUIT_OPEN');
+    assert.ok(performance.now() - t0 < 100, 'open-circuit calls fail fast');
+    assert.equal(flaky.requests, 3, 'no request while the circuit is open');
+
+    // In a note, an open circuit is a fallback like any other failure.
+    const processor = new NoteProcessor(new LlmOnlyPolicy(5000), { encoder, llm });
+    const out = await processor.process({ noteId: 'c1', text: 'Cisplatin induced acute renal failure.', source: null, latencyBudgetMs: null, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '1' });
+    assert.ok(out.record.routing.reasons.includes('llm_fallback:CIRCUIT_OPEN'));
+    assert.equal(flaky.requests, 3);
+
+    // Half-open: after the reset timeout one trial request goes through; a failure opens the circuit again.
+    await new Promise((r) => setTimeout(r, 450));
+    assert.equal(await code(), 'LLM_HTTP_ERROR');
+    assert.equal(flaky.requests, 4);
+    assert.equal(await code(), 'CIRCUIT_OPEN');
+    assert.equal(flaky.requests, 4);
+
+    // The server recovers; after the next reset timeout the trial succeeds and closes the circuit.
+    flaky.handler = proxy;
+    await new Promise((r) => setTimeout(r, 450));
+    assert.equal(await code(), 'ok');
+    assert.equal(llm.client?.circuitState, 'closed');
+    assert.equal(await code(), 'ok');
+    assert.equal(flaky.requests, 6);
+    assert.equal(llm.client?.stats.rejectedOpen, 7);
+  });
+});
