@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { after, test } from 'node:test';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const run = promisify(execFile);
+
+async function cli(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+const children: Array<ReturnType<typeof spawn>> = [];
+after(() => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+async function iobFile(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'bioner-llm-eval-'));
+  const iob = join(dir, 'devel.tsv');
+  await writeFile(iob, ['Cisplatin\tB-Chemical', 'induced\tO', 'nephrotoxicity\tB-Disease', '.\tO', '', 'Patients\tO', 'with\tO', 'hypertension\tB-Disease', 'received\tO', 'furosemide\tB-Chemical', '.\tO', ''].join('\n'));
+  return iob;
+}
+
+function lastJson(stdout: string): Record<string, unknown> {
+  return JSON.parse(stdout.trim().split('\n').at(-1) as string) as Record<string, unknown>;
+}
+
+test('serve-llm prints its URL, serves the eval of the remote adapters, and stops on SIGTERM', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', 'models/bc5cdr-llm', '--port', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const lines = createInterface({ input: child.stdout });
+  const [url] = (await once(lines, 'line')) as [string];
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal((await fetch(`${url}/health`)).status, 200);
+
+  const iob = await iobFile();
+  const local = await cli(['eval', '--tagger', 'llm', '--data', iob, '--format', 'iob', '--json']);
+  assert.equal(local.code, 0, local.stderr);
+  const lj = lastJson(local.stdout);
+  assert.equal(lj.tagger, 'llm');
+  assert.equal(lj.adapter, 'onnx');
+  assert.equal(lj.model, 'bc5cdr-llm');
+  assert.equal(typeof lj.ms_per_sentence, 'number');
+  assert.equal(lj.sentences, 2);
+
+  for (const adapter of ['openai', 'vllm-pooling']) {
+    const r = await cli(['eval', '--tagger', 'llm', '--llm-adapter', adapter, '--llm-url', url, '--data', iob, '--format', 'iob', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = lastJson(r.stdout);
+    assert.equal(j.tagger, 'llm');
+    assert.equal(j.adapter, adapter);
+    assert.equal(typeof j.ms_per_sentence, 'number');
+    // The reference server is the same model: the scores match the in-process run.
+    assert.equal(j.f1, lj.f1, adapter);
+  }
+
+  child.kill('SIGTERM');
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 0);
+});
+
+test('eval --tagger encoder reports the tagger and ms per sentence; bad flags are usage errors', async () => {
+  const iob = await iobFile();
+  const r = await cli(['eval', '--data', iob, '--format', 'iob', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const j = lastJson(r.stdout);
+  assert.equal(j.tagger, 'encoder');
+  assert.equal(typeof j.ms_per_sentence, 'number');
+  assert.equal((await cli(['eval', '--tagger', 'gpt', '--data', iob])).code, 2);
+  assert.equal((await cli(['eval', '--tagger', 'llm', '--llm-adapter', 'openai', '--data', iob])).code, 2);
+  assert.equal((await cli(['eval', '--llm-url', 'http://x:1', '--data', iob])).code, 2);
+});
