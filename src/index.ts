@@ -1,14 +1,16 @@
 /** Public surface: what users of the library call. Internals stay behind their stage folders. */
 export { loadConfig, validateConfig, environmentOverrides } from './config/load.js';
 export type { RouterConfig, ConfigInput } from './config/schema.js';
-export { RouterError, ConfigError, InvalidRecordError, ModelLoadError, TaggerError, PublishError, ErrorCodes, isRetriable } from './errors.js';
+export { RouterError, ConfigError, InvalidRecordError, ModelLoadError, TaggerError, LlmError, PublishError, ErrorCodes, isRetriable } from './errors.js';
 export type { ErrorCode, Stage } from './errors.js';
 export { decodeNote, encodeNote, validateNote } from './ingest/decode.js';
 export type { ClinicalNote, RecordPosition } from './ingest/note.js';
 export { prepareText, type PreparedText } from './text/index.js';
-export { EncoderOnlyPolicy, type RoutingPolicy, type RoutePlan } from './route/policy.js';
+export { EncoderOnlyPolicy, LlmOnlyPolicy, type RoutingPolicy, type RoutePlan } from './route/policy.js';
 export { EncoderTagger, type EncoderOptions } from './taggers/encoder.js';
-export type { Tagger, ModelInfo } from './taggers/types.js';
+export type { Tagger, ModelInfo, TagOptions } from './taggers/types.js';
+export { createLlmTagger, type LlmTagger, type LlmConfig, type RealignStats } from './taggers/llm/index.js';
+export { startLlmServer, type LlmServer, type LlmServerOptions } from './cli/serve-llm.js';
 export { decodeBio } from './taggers/bio.js';
 export { buildTaggedNote, encodeTaggedNote, decodeTaggedNote, type TaggedNoteRecord } from './publish/tagged-note.js';
 export { DlqHeaders } from './publish/dlq.js';
