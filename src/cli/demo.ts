@@ -11,13 +11,17 @@ import { DlqHeaders, headerString } from '../publish/dlq.js';
 import { decodeTaggedNote } from '../publish/tagged-note.js';
 import { packageRoot } from '../schemas.js';
 import { createLogger } from '../telemetry/logger.js';
-import { createProcessor, loadEncoder } from './components.js';
+import { createProcessor, loadEncoder, loadLlm } from './components.js';
 
 export interface DemoOptions {
   notes: number;
   notesFile?: string;
   model?: string;
   format: 'json' | 'avro';
+  /** `encoder` (default) or `llm`: every sentence to the LLM route (the in-process reference decoder, encoder fallback). */
+  policy?: 'encoder' | 'llm';
+  /** LLM bundle for `--policy llm` (default models/bc5cdr-llm). */
+  llmModel?: string;
 }
 
 export const DEMO_FIXTURE = 'test/fixtures/mtsamples/notes.jsonl';
@@ -64,6 +68,8 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
       input: { topic: topics.input, groupId: 'bioner-demo', format: opts.format, maxWaitTimeMs: 100 },
       output: { topic: topics.output, dlqTopic: topics.dlq },
       encoder: opts.model === undefined ? {} : { modelDir: opts.model },
+      routing: { policy: opts.policy ?? 'encoder' },
+      llm: opts.llmModel === undefined ? {} : { modelDir: opts.llmModel },
       logging: { level: 'warn' },
     });
     const kafka = createKafka(config.kafka, logger);
@@ -79,12 +85,14 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     await producer.disconnect();
 
     const encoder = await loadEncoder(config.encoder);
-    const service = new RouterService(config, createProcessor(config, encoder), logger);
+    const llm = await loadLlm(config, logger);
+    const service = new RouterService(config, createProcessor(config, encoder, {}, llm), logger);
     await service.start();
     const expected = notes.length + bad.length;
     const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => rs.length >= expected, 120_000);
     await service.close();
     await encoder.close();
+    await llm?.close();
     return printSummary(records, topics, notes.length, performance.now() - started);
   } finally {
     await cluster.stop();

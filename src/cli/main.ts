@@ -11,8 +11,9 @@ const USAGE = `bioner-router <command> [options]
 
 Commands:
   run --config FILE                 consume clinical notes from Kafka, tag, publish Avro (config: YAML or JSON; BIONER_* env overrides)
-  demo [--notes N] [--notes-file F] [--model DIR] [--format json|avro]
+  demo [--notes N] [--notes-file F] [--model DIR] [--format json|avro] [--policy encoder|llm] [--llm-model DIR]
                                     embedded mock Kafka + the bundled model, end to end; last line is a JSON summary
+                                    (--policy llm: every sentence to the in-process reference decoder, encoder fallback)
   tag [--model DIR] [FILE]          tag a text file (or stdin) and print JSON spans
   eval [--tagger encoder|llm] --model DIR --data PATH --format iob|standoff [--json]
        [--llm-adapter onnx|openai|vllm-pooling --llm-url URL [--llm-model NAME]]
@@ -33,11 +34,12 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'demo': {
-      const { values } = parseArgs({ args: rest, options: { notes: { type: 'string', default: '20' }, 'notes-file': { type: 'string' }, model: { type: 'string' }, format: { type: 'string', default: 'json' } } });
+      const { values } = parseArgs({ args: rest, options: { notes: { type: 'string', default: '20' }, 'notes-file': { type: 'string' }, model: { type: 'string' }, format: { type: 'string', default: 'json' }, policy: { type: 'string', default: 'encoder' }, 'llm-model': { type: 'string' } } });
       const notes = Number(values.notes);
       if (!Number.isInteger(notes) || notes < 1) throw new UsageError('--notes must be a positive integer');
       if (values.format !== 'json' && values.format !== 'avro') throw new UsageError('--format must be json or avro');
-      await demoCommand({ notes, notesFile: values['notes-file'], model: values.model, format: values.format });
+      if (values.policy !== 'encoder' && values.policy !== 'llm') throw new UsageError('--policy must be encoder or llm');
+      await demoCommand({ notes, notesFile: values['notes-file'], model: values.model, format: values.format, policy: values.policy, llmModel: values['llm-model'] });
       return;
     }
     case 'tag': {
