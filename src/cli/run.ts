@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -7,24 +8,41 @@ import { createProcessor, loadEncoder, loadLlm } from './components.js';
 export async function runCommand(configFile: string | undefined): Promise<void> {
   const config = await loadConfig(configFile);
   const logger = createLogger(config.logging.level);
+  if (configFile === undefined) logger.info('no --config file: using defaults and BIONER_* environment overrides');
   const encoder = await loadEncoder(config.encoder);
   logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
   const llm = await loadLlm(config, logger);
   if (llm !== undefined) logger.info('llm tagger ready', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
   const service = new RouterService(config, createProcessor(config, encoder, {}, llm), logger);
+
+  let exiting = false;
+  const shutdown = (code: number): void => {
+    if (exiting) return;
+    exiting = true;
+    // Past the drain budget (plus time to disconnect) exit anyway; the orchestrator's grace period must be longer.
+    setTimeout(() => process.exit(code === 0 ? 1 : code), config.shutdown.drainTimeoutMs + 10_000).unref();
+    void service
+      .close()
+      .then(() => encoder.close())
+      .then(() => llm?.close())
+      .then(
+        () => process.exit(service.drained ? code : 1),
+        () => process.exit(1),
+      );
+  };
+  service.onFatal = () => {
+    logger.error('consumer stopped for good; exiting so the process is restarted');
+    shutdown(1);
+  };
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
       logger.warn('second signal: exiting without draining', { signal });
-      process.exit(130);
+      process.exit(128 + constants.signals[signal]);
     }
     logger.info('draining before exit', { signal });
-    void service
-      .close()
-      .then(() => encoder.close())
-      .then(() => llm?.close())
-      .then(() => process.exit(0), () => process.exit(1));
+    shutdown(0);
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -5,7 +5,10 @@ import { z } from 'zod';
  * reads YAML or JSON, applies BIONER_* environment overrides, then validates
  * here; cross-field rules live in `crossFieldRules` below.
  */
-const brokerAddress = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port');
+const brokerAddress = z
+  .string()
+  .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
 
 export const KafkaSchema = z
   .object({
@@ -29,6 +32,7 @@ export const InputSchema = z
     fromBeginning: z.boolean().default(true),
     /** Records larger than this (bytes, raw value) are dead-lettered as NOTE_TOO_LARGE. */
     maxNoteBytes: z.number().int().positive().default(1_000_000),
+    /** Real brokers accept 6000-300000 by default (group.min/max.session.timeout.ms); the embedded mock accepts less. */
     sessionTimeoutMs: z.number().int().positive().default(30000),
     heartbeatIntervalMs: z.number().int().positive().default(3000),
     /** Longest a fetch waits for data. Real brokers answer as soon as data arrives; the embedded mock waits the whole time, so the demo and tests use 100. */
@@ -42,8 +46,8 @@ export const OutputSchema = z
   .object({
     topic: z.string().min(1).default('tagged-notes'),
     dlqTopic: z.string().min(1).default('clinical-notes.dlq'),
-    /** -1 = all in-sync replicas; offsets are committed only after this acknowledgement. */
-    acks: z.union([z.literal(-1), z.literal(0), z.literal(1)]).default(-1),
+    /** -1 = all in-sync replicas, 1 = leader only; offsets are committed only after this acknowledgement (0 would ack nothing, so it is refused). */
+    acks: z.union([z.literal(-1), z.literal(1)]).default(-1),
     compression: z.enum(['none', 'gzip']).default('none'),
   })
   .strict();
@@ -57,7 +61,7 @@ export const ProcessingSchema = z
     /** Per-note time limit for tagging + publishing; past it the attempt fails as retriable. */
     noteTimeoutMs: z.number().int().positive().default(20000),
     /** Attempts for a note whose failure is retriable before it is dead-lettered. */
-    maxAttempts: z.number().int().positive().default(3),
+    maxAttempts: z.number().int().positive().max(10).default(3),
   })
   .strict();
 
@@ -161,6 +165,12 @@ export function crossFieldRules(c: RouterConfig): Array<[string, string]> {
   const problems: Array<[string, string]> = [];
   if (c.input.heartbeatIntervalMs * 3 > c.input.sessionTimeoutMs) {
     problems.push(['input.heartbeatIntervalMs', `must be at most a third of input.sessionTimeoutMs (${c.input.sessionTimeoutMs}); lower it or raise the session timeout`]);
+  }
+  if (c.input.maxWaitTimeMs >= c.input.sessionTimeoutMs) {
+    problems.push(['input.maxWaitTimeMs', `must be below input.sessionTimeoutMs (${c.input.sessionTimeoutMs})`]);
+  }
+  if (c.shutdown.drainTimeoutMs < c.processing.noteTimeoutMs) {
+    problems.push(['shutdown.drainTimeoutMs', `must be at least processing.noteTimeoutMs (${c.processing.noteTimeoutMs}) so a note in flight can finish during a drain`]);
   }
   if (c.processing.concurrency > c.processing.maxInFlight) {
     problems.push(['processing.concurrency', `must not exceed processing.maxInFlight (${c.processing.maxInFlight})`]);

@@ -18,6 +18,7 @@ export interface ReadRecord {
 export async function readTopics(kafka: Kafka, topics: string[], until: (records: ReadRecord[]) => boolean, timeoutMs = 30_000): Promise<ReadRecord[]> {
   const consumer = kafka.consumer({ groupId: `bioner-reader-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, allowAutoTopicCreation: false, maxWaitTimeInMs: 100 });
   const records: ReadRecord[] = [];
+  const seen = new Set<string>();
   await consumer.connect();
   try {
     for (const topic of topics) await consumer.subscribe({ topic, fromBeginning: true });
@@ -28,6 +29,10 @@ export async function readTopics(kafka: Kafka, topics: string[], until: (records
     await consumer.run({
       autoCommit: false,
       eachMessage: async ({ topic, partition, message }) => {
+        // A rebalance of this throw-away group re-reads from the start: count each record once.
+        const id = `${topic}/${partition}/${message.offset}`;
+        if (seen.has(id)) return;
+        seen.add(id);
         records.push({ topic, partition, offset: message.offset, key: message.key, value: message.value, headers: message.headers ?? {}, timestamp: message.timestamp });
         if (until(records)) satisfied();
       },

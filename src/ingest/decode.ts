@@ -38,7 +38,7 @@ function decodeJson(value: Buffer): unknown {
   } catch (err) {
     // JSON.parse messages can quote the input: keep only the position.
     const position = /position (\d+)/.exec((err as Error).message)?.[1];
-    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `record value is not valid JSON${position === undefined ? '' : ` (at byte ${position})`}`, 'decode');
+    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `record value is not valid JSON${position === undefined ? '' : ` (at character ${position})`}`, 'decode');
   }
 }
 
@@ -86,6 +86,9 @@ function typeName(v: unknown): string {
   return typeof v;
 }
 
+/** Avro int, the schema's type for latency_budget_ms. */
+const MAX_INT32 = 2_147_483_647;
+
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Validates a decoded JSON/Avro object against the ClinicalNote contract. */
@@ -96,6 +99,8 @@ export function validateNote(raw: unknown): ClinicalNote {
     throw new InvalidRecordError(ErrorCodes.SCHEMA_MISMATCH, noteId === undefined ? 'field "note_id" is missing' : `field "note_id" must be a non-empty string, got ${typeName(noteId)}`);
   }
   if (noteId.length > 256) throw new InvalidRecordError(ErrorCodes.SCHEMA_MISMATCH, `field "note_id" is ${noteId.length} characters, above 256`);
+  // The id becomes the UTF-8 output key: a lone surrogate would not survive the round trip.
+  if (LONE_SURROGATE.test(noteId)) throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'field "note_id" holds an unpaired UTF-16 surrogate (not encodable as UTF-8)');
   const text = raw.text;
   if (text === undefined || text === null) throw new InvalidRecordError(ErrorCodes.TEXT_MISSING, 'field "text" is missing');
   if (typeof text !== 'string') throw new InvalidRecordError(ErrorCodes.SCHEMA_MISMATCH, `field "text" must be a string, got ${typeName(text)}`);
@@ -105,8 +110,8 @@ export function validateNote(raw: unknown): ClinicalNote {
   const budget = raw.latency_budget_ms;
   let latencyBudgetMs: number | null = null;
   if (budget !== undefined && budget !== null) {
-    if (typeof budget !== 'number' || !Number.isInteger(budget) || budget <= 0) {
-      throw new InvalidRecordError(ErrorCodes.SCHEMA_MISMATCH, `field "latency_budget_ms" must be a positive integer or null, got ${typeName(budget)}`);
+    if (typeof budget !== 'number' || !Number.isInteger(budget) || budget <= 0 || budget > MAX_INT32) {
+      throw new InvalidRecordError(ErrorCodes.SCHEMA_MISMATCH, `field "latency_budget_ms" must be a positive integer up to ${MAX_INT32} or null, got ${typeof budget === 'number' ? 'an out-of-range number' : typeName(budget)}`);
     }
     latencyBudgetMs = budget;
   }

@@ -3,10 +3,28 @@ import { CompressionTypes, type Consumer, type EachBatchPayload, type KafkaMessa
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { RouterConfig } from '../config/schema.js';
 import { ErrorCodes, isRetriable, PublishError, RouterError, TaggerError } from '../errors.js';
+
+/** Broker errors that reject one record for good (kafkajs marks them non-retriable). */
+const RECORD_REFUSALS = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE', 'INVALID_TIMESTAMP']);
+
+function recordRefusal(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    // kafkajs's error classes are not named ESM exports (its index spreads them), so read the protocol error's `type`.
+    const type = (current as { type?: unknown }).type;
+    if (current.name === 'KafkaJSProtocolError' && typeof type === 'string' && RECORD_REFUSALS.has(type)) return type;
+    current = current.cause;
+  }
+  return undefined;
+}
+
+function shuttingDown(): RouterError {
+  return new RouterError(ErrorCodes.SHUTTING_DOWN, 'the router is stopping; the record stays uncommitted and is redelivered', { retriable: true, stage: 'ingest' });
+}
 import { decodeNote } from '../ingest/decode.js';
 import { createKafka, createProducer } from '../ingest/kafka.js';
 import type { RecordPosition } from '../ingest/note.js';
-import { buildDlqMessage } from '../publish/dlq.js';
+import { buildDlqMessage, DlqHeaders } from '../publish/dlq.js';
 import { encodeTaggedNote } from '../publish/tagged-note.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -34,8 +52,11 @@ export class RouterService {
   private readonly hooks: Required<PipelineHooks>;
   private readonly waiters: Array<() => void> = [];
   private closing: Promise<void> | undefined;
+  private starting: Promise<void> | undefined;
   private stopping = false;
   private connected = false;
+  /** False when the last close() gave up waiting for in-flight notes. */
+  drained = true;
   readonly stats: RouterServiceStats = { received: 0, published: 0, deadLettered: 0, retries: 0, inFlight: 0, paused: false };
 
   constructor(
@@ -57,6 +78,11 @@ export class RouterService {
     this.hooks = safeHooks(hooks, logger);
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       this.logger.error('consumer crashed', { error: (e.payload.error as Error | undefined)?.name, restart: e.payload.restart, groupId: e.payload.groupId });
+      if (!e.payload.restart && !this.stopping) {
+        // kafkajs gives up on non-retriable errors and leaves the process idle: stop being ready and tell the owner.
+        this.connected = false;
+        this.onFatal(e.payload.error);
+      }
     });
     this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
       this.logger.info('joined consumer group', { groupId: e.payload.groupId, partitions: Object.values(e.payload.memberAssignment).flat().length });
@@ -67,10 +93,19 @@ export class RouterService {
     return this.connected && !this.stopping;
   }
 
-  async start(): Promise<void> {
+  /** Called when the consumer crashed for good (kafkajs will not restart it); the CLI exits non-zero so the orchestrator restarts the process. */
+  onFatal: (err: unknown) => void = () => undefined;
+
+  start(): Promise<void> {
+    this.starting ??= this.doStart();
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
     await this.producer.connect();
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.config.input.topic, fromBeginning: this.config.input.fromBeginning });
+    if (this.stopping) return;
     await this.consumer.run({
       eachBatchAutoResolve: false,
       autoCommit: true,
@@ -94,11 +129,12 @@ export class RouterService {
       });
     }, Math.max(100, Math.floor(this.config.input.heartbeatIntervalMs / 2)));
     const tasks: Array<Promise<void>> = [];
+    const halted = (): boolean => this.stopping || !isRunning() || isStale() || failure !== undefined;
     try {
       for (let i = 0; i < messages.length; i++) {
-        if (this.stopping || !isRunning() || isStale() || failure !== undefined) break;
+        if (halted()) break;
         await this.acquireSlot();
-        if (this.stopping || !isRunning() || isStale() || failure !== undefined) {
+        if (halted()) {
           this.releaseSlot();
           break;
         }
@@ -115,14 +151,20 @@ export class RouterService {
                 }
               },
               (err: unknown) => {
-                failure ??= err;
+                // A stop leaves the record unresolved for redelivery; anything else ends the batch with an error.
+                if (!(err instanceof RouterError && err.code === ErrorCodes.SHUTTING_DOWN)) failure ??= err;
               },
             )
+            // resolveOffset throws if a rebalance took the partition away mid-batch: end the batch, the new owner redoes the rest.
+            .catch((err: unknown) => {
+              failure ??= err;
+            })
             .finally(() => this.releaseSlot()),
         );
       }
-      await Promise.all(tasks);
     } finally {
+      // Never return while tasks still run: they would resolve offsets after the batch has ended.
+      await Promise.allSettled(tasks);
       clearInterval(beat);
     }
     const pending = uncommittedOffsets();
@@ -139,8 +181,14 @@ export class RouterService {
     }
   }
 
-  /** Resolves once the note's output or DLQ record is acknowledged; throws only when Kafka refuses both. */
+  /**
+   * Resolves once the note's output or DLQ record is acknowledged. Throws when
+   * the record must stay unresolved (redelivered later): Kafka is failing
+   * (retriable), or the service is stopping.
+   */
   private async handle(message: KafkaMessage, position: RecordPosition): Promise<void> {
+    // Notes still queued behind p-limit when a stop begins are left for the next owner of the partition.
+    if (this.stopping) throw shuttingDown();
     const receivedAt = performance.now();
     this.stats.received++;
     this.hooks.noteReceived({ ...position, bytes: message.value?.length ?? 0 });
@@ -156,39 +204,55 @@ export class RouterService {
       return;
     }
     for (let attempt = 1; ; attempt++) {
+      let processed;
       try {
-        const processed = await this.withTimeout(this.processor.process(note, position, receivedAt));
-        await this.send(this.config.output.topic, {
-          key: Buffer.from(note.noteId, 'utf8'),
-          value: encodeTaggedNote(processed.record),
-          headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' },
-        });
-        this.stats.published++;
-        const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
-        for (const s of processed.spans) routes[s.route]++;
-        this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: processed.spans.length, totalMs: processed.record.timings.total_ms, routes });
-        return;
+        processed = await this.withTimeout(this.processor.process(note, position, receivedAt));
       } catch (err) {
-        if (err instanceof PublishError) throw err; // Kafka itself is failing: leave the offset unresolved
-        if (isRetriable(err) && attempt < this.config.processing.maxAttempts && !this.stopping) {
+        if (isRetriable(err) && this.stopping) throw shuttingDown(); // a brief failure is no reason for a permanent DLQ record
+        if (isRetriable(err) && attempt < this.config.processing.maxAttempts) {
           this.stats.retries++;
-          await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
+          await new Promise((r) => setTimeout(r, Math.min(10_000, 100 * 2 ** (attempt - 1))));
           continue;
         }
         this.logger.warn('note failed; dead-lettering', { noteId: note.noteId, attempt, code: err instanceof RouterError ? err.code : ErrorCodes.INTERNAL, error: err instanceof Error ? err.name : 'unknown' });
         await this.deadLetter(message, position, err, 'tag');
         return;
       }
+      try {
+        await this.send(this.config.output.topic, {
+          key: Buffer.from(note.noteId, 'utf8'),
+          value: encodeTaggedNote(processed.record),
+          headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' },
+        });
+      } catch (err) {
+        // The broker refused this one record for good (e.g. too large): dead-letter it; a failing Kafka stays retriable and stalls instead.
+        if (err instanceof PublishError && !err.retriable) {
+          await this.deadLetter(message, position, err, 'publish');
+          return;
+        }
+        throw err;
+      }
+      this.stats.published++;
+      const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
+      for (const s of processed.spans) routes[s.route]++;
+      this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: processed.spans.length, totalMs: processed.record.timings.total_ms, routes });
+      return;
     }
   }
 
-  private async deadLetter(message: KafkaMessage, position: RecordPosition, err: unknown, stage: 'decode' | 'tag'): Promise<void> {
+  private async deadLetter(message: KafkaMessage, position: RecordPosition, err: unknown, stage: 'decode' | 'tag' | 'publish'): Promise<void> {
     const dlq = buildDlqMessage({ key: message.key, value: message.value, headers: message.headers, timestamp: message.timestamp }, position, err, stage);
-    await this.send(this.config.output.dlqTopic, dlq);
+    try {
+      await this.send(this.config.output.dlqTopic, dlq);
+    } catch (sendErr) {
+      if (!(sendErr instanceof PublishError) || sendErr.retriable) throw sendErr;
+      // Refused for good (usually size): keep the reason and the position, drop the bytes; the original stays readable in the input topic.
+      await this.send(this.config.output.dlqTopic, { ...dlq, value: null, headers: { ...dlq.headers, [DlqHeaders.valueDropped]: String(message.value?.length ?? 0) } });
+    }
     this.stats.deadLettered++;
     const code = err instanceof RouterError ? err.code : ErrorCodes.INTERNAL;
-    this.logger.info('record dead-lettered', { ...position, code, stage: dlq.headers['bioner.dlq.stage']?.toString() });
-    this.hooks.noteDeadLettered({ ...position, code, stage: String(dlq.headers['bioner.dlq.stage']) });
+    this.logger.info('record dead-lettered', { ...position, code, stage: String(dlq.headers[DlqHeaders.stage]) });
+    this.hooks.noteDeadLettered({ ...position, code, stage: String(dlq.headers[DlqHeaders.stage]) });
   }
 
   private async send(topic: string, message: { key: Buffer | null; value: Buffer | null; headers?: Record<string, string | Buffer | (string | Buffer)[] | undefined>; timestamp?: string }): Promise<void> {
@@ -200,7 +264,9 @@ export class RouterService {
         messages: [message],
       });
     } catch (err) {
-      throw new PublishError(`producing to ${topic} failed: ${err instanceof Error ? err.name : 'unknown'}`, true, err);
+      // Only a refusal of this very record (too large, invalid) is final; anything else (leader moved, auth, timeouts) means Kafka is failing, so the partition stalls and retries instead of dead-lettering everything.
+      const final = recordRefusal(err);
+      throw new PublishError(`producing to ${topic} failed: ${final ?? (err instanceof Error ? err.name : 'unknown')}`, final === undefined, err);
     }
   }
 
@@ -249,17 +315,26 @@ export class RouterService {
     this.stopping = true;
     for (const w of this.waiters.splice(0)) w();
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const drained = await Promise.race([
-      this.consumer.stop().then(() => true),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), this.config.shutdown.drainTimeoutMs);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    await this.starting?.catch(() => undefined);
+    const limit = this.config.shutdown.drainTimeoutMs;
+    const drained = await withDeadline(this.consumer.stop().then(() => true), limit, false);
     if (!drained) this.logger.warn('drain timed out; uncommitted notes will be redelivered', { inFlight: this.stats.inFlight });
-    await this.producer.disconnect().catch(() => undefined);
-    await this.consumer.disconnect().catch(() => undefined);
+    // After a timed-out drain these could wait on the same stuck batch: bound them too.
+    await withDeadline(this.producer.disconnect(), drained ? limit : 2000, undefined);
+    await withDeadline(this.consumer.disconnect(), drained ? limit : 2000, undefined);
     this.connected = false;
-    this.logger.info('router stopped', { drainMs: Math.round(performance.now() - started), published: this.stats.published, deadLettered: this.stats.deadLettered });
+    this.drained = drained;
+    this.logger.info('router stopped', { drainMs: Math.round(performance.now() - started), drained, published: this.stats.published, deadLettered: this.stats.deadLettered });
   }
+}
+
+/** Resolves with the work's value, or `fallback` when it fails or outlasts `ms`. */
+function withDeadline<T, F>(work: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work.catch(() => fallback),
+    new Promise<F>((r) => {
+      timer = setTimeout(() => r(fallback), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

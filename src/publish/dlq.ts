@@ -13,6 +13,8 @@ export const DlqHeaders = {
   errorMessage: 'bioner.dlq.error.message',
   errorRetriable: 'bioner.dlq.error.retriable',
   failedAt: 'bioner.dlq.failed.at',
+  /** Set when the broker refused even the DLQ copy with its value: the value's size in bytes; the original stays in the input topic. */
+  valueDropped: 'bioner.dlq.value.dropped.bytes',
 } as const;
 
 export interface OriginalRecord {

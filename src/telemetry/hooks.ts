@@ -21,10 +21,13 @@ export function safeHooks(hooks: PipelineHooks, logger: Logger): Required<Pipeli
     const fn = hooks[name] as ((e: unknown) => void) | undefined;
     return ((e: unknown) => {
       if (fn === undefined) return;
+      const failed = (err: unknown): void => logger.warn('pipeline hook failed', { hook: name, error: err instanceof Error ? err.name : 'unknown' });
       try {
-        fn.call(hooks, e);
+        const result: unknown = fn.call(hooks, e);
+        // An async hook's rejection would otherwise be unhandled, which ends a Node 20 process.
+        if (result instanceof Promise) result.catch(failed);
       } catch (err) {
-        logger.warn('pipeline hook failed', { hook: name, error: err instanceof Error ? err.name : 'unknown' });
+        failed(err);
       }
     }) as Required<PipelineHooks>[K];
   };

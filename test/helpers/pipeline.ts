@@ -72,7 +72,8 @@ export async function inputOffsets(admin: Admin, topic: string): Promise<string[
 export async function committedCoversAll(admin: Admin, group: string, topic: string): Promise<boolean> {
   const ends = new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, p.high]));
   const [committed] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
-  return committed.partitions.every((p) => p.offset === ends.get(p.partition));
+  // An empty partition has nothing to commit (-1 against a high watermark of 0).
+  return committed.partitions.every((p) => p.offset === ends.get(p.partition) || (ends.get(p.partition) === '0' && Number(p.offset) < 0));
 }
 
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {

@@ -142,46 +142,55 @@ test('a second signal forces exit without waiting for the drain', async () => {
   assert.match(stderr(), /second signal/);
 });
 
-/** Wraps the real encoder with a fixed delay: a deliberately slow stage. */
+/** Wraps the real encoder with a fixed delay: a deliberately slow stage. Counts calls running at once. */
 class SlowTagger implements Tagger {
   readonly route = 'encoder' as const;
+  running = 0;
+  maxRunning = 0;
   constructor(private readonly inner: EncoderTagger, private readonly delayMs: number) {}
   get model() {
     return this.inner.model;
   }
   async tagSentences(sentences: readonly Sentence[]) {
-    await new Promise((r) => setTimeout(r, this.delayMs));
-    return this.inner.tagSentences(sentences);
+    this.running++;
+    this.maxRunning = Math.max(this.maxRunning, this.running);
+    try {
+      await new Promise((r) => setTimeout(r, this.delayMs));
+      return await this.inner.tagSentences(sentences);
+    } finally {
+      this.running--;
+    }
   }
   async close() {}
 }
 
-test('a slow stage: fetching pauses at the in-flight bound, heartbeats keep the group stable, nothing is lost', async () => {
+test('a slow stage: bounded concurrency, fetching pauses at the in-flight bound, heartbeats keep the group stable, nothing is lost', async () => {
   const names = await setup('slow', 30, 1);
-  // One partition, one batch of 30 notes at 2 x 250 ms: about 4 s of work inside one batch, above the 3 s session timeout.
+  // One partition, one batch of 30 notes at 2 x 500 ms: about 7.5 s of work inside one batch, above the 6 s session timeout.
   const config = testConfig(cluster.bootstrapServers, names, {
-    input: { sessionTimeoutMs: 3000, heartbeatIntervalMs: 500 },
+    input: { sessionTimeoutMs: 6000, heartbeatIntervalMs: 1000 },
     processing: { concurrency: 2, maxInFlight: 4 },
   });
   const lines: string[] = [];
   const logger = createLogger('info', (l) => lines.push(l));
   const encoder = await loadEncoder(config.encoder);
   const pauses: boolean[] = [];
-  let maxInFlight = 0;
-  const slow = new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder: new SlowTagger(encoder, 250) });
-  const slowService = new RouterService(config, slow, logger, { inFlightChanged: (e) => pauses.push(e.paused) });
-  const timer = setInterval(() => (maxInFlight = Math.max(maxInFlight, slowService.stats.inFlight)), 10);
-  await slowService.start();
+  const slowTagger = new SlowTagger(encoder, 500);
+  const slow = new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder: slowTagger });
+  const service = new RouterService(config, slow, logger, { inFlightChanged: (e) => pauses.push(e.paused) });
+  const started = Date.now();
+  await service.start();
   try {
-    await waitFor(() => slowService.stats.published >= 30, 60_000, 'all notes through the slow stage');
+    await waitFor(() => service.stats.published >= 30, 60_000, 'all notes through the slow stage');
   } finally {
-    clearInterval(timer);
-    await slowService.close();
+    await service.close();
     await encoder.close();
   }
-  assert.ok(maxInFlight <= 4, `in-flight stayed within the bound (saw ${maxInFlight})`);
-  assert.ok(pauses.includes(true) && pauses.includes(false), 'fetching paused and resumed');
+  assert.ok(Date.now() - started > 6000, 'the batch outlasted the session timeout');
+  assert.equal(slowTagger.maxRunning, 2, 'tagging concurrency is bounded by processing.concurrency');
+  assert.ok(pauses.includes(true) && pauses.includes(false), 'fetching paused at the in-flight bound and resumed');
   const joins = lines.filter((l) => l.includes('"msg":"joined consumer group"')).length;
   assert.equal(joins, 1, 'no rebalance while the slow batch ran');
-  assert.equal(slowService.stats.published, 30);
+  assert.equal(service.stats.published, 30);
+  assert.equal(service.stats.deadLettered, 0);
 });

@@ -87,3 +87,11 @@ test('the example config in deploy/ passes validation', async () => {
   assert.equal(c.input.format, 'avro');
   assert.equal(c.kafka.brokers.length, 3);
 });
+
+test('settings that would break delivery guarantees are refused', () => {
+  expectField(() => validateConfig({ output: { acks: 0 } }), 'output.acks');
+  expectField(() => validateConfig({ kafka: { brokers: ['k:70000'] } }), 'kafka.brokers.0', /65535/);
+  expectField(() => validateConfig({ processing: { maxAttempts: 50 } }), 'processing.maxAttempts');
+  expectField(() => validateConfig({ shutdown: { drainTimeoutMs: 1000 } }), 'shutdown.drainTimeoutMs', /noteTimeoutMs/);
+  expectField(() => validateConfig({ input: { maxWaitTimeMs: 40000 } }), 'input.maxWaitTimeMs');
+});

@@ -77,3 +77,8 @@ test('Avro notes round-trip and malformed Avro is refused', () => {
   assert.equal(decodeNote(confluent, { ...avro, avroWireFormat: 'confluent' }).noteId, 'a1');
   rejectsWith(buf, 'DECODE_FAILED', { ...avro, avroWireFormat: 'confluent' } as typeof avro);
 });
+
+test('values the output could not carry are refused at validation', () => {
+  rejectsWith(json({ note_id: 'x', text: 'a', latency_budget_ms: 2 ** 31 }), 'SCHEMA_MISMATCH');
+  rejectsWith(Buffer.from('{"note_id":"id\\udc00","text":"a"}', 'utf8'), 'INVALID_UTF8');
+});
