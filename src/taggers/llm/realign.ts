@@ -97,7 +97,7 @@ export function tokensFromMessages(messages: readonly ChatMessage[]): string[] |
     const open = lines.indexOf(TOKENS_OPEN);
     const close = lines.lastIndexOf(TOKENS_CLOSE);
     if (open < 0 || close < open) return undefined;
-    return lines.slice(open + 1, close).filter((l) => l !== '');
+    return lines.slice(open + 1, close);
   }
   return undefined;
 }
