@@ -135,10 +135,11 @@ test('a second signal forces exit without waiting for the drain', async () => {
   const { child, stderr } = await startCli(names, dir);
   const exited = exitOf(child);
   await waitFor(() => stderr().includes('"msg":"router started"'), 60_000, 'the CLI to start');
-  // Two different signals: identical pending signals would coalesce into one.
+  // Two different signals (identical pending signals would coalesce into one); the kernel may deliver them in either order.
   child.kill('SIGTERM');
   child.kill('SIGINT');
-  assert.equal(await exited, 130);
+  const code = await exited;
+  assert.ok(code === 128 + 2 || code === 128 + 15, `exit code is 128 + the second signal, got ${code}`);
   assert.match(stderr(), /second signal/);
 });
 
