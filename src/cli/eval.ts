@@ -70,7 +70,7 @@ export async function evalCommand(opts: EvalOptions): Promise<void> {
     if (opts.llmUrl !== undefined) llm.baseUrl = opts.llmUrl;
     if (opts.llmModel !== undefined) llm.model = opts.llmModel;
     // Evaluation waits for the server: generous request timeout, the breaker effectively off.
-    const config = validateConfig({ llm: { timeoutMs: 60000, circuit: { failureThreshold: 1000 }, ...llm }, processing: { noteTimeoutMs: 120000 } });
+    const config = validateConfig({ llm: { timeoutMs: 60000, circuit: { failureThreshold: 1000 }, ...llm }, processing: { noteTimeoutMs: 120000 }, shutdown: { drainTimeoutMs: 120000 } });
     tagger = await createLlmTagger(config.llm, { modelDir: await resolveExistingModelDir(config.llm.modelDir), encoder: config.encoder });
   }
   try {
