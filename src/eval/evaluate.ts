@@ -9,6 +9,8 @@ import { StrictScorer, type EvalResult, type EvalSpan } from './scorer.js';
 
 export interface EvalReport extends EvalResult {
   sentences: number;
+  /** Word tokens tagged (the unit of the router's per-token cost). */
+  words: number;
   documents: number;
   sentences_per_s: number;
   tagging_seconds: number;
@@ -46,7 +48,7 @@ export async function evaluateIob(tagger: Tagger, path: string): Promise<EvalRep
       scorer.add(gold, pred);
     });
   }
-  return report(scorer.result(), data.length, data.length, taggingMs);
+  return report(scorer.result(), data.length, data.length, data.reduce((n, s) => n + s.tokens.length, 0), taggingMs);
 }
 
 /**
@@ -60,6 +62,7 @@ export async function evaluateStandoff(tagger: Tagger, dir: string): Promise<Eva
   const scorer = new StrictScorer();
   let taggingMs = 0;
   let sentenceCount = 0;
+  let wordCount = 0;
   for (const doc of docs) {
     const prepared = prepareText(doc.text);
     const t0 = performance.now();
@@ -67,6 +70,7 @@ export async function evaluateStandoff(tagger: Tagger, dir: string): Promise<Eva
     taggingMs += performance.now() - t0;
     sentenceCount += prepared.sentences.length;
     const tokens = prepared.sentences.flatMap((s) => s.tokens);
+    wordCount += tokens.length;
     const wordsIn = (start: number, end: number): number => {
       let n = 0;
       for (const t of tokens) if (t.start < end && t.end > start) n++;
@@ -76,9 +80,9 @@ export async function evaluateStandoff(tagger: Tagger, dir: string): Promise<Eva
     const pred: EvalSpan[] = toEntitySpans(prepared.sentences, perSentence, tagger.route).map((p) => ({ start: p.start, end: p.end, label: p.label, words: wordsIn(p.start, p.end) }));
     scorer.add(gold, pred);
   }
-  return report(scorer.result(), docs.length, sentenceCount, taggingMs);
+  return report(scorer.result(), docs.length, sentenceCount, wordCount, taggingMs);
 }
 
-function report(result: EvalResult, documents: number, sentences: number, taggingMs: number): EvalReport {
-  return { ...result, documents, sentences, tagging_seconds: taggingMs / 1000, sentences_per_s: taggingMs > 0 ? sentences / (taggingMs / 1000) : 0 };
+function report(result: EvalResult, documents: number, sentences: number, words: number, taggingMs: number): EvalReport {
+  return { ...result, documents, sentences, words, tagging_seconds: taggingMs / 1000, sentences_per_s: taggingMs > 0 ? sentences / (taggingMs / 1000) : 0 };
 }
