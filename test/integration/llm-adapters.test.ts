@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -110,10 +111,13 @@ describe('serve-llm with the reference decoder', () => {
     assert.equal(bad.status, 400);
   });
 
-  test('the in-process decoder tags a fixture note with offsets on word boundaries', async () => {
+  test('the in-process decoder tags a fixture note with offsets on word boundaries', async (t) => {
     const { sentences, spans } = await tagNote(onnx, NOTE);
     assert.ok(sentences.length > 5);
-    assert.ok(spans.length > 0, 'the reference decoder finds entities in a clinical note');
+    // A bundle that reports devel F1 0 (the "-smoke" interface preview) cannot be asked to find entities; any trained one must.
+    const trained = ((JSON.parse(readFileSync(join(LLM_MODEL, 'config.json'), 'utf8')) as { bioner?: { devel_f1?: number } }).bioner?.devel_f1 ?? 1) > 0;
+    if (trained) assert.ok(spans.length > 0, 'the reference decoder finds entities in a clinical note');
+    else t.diagnostic(`bundle reports devel F1 0 (smoke preview): ${spans.length} spans, entity count not asserted`);
     const starts = new Set(sentences.flatMap((s) => s.tokens.map((t) => t.start)));
     const ends = new Set(sentences.flatMap((s) => s.tokens.map((t) => t.end)));
     for (const s of spans) {
@@ -168,6 +172,25 @@ describe('remote adapters against serve-llm', () => {
       assert.equal(chat.stats.changed + chat.stats.dropped, 0);
     });
   }
+
+  test('with a model that does find entities (the encoder bundle served as a stand-in), remote spans are non-empty and identical', async () => {
+    const standIn = await startLlmServer({ modelDir: ENCODER_MODEL, port: 0 });
+    opened.push(standIn);
+    const local = await tagNote(encoder, NOTE);
+    assert.ok(local.spans.length > 0);
+    const config = validateConfig({ llm: { modelDir: ENCODER_MODEL, baseUrl: standIn.url } }).llm;
+    for (const adapter of ['vllm-pooling', 'openai'] as const) {
+      const tagger = await createLlmTagger({ ...config, adapter }, { modelDir: ENCODER_MODEL, encoder: ENCODER_CONFIG });
+      opened.push(tagger);
+      const remote = await tagNote(tagger, NOTE);
+      assert.deepEqual(
+        remote.spans.map((s) => [s.start, s.end, s.label]),
+        local.spans.map((s) => [s.start, s.end, s.label]),
+        adapter,
+      );
+      for (const s of remote.spans) assert.equal(NOTE.slice(s.start, s.end), NOTE.slice(s.start, s.end).trim());
+    }
+  });
 
   test('the API key is sent as a bearer token; a 401 is not retried and falls back', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'bioner-llm-key-'));
