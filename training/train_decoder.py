@@ -117,14 +117,24 @@ class CausalSelfAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, bias, cos, sin):
+    def forward(self, x, bias, cos, sin, q_from=0):
+        """Queries only for positions >= q_from (keys/values for all)."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.h, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
-        q = q * cos + rotate_half(q) * sin
+        if q_from:
+            w_q, w_kv = self.qkv.weight[:D], self.qkv.weight[D:]
+            b_q, b_kv = self.qkv.bias[:D], self.qkv.bias[D:]
+            q = F.linear(x[:, q_from:], w_q, b_q).view(B, -1, self.h, self.hd).transpose(1, 2)
+            k, v = F.linear(x, w_kv, b_kv).view(B, T, 2, self.h, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
+            cq, sq = cos[:, :, q_from:], sin[:, :, q_from:]
+            bias = bias[:, :, q_from:]
+        else:
+            q, k, v = self.qkv(x).view(B, T, 3, self.h, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
+            cq, sq = cos, sin
+        q = q * cq + rotate_half(q) * sq
         k = k * cos + rotate_half(k) * sin
         att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd)) + bias
         att = self.attn_drop(torch.softmax(att, dim=-1))
-        y = torch.matmul(att, v).transpose(1, 2).reshape(B, T, D)
+        y = torch.matmul(att, v).transpose(1, 2).reshape(B, -1, D)
         return self.drop(self.proj(y))
 
 
@@ -138,8 +148,8 @@ class Block(nn.Module):
         self.fc_out = nn.Linear(ff, d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, bias, cos, sin):
-        x = x + self.attn(self.ln1(x), bias, cos, sin)
+    def forward(self, x, bias, cos, sin, q_from=0):
+        x = x[:, q_from:] + self.attn(self.ln1(x), bias, cos, sin, q_from)
         return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
 
 
@@ -176,8 +186,11 @@ class CausalTransformerForTokenClassification(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
-    def forward_all(self, input_ids, attention_mask):
-        """Logits for both internal copies: [B, 2T, num_labels]."""
+    def forward_all(self, input_ids, attention_mask, second_copy_only=False):
+        """Logits for both internal copies, [B, 2T, num_labels], or for the
+        second copy only ([B, T, num_labels]; the last block then computes
+        queries, attention output and MLP for the second copy only, since
+        nothing reads the first copy's last-layer output)."""
         T = input_ids.size(1)
         x = self.emb(input_ids)
         if self.char is not None:
@@ -202,14 +215,14 @@ class CausalTransformerForTokenClassification(nn.Module):
         i = torch.arange(2 * T, device=input_ids.device)
         allowed = (i.unsqueeze(0) <= i.unsqueeze(1)).unsqueeze(0) & (mask2.unsqueeze(1) > 0)
         bias = ((~allowed).to(x.dtype) * NEG).unsqueeze(1)
-        for blk in self.blocks:
-            x = blk(x, bias, cos, sin)
+        n = len(self.blocks)
+        for li, blk in enumerate(self.blocks):
+            x = blk(x, bias, cos, sin, T if second_copy_only and li == n - 1 else 0)
         return self.out(self.drop(self.ln_f(x)))
 
     def forward(self, input_ids, attention_mask):
         """Logits of the second copy, aligned to the input: [B, T, num_labels]."""
-        T = input_ids.size(1)
-        return self.forward_all(input_ids, attention_mask)[:, T:]
+        return self.forward_all(input_ids, attention_mask, second_copy_only=True)
 
     @torch.no_grad()
     def fold_char_features(self):
@@ -223,14 +236,18 @@ class CausalTransformerForTokenClassification(nn.Module):
 
 def flops_per_token(d, layers, ff, num_labels, mean_len):
     """FLOPs (2 x multiply-adds) per input sub-word at a mean sequence length
-    mean_len (pieces incl. [CLS]/[SEP]).  Each input token is processed twice
-    (two internal copies): per internal token and layer 4d^2 (QKV + output
-    projection) + 2*d*ff (MLP); causal attention over the 2T-long sequence
-    costs 2*d*(t+1) at internal position t, i.e. 2*d*(2T+1) per input token and
-    layer; plus the head on the second copy.  Embedding lookups, norms,
+    T = mean_len (pieces incl. [CLS]/[SEP]).  Each input token is processed
+    twice (two internal copies): per internal token and layer 4d^2 (QKV +
+    output projection) + 2*d*ff (MLP); causal attention over the 2T-long
+    sequence costs 2*d*(t+1) at internal position t, i.e. 2*d*(2T+1) per input
+    token and layer.  The last layer computes only keys/values (2d^2) for the
+    first copy, and its queries attend over T+1..2T keys (d*(3T+1) per input
+    token).  Plus the head on the second copy.  Embedding lookups, norms,
     softmax and rotary are not counted (as for the encoder)."""
-    per_layer = 2 * (4 * d * d + 2 * d * ff) + 2 * d * (2 * mean_len + 1)
-    return int(2 * (layers * per_layer + d * num_labels))
+    T = mean_len
+    full = 2 * (4 * d * d + 2 * d * ff) + 2 * d * (2 * T + 1)
+    last = 2 * d * d + (4 * d * d + 2 * d * ff) + d * (3 * T + 1)
+    return int(2 * ((layers - 1) * full + last + d * num_labels))
 
 
 # --------------------------------------------------------------------------
@@ -583,6 +600,9 @@ def main():
                          "folded into the embedding table before export")
     ap.add_argument("--id-dropout", type=float, default=0.1,
                     help="with the char CNN: probability of dropping a token's id embedding")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="exponential moving average of the weights (e.g. 0.998); the "
+                         "averaged weights are evaluated, selected and exported (0 = off)")
     ap.add_argument("--aux-first-copy", type=float, default=0.0,
                     help="weight of an auxiliary tagging loss on the first (left-context "
                          "only) copy; 0 = off")
@@ -664,6 +684,9 @@ def main():
     held_gold = [t for _, t in held]
     dev_gold = [t for _, t in devel]
 
+    params_list = list(model.parameters())
+    ema = [p.detach().clone() for p in params_list] if args.ema > 0 else None
+    n_steps = 0
     best = (-1.0, 0, None)
     t_train = time.time()
     epochs_run = 0
@@ -690,9 +713,20 @@ def main():
             nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                with torch.no_grad():
+                    dk = min(args.ema, (1.0 + n_steps) / (10.0 + n_steps))
+                    torch._foreach_mul_(ema, dk)
+                    torch._foreach_add_(ema, [p.detach() for p in params_list], alpha=1.0 - dk)
+            n_steps += 1
             tot += float(loss)
             nb += 1
         epochs_run = ep
+        if ema is not None:  # evaluate (and keep) the averaged weights
+            raw = [p.detach().clone() for p in params_list]
+            with torch.no_grad():
+                for p, e in zip(params_list, ema):
+                    p.copy_(e)
         res = te.evaluate(held_gold, te.predict(model, enc_held, id2label))
         el = time.time() - t_ep
         dv = ""
@@ -705,6 +739,10 @@ def main():
               f"epoch {el:.0f}s total {time.time() - t_train:.0f}s", flush=True)
         if res["f1"] > best[0]:
             best = (res["f1"], ep, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if ema is not None:
+            with torch.no_grad():
+                for p, r in zip(params_list, raw):
+                    p.copy_(r)
         if args.time_budget and (time.time() - t_train + el) > args.time_budget * 60:
             print("time budget reached", flush=True)
             break
