@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeNote, encodeNote } from '../../src/ingest/decode.js';
+import { decodeNote, encodeNote, type DecodeOptions } from '../../src/ingest/decode.js';
 import { InvalidRecordError } from '../../src/errors.js';
 import { avroType } from '../../src/schemas.js';
 
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v), 'utf8');
-const opts = { format: 'json' as const, maxNoteBytes: 10_000 };
+const opts: DecodeOptions = { format: 'json', maxNoteBytes: 10_000 };
 
 function rejectsWith(value: Buffer | null, code: string, o = opts): InvalidRecordError {
   let caught: unknown;
@@ -75,7 +75,7 @@ test('Avro notes round-trip and malformed Avro is refused', () => {
   // Confluent wire format: magic byte + 4-byte schema id before the body.
   const confluent = Buffer.concat([Buffer.from([0, 0, 0, 0, 7]), buf]);
   assert.equal(decodeNote(confluent, { ...avro, avroWireFormat: 'confluent' }).noteId, 'a1');
-  rejectsWith(buf, 'DECODE_FAILED', { ...avro, avroWireFormat: 'confluent' } as typeof avro);
+  rejectsWith(buf, 'DECODE_FAILED', { ...avro, avroWireFormat: 'confluent' });
 });
 
 test('values the output could not carry are refused at validation', () => {
