@@ -275,7 +275,7 @@ def read_standoff(dirpath):
     return docs, dict(stats)
 
 
-def load_dataset(name):
+def load_dataset(name, holdout=True):
     cfg = DATASETS[name]
     root = os.path.join(DATA_ROOT, cfg["dir"])
     info = {}
@@ -285,12 +285,16 @@ def load_dataset(name):
         # held-out: last 10% of train sentences (contiguous, ~document split)
         cut = int(round(len(train) * 0.9))
         fit, held = train[:cut], train[cut:]
+        if not holdout:
+            fit, held = train, []
     else:
         tdocs, info["train"] = read_standoff(os.path.join(root, "train"))
         ddocs, info["devel"] = read_standoff(os.path.join(root, "devel"))
         cut = int(round(len(tdocs) * 0.9))
         fit = [s for d in tdocs[:cut] for s in d]
         held = [s for d in tdocs[cut:] for s in d]
+        if not holdout:
+            fit, held = fit + held, []
         devel = [s for d in ddocs for s in d]
     return fit, held, devel, info
 
@@ -787,14 +791,24 @@ def write_model_card(args, meta, labels):
         "",
         "## Data",
         "",
-        f"- {cfg['desc']}: `/work/shared/data/{cfg['dir']}` (train split; the "
-        "last 10% of train was held out for epoch selection; devel used only "
-        "for the reported score).",
+        f"- {cfg['desc']}: `/work/shared/data/{cfg['dir']}` (train split; "
+        + ("all of train, for an epoch count picked earlier on a held-out 10% "
+           "slice of train" if meta.get("no_holdout") else
+           "the last 10% of train was held out for epoch selection")
+        + "; devel used only for the reported score).",
         f"- Licence: see `/work/shared/data/{cfg['licence']}`"
         + (" and `/work/shared/data/LICENSE-MTL-Bioinformatics-2016.md`" if args.dataset == "jnlpba" else "")
         + ". The corpus text itself is not included in this bundle; the "
         "vocabulary is derived from it.",
         f"- Labels: {', '.join(labels)}",
+    ]
+    if cfg["format"] == "standoff":
+        lines.append(
+            "- The abstracts were word-tokenized with the BERT basic rule, split into "
+            "sentences (newlines; . ? ! before an upper-case word, digit or bracket, "
+            "never inside an entity) and the character-offset entities projected onto "
+            "words (see training/README.md).")
+    lines += [
         "",
         "## Model",
         "",
@@ -815,10 +829,13 @@ def write_model_card(args, meta, labels):
         meta["command"],
         "```",
         "",
-        f"- Seed {meta['seed']}, {meta['epochs_run']} epochs run, best epoch "
-        f"{meta['best_epoch']} (held-out train slice F1 {meta['heldout_f1']}).",
+        (f"- Seed {meta['seed']}, {meta['epochs_run']} epochs on all of train "
+         "(epoch count picked by an earlier run's held-out slice of train)."
+         if meta.get("no_holdout") else
+         f"- Seed {meta['seed']}, {meta['epochs_run']} epochs run, best epoch "
+         f"{meta['best_epoch']} (held-out train slice F1 {meta['heldout_f1']})."),
         f"- Wall-clock training time: {meta['trained_seconds']:.0f} s on a shared "
-        "2-core CPU machine (torch 1.13, 2 threads, nice 5).",
+        f"2-core CPU machine (torch {torch.__version__}, {args.threads} thread(s), nice 5).",
         "",
         "## Evaluation (devel split, strict entity F1)",
         "",
@@ -881,6 +898,10 @@ def main():
                     help="stop after the epoch that would overrun this many minutes (0 = off)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 measured >2x faster than 2 for this small LSTM on the shared 2-core box")
+    ap.add_argument("--no-holdout", action="store_true",
+                    help="train on ALL of train for exactly --epochs epochs and export the "
+                         "last (EMA) weights; use with an epoch count picked by an earlier "
+                         "held-out run")
     ap.add_argument("--limit", type=int, default=0,
                     help="smoke test: use only this many training sentences")
     ap.add_argument("--version", default="1.0.0")
@@ -897,7 +918,7 @@ def main():
         shlex.quote(a) for a in sys.argv[1:])
 
     t0 = time.time()
-    fit, held, devel, info = load_dataset(args.dataset)
+    fit, held, devel, info = load_dataset(args.dataset, holdout=not args.no_holdout)
     if args.limit:  # smoke tests only
         fit, held, devel = fit[:args.limit], held[:args.limit // 4], devel[:args.limit // 4]
     types = DATASETS[args.dataset]["types"]
@@ -974,13 +995,17 @@ def main():
             with torch.no_grad():
                 for p, e in zip(params_list, ema):
                     p.copy_(e)
-        res = evaluate(held_gold, predict(model, enc_held, id2label))
+        if held:
+            res = evaluate(held_gold, predict(model, enc_held, id2label))
+        else:  # --no-holdout: the epoch count was chosen beforehand; keep the last
+            res = {"f1": float(ep), "precision": None, "recall": None}
         el = time.time() - te
         dv = ""
         if args.eval_devel_each_epoch:
             dv = f" [devel F1 {evaluate([t for _, t in devel], predict(model, enc_dev, id2label))['f1']}]"
-        print(f"epoch {ep}: loss {tot / nb:.4f} held-out F1 {res['f1']}{dv} "
-              f"(P {res['precision']} R {res['recall']}) lr {sched.get_last_lr()[0]:.2e} "
+        ho = (f"held-out F1 {res['f1']} (P {res['precision']} R {res['recall']})"
+              if held else "no held-out")
+        print(f"epoch {ep}: loss {tot / nb:.4f} {ho}{dv} lr {sched.get_last_lr()[0]:.2e} "
               f"epoch {el:.0f}s total {time.time() - t_train:.0f}s", flush=True)
         if res["f1"] > best[0]:
             best = (res["f1"], ep, {k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -994,11 +1019,12 @@ def main():
     trained_seconds = time.time() - t_train
     model.load_state_dict(best[2])
     if model.char is not None:
-        before = predict(model, enc_held[:200], id2label)
+        probe = (enc_held or enc_fit)[:200]
+        before = predict(model, probe, id2label)
         model.fold_char_features()
-        assert before == predict(model, enc_held[:200], id2label), "char folding changed predictions"
+        assert before == predict(model, probe, id2label), "char folding changed predictions"
     dres = evaluate([t for _, t in devel], predict(model, enc_dev, id2label))
-    print(f"best epoch {best[1]} held-out F1 {best[0]}; DEVEL strict F1 {dres['f1']} "
+    print(f"best epoch {best[1]} held-out F1 {best[0] if held else 'n/a'}; DEVEL strict F1 {dres['f1']} "
           f"(P {dres['precision']} R {dres['recall']})", flush=True)
     print("devel detail: " + json.dumps(dres), flush=True)
 
@@ -1011,7 +1037,8 @@ def main():
         "devel_f1": dres["f1"],
         "devel_precision": dres["precision"],
         "devel_recall": dres["recall"],
-        "heldout_f1": best[0],
+        "heldout_f1": best[0] if held else None,
+        "no_holdout": bool(args.no_holdout),
         "best_epoch": best[1],
         "epochs_run": epochs_run,
         "params": params,
