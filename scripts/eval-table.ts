@@ -59,6 +59,12 @@ for (const ds of datasets) {
       process.stderr.write(`skipping ${ds.id}-${route}: no bundle\n`);
       continue;
     }
+    // Interface previews (version "...-smoke") are not trained models: calibrating from them would be wrong.
+    const version = (JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { bioner?: { version?: string } }).bioner?.version ?? '';
+    if (version.includes('smoke')) {
+      process.stderr.write(`skipping ${ds.id}-${route}: ${version} is an untrained preview\n`);
+      continue;
+    }
     const tagger = await loadTagger(route, dir);
     let r: EvalReport;
     try {
