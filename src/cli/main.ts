@@ -22,7 +22,7 @@ Commands:
                                     unless --llm-adapter names a remote adapter at --llm-url)
   serve-llm [--model DIR] [--port P] [--host H] [--api-key-file F]
                                     the reference decoder behind /v1/chat/completions and /pooling
-                                    (vLLM's shapes); prints the bound URL on one line (--port 0: any free port)
+                                    (vLLM's shapes); prints the bound URL on one line (--port 0: a free port)
 `;
 
 async function main(argv: string[]): Promise<void> {
