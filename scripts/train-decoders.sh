@@ -40,16 +40,17 @@ fi
 
 # The exact commands used for the committed bundles (2 threads each, nice 10).
 train() {
+  local common=(--batch-size 16 --lr 1.5e-3 --ema 0.995 --seed 13)
   case "$1" in
     bc5cdr)
-      nice -n 10 "$PY" training/train_decoder.py --dataset bc5cdr --epochs 8 --seed 13 \
-        --out models/bc5cdr-llm ;;
+      nice -n 10 "$PY" training/train_decoder.py --dataset bc5cdr --epochs 7 "${common[@]}" \
+        --time-budget 16 --out models/bc5cdr-llm ;;
     ncbi-disease)
-      nice -n 10 "$PY" training/train_decoder.py --dataset ncbi-disease --epochs 8 --seed 13 \
-        --out models/ncbi-disease-llm ;;
+      nice -n 10 "$PY" training/train_decoder.py --dataset ncbi-disease --epochs 7 "${common[@]}" \
+        --time-budget 16 --out models/ncbi-disease-llm ;;
     jnlpba)
-      nice -n 10 "$PY" training/train_decoder.py --dataset jnlpba --epochs 3 --seed 13 \
-        --out models/jnlpba-llm ;;
+      nice -n 10 "$PY" training/train_decoder.py --dataset jnlpba --epochs 2 "${common[@]}" \
+        --time-budget 16 --out models/jnlpba-llm ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }

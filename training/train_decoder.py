@@ -67,7 +67,7 @@ Pipeline
 Example
 -------
     nice -n 10 /usr/bin/python3 training/train_decoder.py --dataset bc5cdr \\
-        --epochs 8 --seed 13 --out models/bc5cdr-llm
+        --epochs 7 --seed 13 --out models/bc5cdr-llm
 
 Requires Debian packages python3-torch python3-onnx python3-numpy
 libopenblas0-pthread (use /usr/bin/python3).
@@ -106,21 +106,50 @@ def rotate_half(x):
     return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
 
 
+class CausalDepthwiseConv(nn.Module):
+    """Primer-style causal depthwise convolution along the sequence (applied to
+    the Q, K, V projections): out_t = w0*y_t + w1*y_{t-1} + ... within the same
+    copy only.  shift_ok[j-1] is 1 where the token j steps back belongs to the
+    same copy (its position id is >= j), else 0, so nothing leaks across the
+    copy boundary or from pads: padding stays exact."""
+
+    def __init__(self, channels, kernel):
+        super().__init__()
+        w = torch.zeros(kernel, channels)
+        w[0] = 1.0
+        self.w = nn.Parameter(w)
+
+    def forward(self, y, shift_ok):
+        out = y * self.w[0]
+        for j in range(1, self.w.size(0)):
+            ys = F.pad(y, (0, 0, j, 0))[:, :y.size(1)]
+            out = out + ys * shift_ok[j - 1] * self.w[j]
+        return out
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d, heads, attn_dropout, dropout):
+    def __init__(self, d, heads, attn_dropout, dropout, conv=0):
         super().__init__()
         assert d % heads == 0
         self.h = heads
         self.hd = d // heads
         self.qkv = nn.Linear(d, 3 * d)
+        self.conv = CausalDepthwiseConv(3 * d, conv) if conv > 1 else None
         self.proj = nn.Linear(d, d)
         self.attn_drop = nn.Dropout(attn_dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, bias, cos, sin, q_from=0):
+    def forward(self, x, bias, cos, sin, shift_ok, q_from=0):
         """Queries only for positions >= q_from (keys/values for all)."""
         B, T, D = x.shape
-        if q_from:
+        if self.conv is not None:
+            q, k, v = self.conv(self.qkv(x), shift_ok).view(B, T, 3, self.h, self.hd) \
+                .permute(2, 0, 3, 1, 4).unbind(0)
+            cq, sq = cos, sin
+            if q_from:
+                q, cq, sq = q[:, :, q_from:], cos[:, :, q_from:], sin[:, :, q_from:]
+                bias = bias[:, :, q_from:]
+        elif q_from:
             w_q, w_kv = self.qkv.weight[:D], self.qkv.weight[D:]
             b_q, b_kv = self.qkv.bias[:D], self.qkv.bias[D:]
             q = F.linear(x[:, q_from:], w_q, b_q).view(B, -1, self.h, self.hd).transpose(1, 2)
@@ -139,17 +168,17 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads, ff, attn_dropout, dropout):
+    def __init__(self, d, heads, ff, attn_dropout, dropout, conv=0):
         super().__init__()
         self.ln1 = nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d, heads, attn_dropout, dropout)
+        self.attn = CausalSelfAttention(d, heads, attn_dropout, dropout, conv)
         self.ln2 = nn.LayerNorm(d)
         self.fc = nn.Linear(d, ff)
         self.fc_out = nn.Linear(ff, d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, bias, cos, sin, q_from=0):
-        x = x[:, q_from:] + self.attn(self.ln1(x), bias, cos, sin, q_from)
+    def forward(self, x, bias, cos, sin, shift_ok, q_from=0):
+        x = x[:, q_from:] + self.attn(self.ln1(x), bias, cos, sin, shift_ok, q_from)
         return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
 
 
@@ -158,14 +187,15 @@ class CausalTransformerForTokenClassification(nn.Module):
 
     def __init__(self, vocab_size, num_labels, d=256, layers=4, heads=4, ff=1024,
                  dropout=0.1, attn_dropout=0.1, emb_dropout=0.1, vocab=None,
-                 char_filters=0, id_dropout=0.0, rope_base=10000.0):
+                 char_filters=0, id_dropout=0.0, rope_base=10000.0, conv=0):
         super().__init__()
         self.id_dropout = id_dropout
         self.emb = nn.Embedding(vocab_size, d, padding_idx=te.PAD_ID)
         self.char = te.CharPieceEncoder(vocab, d, filters=char_filters) if char_filters else None
         self.copy_emb = nn.Embedding(2, d)
         self.emb_drop = nn.Dropout(emb_dropout)
-        self.blocks = nn.ModuleList(Block(d, heads, ff, attn_dropout, dropout)
+        self.conv = conv
+        self.blocks = nn.ModuleList(Block(d, heads, ff, attn_dropout, dropout, conv)
                                     for _ in range(layers))
         self.ln_f = nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
@@ -211,13 +241,14 @@ class CausalTransformerForTokenClassification(nn.Module):
         ang = pos.unsqueeze(-1).to(x.dtype) * self.inv_freq  # [B, 2T, hd/2]
         ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)  # [B, 1, 2T, hd]
         cos, sin = torch.cos(ang), torch.sin(ang)
+        shift_ok = [(pos >= j).unsqueeze(-1).to(x.dtype) for j in range(1, self.conv)]
         # Causal attention over the doubled sequence, pad keys masked.
         i = torch.arange(2 * T, device=input_ids.device)
         allowed = (i.unsqueeze(0) <= i.unsqueeze(1)).unsqueeze(0) & (mask2.unsqueeze(1) > 0)
         bias = ((~allowed).to(x.dtype) * NEG).unsqueeze(1)
         n = len(self.blocks)
         for li, blk in enumerate(self.blocks):
-            x = blk(x, bias, cos, sin, T if second_copy_only and li == n - 1 else 0)
+            x = blk(x, bias, cos, sin, shift_ok, T if second_copy_only and li == n - 1 else 0)
         return self.out(self.drop(self.ln_f(x)))
 
     def forward(self, input_ids, attention_mask):
@@ -576,10 +607,10 @@ def main():
     ap.add_argument("--out", required=True, help="bundle directory to write")
     ap.add_argument("--tokenizer-from", default=None,
                     help="bundle whose tokenizer files are used (default models/<dataset>-encoder)")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=7)
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=float, default=0.06, help="warmup fraction of all steps")
     ap.add_argument("--final-lr-frac", type=float, default=0.02,
                     help="cosine decay ends at lr*this")
@@ -589,6 +620,9 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ff", type=int, default=1024, help="MLP width")
+    ap.add_argument("--qkv-conv", type=int, default=0,
+                    help="kernel of a Primer-style causal depthwise convolution on Q, K, V "
+                         "(within each copy; 0 = off)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--attn-dropout", type=float, default=0.1)
     ap.add_argument("--emb-dropout", type=float, default=0.1)
@@ -600,7 +634,7 @@ def main():
                          "folded into the embedding table before export")
     ap.add_argument("--id-dropout", type=float, default=0.1,
                     help="with the char CNN: probability of dropping a token's id embedding")
-    ap.add_argument("--ema", type=float, default=0.0,
+    ap.add_argument("--ema", type=float, default=0.995,
                     help="exponential moving average of the weights (e.g. 0.998); the "
                          "averaged weights are evaluated, selected and exported (0 = off)")
     ap.add_argument("--aux-first-copy", type=float, default=0.0,
@@ -654,7 +688,7 @@ def main():
     model = CausalTransformerForTokenClassification(
         len(vocab), len(labels), args.hidden, args.layers, args.heads, args.ff,
         args.dropout, args.attn_dropout, args.emb_dropout, vocab, args.char_filters,
-        args.id_dropout)
+        args.id_dropout, conv=args.qkv_conv)
     train_params = sum(p.numel() for p in model.parameters())
     params = train_params - (sum(p.numel() for p in model.char.parameters()) if model.char else 0)
     fpt = flops_per_token(args.hidden, args.layers, args.ff, len(labels), mean_len)
@@ -665,7 +699,7 @@ def main():
 
     decay, no_decay = [], []
     for n, p in model.named_parameters():
-        (decay if p.dim() >= 2 and "copy_emb" not in n else no_decay).append(p)
+        (decay if p.dim() >= 2 and "copy_emb" not in n and ".conv." not in n else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
