@@ -6,7 +6,7 @@ export type { ErrorCode, Stage } from './errors.js';
 export { decodeNote, encodeNote, validateNote } from './ingest/decode.js';
 export type { ClinicalNote, RecordPosition } from './ingest/note.js';
 export { prepareText, type PreparedText } from './text/index.js';
-export { EncoderOnlyPolicy, LlmOnlyPolicy, type RoutingPolicy, type RoutePlan } from './route/policy.js';
+export { createRouter, Router, Reasons, OnlineCostModel, loadCalibration, resolveBudget, type RouterSetup, type PolicyName, type RouteDecision, type NoteBudget, type DomainCalibration } from './route/index.js';
 export { EncoderTagger, type EncoderOptions } from './taggers/encoder.js';
 export type { Tagger, ModelInfo, TagOptions } from './taggers/types.js';
 export { createLlmTagger, type LlmTagger, type LlmConfig, type RealignStats } from './taggers/llm/index.js';

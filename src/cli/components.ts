@@ -1,7 +1,9 @@
 import type { RouterConfig } from '../config/schema.js';
 import { resolve } from 'node:path';
 import { packageRoot } from '../schemas.js';
-import { createPolicy, policyUsesLlm } from '../route/policy.js';
+import { existsSync } from 'node:fs';
+import { createRouter, loadCalibration, policyUsesLlm, type Router } from '../route/index.js';
+import { loadLengthEstimator } from '../route/length-estimate.js';
 import { EncoderTagger } from '../taggers/encoder.js';
 import { createLlmTagger, type LlmTagger } from '../taggers/llm/index.js';
 import { NoteProcessor } from '../pipeline/processor.js';
@@ -39,9 +41,49 @@ export async function loadLlm(config: RouterConfig, logger?: Logger): Promise<Ll
   return createLlmTagger(config.llm, { modelDir: await resolveExistingModelDir(config.llm.modelDir), encoder: config.encoder, logger });
 }
 
-export function createProcessor(config: RouterConfig, encoder: EncoderTagger, hooks: PipelineHooks = {}, llm?: LlmTagger): NoteProcessor {
-  return new NoteProcessor(createPolicy(config.routing.policy, config.routing.defaultBudgetMs), llm === undefined ? { encoder } : { encoder, llm }, hooks, {
+/** A path as given, else relative to the package (models ship inside it). */
+function packagePath(path: string): string {
+  return existsSync(resolve(path)) ? resolve(path) : resolve(packageRoot, path);
+}
+
+function routerSettings(config: RouterConfig): Parameters<typeof createRouter>[0]['settings'] {
+  return { granularity: config.routing.granularity, minGain: config.routing.minGain, cascade: config.routing.cascade };
+}
+
+/**
+ * The router with its measured starting point: costs and gains of
+ * `routing.domain` from `routing.calibrationFile`, and the entity-length
+ * estimator (`routing.lengthEstimator`, default models/length-estimator/<domain>.json).
+ * An explicitly configured estimator must load; the default one is optional
+ * (without it, gains are taken at their all-entity average).
+ */
+export async function loadRouter(config: RouterConfig, logger?: Logger): Promise<Router> {
+  const { routing } = config;
+  const calibration = await loadCalibration(packagePath(routing.calibrationFile), routing.domain);
+  let estimator = null;
+  if (policyUsesLlm(routing.policy)) {
+    const path = packagePath(routing.lengthEstimator ?? `models/length-estimator/${routing.domain}.json`);
+    if (routing.lengthEstimator !== undefined || existsSync(path)) estimator = await loadLengthEstimator(path);
+    else logger?.warn('no entity-length estimator for the domain; routing on average gains', { domain: routing.domain });
+  }
+  return createRouter({ policy: routing.policy, calibration, estimator, settings: routerSettings(config), costModel: { halfLifeObservations: routing.costHalfLife } });
+}
+
+/**
+ * The note processor. Without a `router` (tests of the plain encoder path) one
+ * is built with no calibration: fine for `encoder`, while the gain-based
+ * policies then route nothing to the LLM.
+ */
+export function createProcessor(config: RouterConfig, encoder: EncoderTagger, hooks: PipelineHooks = {}, llm?: LlmTagger, router?: Router): NoteProcessor {
+  const chosen = router ?? createRouter({ policy: config.routing.policy, calibration: null, settings: routerSettings(config), costModel: { halfLifeObservations: config.routing.costHalfLife } });
+  return new NoteProcessor(chosen, llm === undefined ? { encoder } : { encoder, llm }, hooks, {
     // The LLM gets at most half the note's processing time; the rest is for the encoder fallback and publishing.
     llmMaxMs: Math.floor(config.processing.noteTimeoutMs / 2),
+    budget: {
+      defaultBudgetMs: config.routing.defaultBudgetMs,
+      topicBudgets: config.routing.topicBudgets,
+      // At maxInFlight the consumer stops fetching, so shedding has to start below it.
+      load: { ...config.routing.load, inFlightHigh: config.routing.load.inFlightHigh ?? Math.max(1, Math.floor(config.processing.maxInFlight / 2)) },
+    },
   });
 }

@@ -121,12 +121,54 @@ export const LlmSchema = z
   })
   .strict();
 
+export const RoutingLoadSchema = z
+  .object({
+    /** In-flight notes above which budgets shrink (see "Budget and load shedding" in README); default half of processing.maxInFlight. */
+    inFlightHigh: z.number().int().positive().optional(),
+    /** Consumer lag (records, summed over this consumer's partitions) above which budgets shrink. */
+    lagHigh: z.number().int().positive().default(2000),
+    /** Smallest share of its budget a note keeps under load. */
+    minFactor: z.number().gt(0).max(1).default(0.25),
+  })
+  .strict();
+
+export const RoutingCascadeSchema = z
+  .object({
+    /** The cascade re-tags a sentence whose least confident word has a top label probability below this. */
+    confidenceThreshold: z.number().min(0).max(1).default(0.8),
+    /** The cascade re-tags a sentence where the encoder found a span of 3+ words. */
+    flagLongSpans: z.boolean().default(true),
+  })
+  .strict();
+
 export const RoutingSchema = z
   .object({
-    /** `encoder`: every sentence to the encoder; `llm`: every sentence to the LLM (the encoder is its fallback). The router issue adds cost-aware policies. */
-    policy: z.enum(['encoder', 'llm']).default('encoder'),
-    /** Latency budget for notes that carry none (ms). */
+    /**
+     * `encoder`: every sentence to the encoder; `llm`: every sentence to the LLM within the budget;
+     * `length-aware`: the LLM where the expected gain (measured gains x entity-length estimate) is worth its cost;
+     * `cascade`: encoder on everything, then the LLM re-tags the sentences the estimate or the encoder's confidence flags.
+     */
+    policy: z.enum(['encoder', 'llm', 'length-aware', 'cascade']).default('encoder'),
+    /** `sentence`: each sentence routed on its own; `note`: the whole note or nothing (length-aware only). */
+    granularity: z.enum(['sentence', 'note']).default('sentence'),
+    /** Latency budget for notes that carry none, in no header, on a topic without its own (ms). */
     defaultBudgetMs: z.number().int().positive().default(5000),
+    /** Per-input-topic default budgets (ms). */
+    topicBudgets: z.record(z.string().min(1), z.number().int().positive()).default({}),
+    /** Kafka header holding a budget in ms (used when the note has no latency_budget_ms). */
+    budgetHeader: z.string().min(1).default('x-latency-budget-ms'),
+    /** Measured costs and gains (written by `npm run eval:table`). */
+    calibrationFile: z.string().min(1).default('models/calibration.json'),
+    /** Which dataset of the calibration file (and which length estimator) the notes resemble. */
+    domain: z.string().min(1).default('bc5cdr'),
+    /** Entity-length estimator file; default models/length-estimator/<domain>.json. */
+    lengthEstimator: z.string().min(1).optional(),
+    /** Smallest expected F1 gain (0..1 per sentence) that sends a sentence to the LLM under length-aware. */
+    minGain: z.number().min(-1).max(1).default(0),
+    cascade: RoutingCascadeSchema.prefault({}),
+    load: RoutingLoadSchema.prefault({}),
+    /** Observations after which an observed latency's weight in the cost model has halved. */
+    costHalfLife: z.number().int().positive().default(50),
   })
   .strict();
 
@@ -177,6 +219,15 @@ export function crossFieldRules(c: RouterConfig): Array<[string, string]> {
   }
   if (c.routing.defaultBudgetMs > c.processing.noteTimeoutMs) {
     problems.push(['routing.defaultBudgetMs', `must not exceed processing.noteTimeoutMs (${c.processing.noteTimeoutMs}): a note's budget has to fit in its processing timeout`]);
+  }
+  for (const [topic, ms] of Object.entries(c.routing.topicBudgets)) {
+    if (ms > c.processing.noteTimeoutMs) problems.push([`routing.topicBudgets.${topic}`, `must not exceed processing.noteTimeoutMs (${c.processing.noteTimeoutMs})`]);
+  }
+  if (c.routing.load.inFlightHigh !== undefined && c.routing.load.inFlightHigh > c.processing.maxInFlight) {
+    problems.push(['routing.load.inFlightHigh', `must not exceed processing.maxInFlight (${c.processing.maxInFlight}), or load shedding could never start`]);
+  }
+  if (c.routing.granularity === 'note' && c.routing.policy === 'cascade') {
+    problems.push(['routing.granularity', 'cascade re-tags single sentences; use granularity "sentence" with it']);
   }
   if (c.output.topic === c.input.topic || c.output.dlqTopic === c.input.topic) {
     problems.push(['output.topic', 'output and dead-letter topics must differ from input.topic']);

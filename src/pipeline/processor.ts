@@ -2,8 +2,9 @@ import { performance } from 'node:perf_hooks';
 import { ErrorCodes, LlmError, TaggerError, errorCodeOf } from '../errors.js';
 import type { ClinicalNote, RecordPosition } from '../ingest/note.js';
 import { buildTaggedNote, type TaggedNoteRecord } from '../publish/tagged-note.js';
-import type { RoutingPolicy } from '../route/policy.js';
-import type { Tagger } from '../taggers/types.js';
+import { NO_LOAD, resolveBudget, type BudgetSettings, type LoadSnapshot, type NoteBudget } from '../route/budget.js';
+import type { EncoderEvidence, RouteDecision, Router } from '../route/policy.js';
+import type { SentenceTagging, Tagger } from '../taggers/types.js';
 import { toEntitySpans } from '../taggers/types.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
 import { silentLogger } from '../telemetry/logger.js';
@@ -22,119 +23,231 @@ export interface NoteProcessorOptions {
    * the encoder fallback and publishing). Default: the budget alone.
    */
   llmMaxMs?: number;
+  /** Budget sources and the load-shedding rule (routing.* in the config). */
+  budget?: BudgetSettings;
+  /** Current load, for load shedding (the service's in-flight count and consumer lag). */
+  load?: () => LoadSnapshot;
+  /** Milliseconds clock (performance.now by default); tests pass a fake one. */
+  clock?: () => number;
+}
+
+/** Per-note inputs that do not come from the note body. */
+export interface ProcessContext {
+  /** Budget from the Kafka header `routing.budgetHeader`, when present and valid. */
+  headerBudgetMs?: number | null;
 }
 
 /** Reason codes added to `routing.reasons` when LLM sentences went to the encoder instead. */
 export const FALLBACK_REASON = 'llm_fallback';
 
+const DEFAULT_BUDGET: BudgetSettings = { defaultBudgetMs: 5000, topicBudgets: {}, load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 } };
+
+/** What tagging a note's sentences produced, before the output record is built. */
+export interface TaggedSentences {
+  spans: EntitySpan[];
+  decision: RouteDecision;
+  /** Sentence positions that ended up tagged by the LLM (after any fallback). */
+  llmSentences: number[];
+  routeCounts: Record<Route, number>;
+  reasons: string[];
+  taggerMs: { encoder: number; llm: number };
+  predictedLlmMs: number;
+  estimatedGain: number;
+  routeMs: number;
+}
+
 /**
  * Text -> route -> tag -> output record for one note, with no Kafka in sight:
  * the same path serves the consumer, `tag` and `eval`.
  *
- * Fallback rule (the one place it lives): the note's `llm` sentences go to the
- * LLM tagger in one call, bounded by what is left of the note's budget
- * (latency_budget_ms or routing.defaultBudgetMs, counted from receipt, capped
- * by `llmMaxMs`). If that call fails for any reason (server down or refusing,
- * request timeout, 5xx, circuit open, unreadable answer, budget spent, no LLM
- * configured), the same sentences are tagged by the encoder, their spans get
+ * Routing: the router (src/route) plans each sentence's route within the
+ * note's effective budget. Encoder sentences are tagged first (for `cascade`,
+ * all of them, with confidences), then the LLM sentences; for `cascade` the
+ * router then picks sentences to re-tag with the LLM from the encoder's
+ * evidence and what is left of the budget, and the LLM's spans replace the
+ * encoder's for exactly those sentences. Observed tagger latencies feed the
+ * cost model.
+ *
+ * Fallback rule (the one place it lives): the LLM call is bounded by what is
+ * left of the note's effective budget (counted from receipt, capped by
+ * `llmMaxMs`). If it fails for any reason (server down or refusing, request
+ * timeout, 5xx, circuit open, unreadable answer, budget spent, no LLM
+ * configured), those sentences keep (cascade) or get the encoder's spans with
  * route `encoder_fallback`, and the note's reasons get `llm_fallback` and
  * `llm_fallback:<ERROR_CODE>`. Only an encoder failure fails the note.
  */
 export class NoteProcessor {
   private readonly hooks: Required<PipelineHooks>;
+  private readonly budgetSettings: BudgetSettings;
+  private load: (() => LoadSnapshot) | undefined;
+  private readonly now: () => number;
 
   constructor(
-    private readonly policy: RoutingPolicy,
+    readonly router: Router,
     private readonly taggers: Partial<Record<Route, Tagger>> & { encoder: Tagger },
     hooks: PipelineHooks = {},
     private readonly options: NoteProcessorOptions = {},
   ) {
     this.hooks = safeHooks(hooks, silentLogger);
+    this.budgetSettings = options.budget ?? DEFAULT_BUDGET;
+    this.load = options.load;
+    this.now = options.clock ?? (() => performance.now());
+  }
+
+  /** The service tells the processor how loaded it is (in-flight notes, consumer lag). */
+  attachLoad(load: () => LoadSnapshot): void {
+    this.load = load;
   }
 
   get model(): { id: string; version: string } {
     return { id: this.taggers.encoder.model.id, version: this.taggers.encoder.model.version };
   }
 
-  async process(note: ClinicalNote, position: RecordPosition, receivedAt: number = performance.now()): Promise<ProcessedNote> {
-    const t0 = performance.now();
+  async process(note: ClinicalNote, position: RecordPosition, receivedAtArg?: number, context: ProcessContext = {}): Promise<ProcessedNote> {
+    const receivedAt = receivedAtArg ?? this.now();
+    const t0 = this.now();
     const prepared = prepareText(note.text);
-    const t1 = performance.now();
-    const plan = this.policy.plan({ noteBudgetMs: note.latencyBudgetMs, sentences: prepared.sentences });
-    const t2 = performance.now();
-    const routeCounts: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
-    for (const r of plan.sentenceRoutes) routeCounts[r]++;
-    this.hooks.routeDecided({ noteId: note.noteId, policy: plan.policy, budgetMs: plan.budgetMs, sentences: prepared.sentences.length, routes: routeCounts, reasons: plan.reasons });
-
-    // Group sentences by route so each tagger sees one call per note.
-    const byRoute = new Map<Route, Sentence[]>();
-    prepared.sentences.forEach((s, i) => {
-      const route = plan.sentenceRoutes[i];
-      const list = byRoute.get(route) ?? [];
-      list.push(s);
-      byRoute.set(route, list);
-    });
-    const spans: EntitySpan[] = [];
-    const reasons = [...plan.reasons];
-    const taggerMs: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
-    const observe = (route: Route, sentences: Sentence[], start: number, ok: boolean): void => {
-      const ms = performance.now() - start;
-      taggerMs[route] += ms;
-      this.hooks.taggerCalled({ noteId: note.noteId, route, sentences: sentences.length, ms, ok });
-    };
-    const call = async (route: Route, tagger: Tagger, sentences: Sentence[]): Promise<void> => {
-      const start = performance.now();
-      let ok = false;
-      try {
-        spans.push(...toEntitySpans(sentences, await tagger.tagSentences(sentences), route));
-        ok = true;
-      } finally {
-        observe(route, sentences, start, ok);
-      }
-    };
-    for (const [route, sentences] of byRoute) {
-      if (route !== 'llm') {
-        await call(route, this.taggers[route] ?? this.taggers.encoder, sentences);
-        continue;
-      }
-      const start = performance.now();
-      const outcome = await this.tryLlm(sentences, plan.budgetMs - (start - receivedAt));
-      observe('llm', sentences, start, outcome.ok !== undefined);
-      if (outcome.ok !== undefined) {
-        spans.push(...toEntitySpans(sentences, outcome.ok, 'llm'));
-        continue;
-      }
-      routeCounts.llm -= sentences.length;
-      routeCounts.encoder_fallback += sentences.length;
-      for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${errorCodeOf(outcome.failure)}`]) if (!reasons.includes(reason)) reasons.push(reason);
-      await call('encoder_fallback', this.taggers.encoder, sentences);
-    }
-    spans.sort((a, b) => a.start - b.start || a.end - b.end);
+    const t1 = this.now();
+    const budget = resolveBudget({ noteBudgetMs: note.latencyBudgetMs, headerBudgetMs: context.headerBudgetMs ?? null, topic: position.topic }, this.budgetSettings, this.load?.() ?? NO_LOAD);
+    const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, receivedAt);
+    const { decision } = tagged;
     const record = buildTaggedNote({
       noteId: note.noteId,
       source: note.source,
       text: note.text,
       position,
       model: this.model,
-      spans,
+      spans: tagged.spans,
       routing: {
-        policy: plan.policy,
-        budget_ms: plan.budgetMs,
+        policy: decision.policy,
+        budget_ms: Math.round(budget.budgetMs),
         sentences: prepared.sentences.length,
-        sentences_encoder: routeCounts.encoder + routeCounts.encoder_fallback,
-        sentences_llm: routeCounts.llm,
-        reasons,
+        sentences_encoder: tagged.routeCounts.encoder + tagged.routeCounts.encoder_fallback,
+        sentences_llm: tagged.routeCounts.llm,
+        reasons: tagged.reasons,
+        granularity: decision.granularity,
+        budget_source: budget.source,
+        effective_budget_ms: Math.round(budget.effectiveMs),
+        load_factor: budget.loadFactor,
+        predicted_encoder_ms: decision.predictedEncoderMs,
+        predicted_llm_ms: tagged.predictedLlmMs,
+        actual_encoder_ms: tagged.taggerMs.encoder,
+        actual_llm_ms: tagged.taggerMs.llm,
+        llm_sentences: tagged.llmSentences,
+        estimated_gain: tagged.estimatedGain,
       },
       timings: {
         text_ms: t1 - t0,
-        route_ms: t2 - t1,
-        encoder_ms: taggerMs.encoder + taggerMs.encoder_fallback,
-        llm_ms: taggerMs.llm,
-        total_ms: performance.now() - receivedAt,
+        route_ms: tagged.routeMs,
+        encoder_ms: tagged.taggerMs.encoder,
+        llm_ms: tagged.taggerMs.llm,
+        total_ms: this.now() - receivedAt,
       },
       metadata: note.metadata,
     });
-    return { record, spans };
+    return { record, spans: tagged.spans };
+  }
+
+  /**
+   * Routes and tags already-prepared sentences (the consumer path after the
+   * text stage; `eval --tagger router` calls it with corpus sentences).
+   */
+  async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAtArg?: number): Promise<TaggedSentences> {
+    const receivedAt = receivedAtArg ?? this.now();
+    const tr = this.now();
+    const decision = this.router.plan({ sentences, budget, elapsedMs: tr - receivedAt });
+    let routeMs = this.now() - tr;
+    const routeCounts: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
+    for (const r of decision.sentenceRoutes) routeCounts[r]++;
+    this.hooks.routeDecided({ noteId, policy: decision.policy, budgetMs: budget.budgetMs, sentences: sentences.length, routes: { ...routeCounts }, reasons: [...decision.reasons] });
+
+    const reasons = [...decision.reasons];
+    const taggerMs = { encoder: 0, llm: 0 };
+    const spansBySentence = new Map<number, EntitySpan[]>();
+    const put = (list: Sentence[], perSentence: readonly TokenSpan[][], route: Route): void => {
+      list.forEach((s, i) => spansBySentence.set(s.index, toEntitySpans([s], [perSentence[i]], route)));
+    };
+    const encoderList = sentences.filter((_, i) => decision.sentenceRoutes[i] === 'encoder');
+    const llmPositions = sentences.map((_, i) => i).filter((i) => decision.sentenceRoutes[i] === 'llm');
+
+    // Encoder first: cheap, and its answer is what a failed LLM falls back on.
+    let evidence: EncoderEvidence[] = [];
+    if (encoderList.length > 0) {
+      const { tagged: detailed, ms } = await this.runEncoder(noteId, 'encoder', encoderList, decision.cascade);
+      taggerMs.encoder += ms;
+      put(encoderList, detailed.map((d) => d.spans), 'encoder');
+      evidence = detailed.map((d) => ({ minConfidence: d.minConfidence, hasLongSpan: d.spans.some((sp) => sp.last - sp.first + 1 >= 3) }));
+    }
+
+    let predictedLlmMs = decision.predictedLlmMs;
+    let estimatedGain = decision.estimatedGain;
+    let llmTargets = llmPositions;
+    if (decision.cascade) {
+      const t = this.now();
+      const refined = this.router.refine({ sentences, decision, evidence, elapsedMs: t - receivedAt });
+      routeMs += this.now() - t;
+      for (const r of refined.reasons) if (!reasons.includes(r)) reasons.push(r);
+      llmTargets = [...refined.llmSentences].sort((a, b) => a - b);
+      predictedLlmMs = refined.predictedLlmMs;
+      estimatedGain = refined.estimatedGain;
+    }
+
+    const llmSentences: number[] = [];
+    if (llmTargets.length > 0) {
+      const list = llmTargets.map((i) => sentences[i]);
+      const start = this.now();
+      const outcome = await this.tryLlm(list, budget.effectiveMs - (start - receivedAt));
+      const ms = this.now() - start;
+      taggerMs.llm += ms;
+      this.hooks.taggerCalled({ noteId, route: 'llm', sentences: list.length, ms, ok: outcome.ok !== undefined });
+      const tokens = list.reduce((n, s) => n + s.tokens.length, 0);
+      if (outcome.ok !== undefined) {
+        this.router.costs.observe('llm', tokens, ms);
+        put(list, outcome.ok, 'llm');
+        llmSentences.push(...llmTargets);
+        if (decision.cascade) {
+          routeCounts.encoder -= list.length;
+          routeCounts.llm += list.length;
+        }
+      } else {
+        // A request that ran out of time says the LLM is at least that slow: the cost model should know.
+        const code = errorCodeOf(outcome.failure);
+        if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) this.router.costs.observe('llm', tokens, ms);
+        for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${code}`]) if (!reasons.includes(reason)) reasons.push(reason);
+        if (decision.cascade) {
+          // The encoder's spans for these sentences are already there; they now stand for the failed LLM call.
+          for (const s of list) spansBySentence.set(s.index, (spansBySentence.get(s.index) ?? []).map((sp) => ({ ...sp, route: 'encoder_fallback' as const })));
+          routeCounts.encoder -= list.length;
+        } else {
+          routeCounts.llm -= list.length;
+          const again = await this.runEncoder(noteId, 'encoder_fallback', list, false);
+          taggerMs.encoder += again.ms;
+          put(list, again.tagged.map((d) => d.spans), 'encoder_fallback');
+        }
+        routeCounts.encoder_fallback += list.length;
+        estimatedGain = 0;
+      }
+    }
+    const spans = [...spansBySentence.values()].flat().sort((a, b) => a.start - b.start || a.end - b.end);
+    return { spans, decision, llmSentences, routeCounts, reasons, taggerMs, predictedLlmMs, estimatedGain, routeMs };
+  }
+
+  /** One encoder call: timed, reported to the hooks, and (when it succeeds) fed to the cost model. */
+  private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean): Promise<{ tagged: SentenceTagging[]; ms: number }> {
+    const tagger = this.taggers.encoder;
+    const start = this.now();
+    let ok = false;
+    try {
+      let tagged: SentenceTagging[];
+      if (detailed && tagger.tagSentencesDetailed !== undefined) tagged = await tagger.tagSentencesDetailed(list);
+      else tagged = (await tagger.tagSentences(list)).map((s) => ({ spans: s, minConfidence: s.reduce((m, sp) => Math.min(m, sp.score), 1) }));
+      ok = true;
+      return { tagged, ms: this.now() - start };
+    } finally {
+      const ms = this.now() - start;
+      this.hooks.taggerCalled({ noteId, route, sentences: list.length, ms, ok });
+      if (ok) this.router.costs.observe('encoder', list.reduce((n, s) => n + s.tokens.length, 0), ms);
+    }
   }
 
   /**

@@ -28,6 +28,7 @@ import { buildDlqMessage, DlqHeaders } from '../publish/dlq.js';
 import { encodeTaggedNote } from '../publish/tagged-note.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
 import type { Logger } from '../telemetry/logger.js';
+import { parseBudgetHeader } from '../route/budget.js';
 import type { NoteProcessor } from './processor.js';
 
 export interface RouterServiceStats {
@@ -58,6 +59,8 @@ export class RouterService {
   /** False when the last close() gave up waiting for in-flight notes. */
   drained = true;
   readonly stats: RouterServiceStats = { received: 0, published: 0, deadLettered: 0, retries: 0, inFlight: 0, paused: false };
+  /** Records behind the high watermark per topic/partition, not yet finished (for load shedding). */
+  private readonly lagByPartition = new Map<string, number>();
 
   constructor(
     private readonly config: RouterConfig,
@@ -76,6 +79,7 @@ export class RouterService {
     this.producer = createProducer(kafka);
     this.limit = pLimit(config.processing.concurrency);
     this.hooks = safeHooks(hooks, logger);
+    processor.attachLoad(() => ({ inFlight: this.stats.inFlight, lag: this.consumerLag() }));
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       this.logger.error('consumer crashed', { error: (e.payload.error as Error | undefined)?.name, restart: e.payload.restart, groupId: e.payload.groupId });
       if (!e.payload.restart && !this.stopping) {
@@ -87,6 +91,14 @@ export class RouterService {
     this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
       this.logger.info('joined consumer group', { groupId: e.payload.groupId, partitions: Object.values(e.payload.memberAssignment).flat().length });
     });
+  }
+
+  /** Sum over this consumer's partitions of the records not yet finished; null before the first batch. */
+  consumerLag(): number | null {
+    if (this.lagByPartition.size === 0) return null;
+    let total = 0;
+    for (const lag of this.lagByPartition.values()) total += lag;
+    return total;
   }
 
   get isReady(): boolean {
@@ -119,6 +131,9 @@ export class RouterService {
 
   private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, uncommittedOffsets, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const { topic, partition, messages } = batch;
+    const lagKey = `${topic}/${partition}`;
+    const behind = Number(batch.offsetLag());
+    this.lagByPartition.set(lagKey, (Number.isFinite(behind) ? behind : 0) + messages.length);
     const done = new Uint8Array(messages.length);
     let nextToResolve = 0;
     let failure: unknown;
@@ -148,6 +163,7 @@ export class RouterService {
                 while (nextToResolve < messages.length && done[nextToResolve] === 1) {
                   resolveOffset(messages[nextToResolve].offset);
                   nextToResolve++;
+                  this.lagByPartition.set(lagKey, Math.max(0, (this.lagByPartition.get(lagKey) ?? 1) - 1));
                 }
               },
               (err: unknown) => {
@@ -206,7 +222,7 @@ export class RouterService {
     for (let attempt = 1; ; attempt++) {
       let processed;
       try {
-        processed = await this.withTimeout(this.processor.process(note, position, receivedAt));
+        processed = await this.withTimeout(this.processor.process(note, position, receivedAt, { headerBudgetMs: parseBudgetHeader(message.headers?.[this.config.routing.budgetHeader]) }));
       } catch (err) {
         if (isRetriable(err) && this.stopping) throw shuttingDown(); // a brief failure is no reason for a permanent DLQ record
         if (isRetriable(err) && attempt < this.config.processing.maxAttempts) {

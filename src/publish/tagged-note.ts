@@ -11,7 +11,24 @@ export interface TaggedNoteRecord {
   model: { id: string; version: string };
   text_length: number;
   spans: Array<{ start: number; end: number; label: string; score: number; route: Route; sentence_index: number }>;
-  routing: { policy: string; budget_ms: number; sentences: number; sentences_encoder: number; sentences_llm: number; reasons: string[] };
+  routing: {
+    policy: string;
+    budget_ms: number;
+    sentences: number;
+    sentences_encoder: number;
+    sentences_llm: number;
+    reasons: string[];
+    granularity: string;
+    budget_source: string;
+    effective_budget_ms: number;
+    load_factor: number;
+    predicted_encoder_ms: number;
+    predicted_llm_ms: number;
+    actual_encoder_ms: number;
+    actual_llm_ms: number;
+    llm_sentences: number[];
+    estimated_gain: number;
+  };
   timings: { text_ms: number; route_ms: number; encoder_ms: number; llm_ms: number; total_ms: number };
   metadata: Record<string, string> | null;
   /** Epoch milliseconds (Avro long, logicalType timestamp-millis). */

@@ -3,7 +3,7 @@ import { planWindows, type TextWindow } from '../text/windows.js';
 import type { Route, Sentence, TokenSpan } from '../types.js';
 import { decodeBio, type BioMode } from './bio.js';
 import type { ModelBundle } from './model-bundle.js';
-import type { ModelInfo, TagOptions, Tagger } from './types.js';
+import type { ModelInfo, SentenceTagging, TagOptions, Tagger } from './types.js';
 
 /**
  * Where logits come from. A row is the ids of one window, specials included
@@ -111,6 +111,12 @@ export class TokenClassifierTagger implements Tagger {
   async tagSentences(sentences: readonly Sentence[], options: TagOptions = {}): Promise<TokenSpan[][]> {
     if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
     if (options.signal?.aborted === true) throw abortError(options.signal);
+    return (await this.tagSentencesDetailed(sentences, options)).map((t) => t.spans);
+  }
+
+  async tagSentencesDetailed(sentences: readonly Sentence[], options: TagOptions = {}): Promise<SentenceTagging[]> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
+    if (options.signal?.aborted === true) throw abortError(options.signal);
     return Promise.all(sentences.map((s) => this.tagSentence(s, options.signal)));
   }
 
@@ -120,9 +126,9 @@ export class TokenClassifierTagger implements Tagger {
     return Promise.all(rows.map((ids) => this.enqueue(ids, signal)));
   }
 
-  private async tagSentence(sentence: Sentence, signal: AbortSignal | undefined): Promise<TokenSpan[]> {
+  private async tagSentence(sentence: Sentence, signal: AbortSignal | undefined): Promise<SentenceTagging> {
     const words = sentence.tokens;
-    if (words.length === 0) return [];
+    if (words.length === 0) return { spans: [], minConfidence: 1 };
     const maxPieces = this.maxSequenceLength - 2;
     const pieces = words.map((w, i) => {
       const ids = this.piecesOf(w.text, i > 0 && words[i - 1].end < w.start);
@@ -144,7 +150,7 @@ export class TokenClassifierTagger implements Tagger {
         }
       }),
     );
-    return decodeBio(probs, words.length, this.labels, this.settings.decode);
+    return { spans: decodeBio(probs, words.length, this.labels, this.settings.decode), minConfidence: leastConfidentWord(probs, words.length, numLabels) };
   }
 
   private assemble(pieces: number[][], w: TextWindow): { ids: number[]; firstPiece: Int32Array } {
@@ -255,4 +261,15 @@ function wordProbabilities(logits: Float32Array, from: number, numLabels: number
     total += e;
   }
   for (let k = 0; k < numLabels; k++) out[to + k] /= total;
+}
+
+/** The smallest, over words, of the word's highest label probability: how unsure the model is at its weakest point. */
+function leastConfidentWord(probs: Float32Array, numWords: number, numLabels: number): number {
+  let least = 1;
+  for (let w = 0; w < numWords; w++) {
+    let best = 0;
+    for (let k = 0; k < numLabels; k++) if (probs[w * numLabels + k] > best) best = probs[w * numLabels + k];
+    if (best < least) least = best;
+  }
+  return least;
 }

@@ -17,6 +17,13 @@ export interface TagOptions {
   signal?: AbortSignal;
 }
 
+/** One sentence's spans plus the evidence the cascade policy reads. */
+export interface SentenceTagging {
+  spans: TokenSpan[];
+  /** Smallest, over the sentence's words, of the word's highest label probability (1 for no words). */
+  minConfidence: number;
+}
+
 /**
  * What every tagger offers the pipeline: the encoder and the LLM adapters.
  * Input is sentences of word tokens (text stage output); output is, per sentence,
@@ -26,6 +33,8 @@ export interface Tagger {
   readonly route: Route;
   readonly model: ModelInfo;
   tagSentences(sentences: readonly Sentence[], options?: TagOptions): Promise<TokenSpan[][]>;
+  /** Spans with per-sentence confidence; taggers that cannot tell leave it out. */
+  tagSentencesDetailed?(sentences: readonly Sentence[], options?: TagOptions): Promise<SentenceTagging[]>;
   close(): Promise<void>;
 }
 

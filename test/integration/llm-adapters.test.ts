@@ -11,7 +11,7 @@ import { startLlmServer, type LlmServer } from '../../src/cli/serve-llm.js';
 import { validateConfig } from '../../src/config/load.js';
 import { TaggerError } from '../../src/errors.js';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
-import { LlmOnlyPolicy } from '../../src/route/policy.js';
+import { createRouter } from '../../src/route/index.js';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
 import { LlmTokenClassifier, createLlmTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
 import { spansFromTags, tagsFromSpans } from '../../src/taggers/llm/realign.js';
@@ -212,7 +212,7 @@ describe('fallback to the encoder', () => {
   const TEXT = 'The patient developed acute renal failure after cisplatin. She was treated with furosemide for hypertension.';
 
   async function processWith(llm: LlmTagger | undefined, budgetMs: number | null = null) {
-    const processor = new NoteProcessor(new LlmOnlyPolicy(5000), llm === undefined ? { encoder } : { encoder, llm });
+    const processor = new NoteProcessor(createRouter({ policy: 'llm', calibration: null }), llm === undefined ? { encoder } : { encoder, llm });
     const t0 = performance.now();
     const out = await processor.process({ noteId: 'n1', text: TEXT, source: null, latencyBudgetMs: budgetMs, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '0' });
     return { ...out, ms: performance.now() - t0 };
@@ -221,7 +221,7 @@ describe('fallback to the encoder', () => {
   async function expectFallback(llm: LlmTagger | undefined, code: string, budgetMs: number | null = null) {
     const out = await processWith(llm, budgetMs);
     const plain = await tagNote(encoder, TEXT);
-    assert.deepEqual(out.record.routing.reasons, ['llm_only_policy', 'llm_fallback', `llm_fallback:${code}`]);
+    assert.deepEqual(out.record.routing.reasons, ['llm_policy', 'llm_fallback', `llm_fallback:${code}`]);
     assert.equal(out.record.routing.sentences_llm, 0);
     assert.equal(out.record.routing.sentences_encoder, 2);
     assert.ok(out.spans.length > 0, 'nothing is lost: the encoder tagged the sentences');
@@ -236,7 +236,7 @@ describe('fallback to the encoder', () => {
   test('a healthy LLM tags the note itself (route llm, no fallback reason)', async () => {
     const chat = await llmTagger({ adapter: 'openai', baseUrl: server.url });
     const out = await processWith(chat);
-    assert.deepEqual(out.record.routing.reasons, ['llm_only_policy']);
+    assert.deepEqual(out.record.routing.reasons, ['llm_policy']);
     assert.equal(out.record.routing.sentences_llm, 2);
     for (const s of out.spans) assert.equal(s.route, 'llm');
   });
@@ -305,7 +305,7 @@ describe('circuit breaker', () => {
     assert.equal(flaky.requests, 3, 'no request while the circuit is open');
 
     // In a note, an open circuit is a fallback like any other failure.
-    const processor = new NoteProcessor(new LlmOnlyPolicy(5000), { encoder, llm });
+    const processor = new NoteProcessor(createRouter({ policy: 'llm', calibration: null }), { encoder, llm });
     const out = await processor.process({ noteId: 'c1', text: 'Cisplatin induced acute renal failure.', source: null, latencyBudgetMs: null, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '1' });
     assert.ok(out.record.routing.reasons.includes('llm_fallback:CIRCUIT_OPEN'));
     assert.equal(flaky.requests, 3);

@@ -10,7 +10,7 @@ import { createKafka, createProducer } from '../../src/ingest/kafka.js';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { DlqHeaders, headerString } from '../../src/publish/dlq.js';
-import { EncoderOnlyPolicy } from '../../src/route/policy.js';
+import { createRouter } from '../../src/route/index.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
 import type { Tagger } from '../../src/taggers/types.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
@@ -73,7 +73,7 @@ for (const retriable of [true, false]) {
     const names = await setup(retriable ? 'retry' : 'final', [base[0], 'Zqxfail marker note .', base[1], base[2]]);
     const config = testConfig(cluster.bootstrapServers, names, { processing: { maxAttempts: 3 } });
     const tagger = new FailingTagger('Zqxfail', retriable);
-    const service = new RouterService(config, new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder: tagger }), silentLogger);
+    const service = new RouterService(config, new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: tagger }), silentLogger);
     await service.start();
     const records = await readTopics(kafka, [names.output, names.dlq], (rs) => rs.length >= 4, 60_000);
     await waitFor(() => committedCoversAll(admin, names.group, names.input), 20_000, 'commits');
@@ -92,7 +92,7 @@ for (const retriable of [true, false]) {
 test('a record the broker refuses for good (MESSAGE_TOO_LARGE) is dead-lettered, not retried forever', async () => {
   const names = await setup('toolarge', base.slice(0, 4));
   const config = testConfig(cluster.bootstrapServers, names);
-  const service = new RouterService(config, new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder }), silentLogger);
+  const service = new RouterService(config, new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder }), silentLogger);
   // The next Produce request (the first output record) is refused with MESSAGE_TOO_LARGE (10), a non-retriable broker error.
   await cluster.pushRequestErrors(ApiKeys.Produce, [10]);
   await service.start();
@@ -110,7 +110,7 @@ test('stopping while a note waits to retry leaves it uncommitted for redelivery 
   const names = await setup('stopretry', [base[0], 'Zqxfail again .', base[1]]);
   const config = testConfig(cluster.bootstrapServers, names, { processing: { maxAttempts: 5 } });
   const tagger = new FailingTagger('Zqxfail', true);
-  const service = new RouterService(config, new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder: tagger }), silentLogger);
+  const service = new RouterService(config, new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: tagger }), silentLogger);
   await service.start();
   await waitFor(() => tagger.calls >= 1, 30_000, 'the first failure');
   await service.close();
@@ -118,7 +118,7 @@ test('stopping while a note waits to retry leaves it uncommitted for redelivery 
   const [committed] = await admin.fetchOffsets({ groupId: names.group, topics: [names.input] });
   assert.ok(Number(committed.partitions[0].offset) <= 1, `the failing note (offset 1) is not committed (committed ${committed.partitions[0].offset})`);
   // A healthy consumer in the same group picks it up.
-  const healthy = new RouterService(config, new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder }), silentLogger);
+  const healthy = new RouterService(config, new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder }), silentLogger);
   await healthy.start();
   await waitFor(() => committedCoversAll(admin, names.group, names.input), 30_000, 'the healthy consumer to finish');
   await healthy.close();

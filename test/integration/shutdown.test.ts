@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import type { Admin, Kafka } from 'kafkajs';
 import { loadEncoder } from '../../src/cli/components.js';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
-import { EncoderOnlyPolicy } from '../../src/route/policy.js';
+import { createRouter } from '../../src/route/index.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
@@ -177,7 +177,7 @@ test('a slow stage: bounded concurrency, fetching pauses at the in-flight bound,
   const encoder = await loadEncoder(config.encoder);
   const pauses: boolean[] = [];
   const slowTagger = new SlowTagger(encoder, 500);
-  const slow = new NoteProcessor(new EncoderOnlyPolicy(config.routing.defaultBudgetMs), { encoder: slowTagger });
+  const slow = new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: slowTagger });
   const service = new RouterService(config, slow, logger, { inFlightChanged: (e) => pauses.push(e.paused) });
   const started = Date.now();
   await service.start();

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { applyEnvironment, environmentOverrides, validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
-import { LlmOnlyPolicy, createPolicy, policyUsesLlm } from '../../src/route/policy.js';
 
 function expectField(fn: () => unknown, field: string, pattern?: RegExp): void {
   assert.throws(fn, (err: unknown) => {
@@ -35,7 +34,10 @@ test('llm cross-field rules name the field', () => {
   expectField(() => validateConfig({ llm: { adapter: 'gemini' } }), 'llm.adapter');
   expectField(() => validateConfig({ llm: { circuit: { failureThreshold: 0 } } }), 'llm.circuit.failureThreshold');
   expectField(() => validateConfig({ llm: { circuit: { bogus: 1 } } }), 'llm.circuit.bogus', /unknown option/);
-  expectField(() => validateConfig({ routing: { policy: 'cascade' } }), 'routing.policy');
+  expectField(() => validateConfig({ routing: { policy: 'greedy' } }), 'routing.policy');
+  expectField(() => validateConfig({ routing: { policy: 'cascade', granularity: 'note' } }), 'routing.granularity', /sentence/);
+  expectField(() => validateConfig({ routing: { load: { inFlightHigh: 500 } } }), 'routing.load.inFlightHigh', /maxInFlight/);
+  expectField(() => validateConfig({ routing: { topicBudgets: { urgent: 999999 } } }), 'routing.topicBudgets.urgent', /noteTimeoutMs/);
   const ok = validateConfig({ llm: { adapter: 'openai', baseUrl: 'http://127.0.0.1:8000/' }, routing: { policy: 'llm' } });
   assert.equal(ok.llm.adapter, 'openai');
 });
@@ -75,14 +77,4 @@ test('every llm option has an environment variable, optional ones without defaul
   assert.equal(c.llm.structuredOutputs, false);
   assert.equal(c.llm.circuit.failureThreshold, 9);
   assert.equal(c.routing.policy, 'llm');
-});
-
-test('the llm policy sends every sentence to the LLM, within the note budget', () => {
-  const sentences = [0, 1, 2].map((index) => ({ index, start: 0, end: 0, tokens: [] }));
-  const plan = new LlmOnlyPolicy(5000).plan({ noteBudgetMs: 1200, sentences });
-  assert.deepEqual(plan, { policy: 'llm', budgetMs: 1200, sentenceRoutes: ['llm', 'llm', 'llm'], reasons: ['llm_only_policy'] });
-  assert.equal(createPolicy('llm', 10).plan({ noteBudgetMs: null, sentences }).budgetMs, 10);
-  assert.equal(createPolicy('encoder', 10).name, 'encoder');
-  assert.equal(policyUsesLlm('llm'), true);
-  assert.equal(policyUsesLlm('encoder'), false);
 });

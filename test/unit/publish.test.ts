@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { InvalidRecordError } from '../../src/errors.js';
 import { buildDlqMessage, DlqHeaders, headerString } from '../../src/publish/dlq.js';
-import { buildTaggedNote, decodeTaggedNote, encodeTaggedNote } from '../../src/publish/tagged-note.js';
+import { readFileSync } from 'node:fs';
+import avro from 'avsc';
+import { buildTaggedNote, decodeTaggedNote, encodeTaggedNote, type TaggedNoteRecord } from '../../src/publish/tagged-note.js';
 
 test('span offsets are published in code points, not UTF-16 units', () => {
   // Two non-BMP characters (2 UTF-16 units each) before the entity.
@@ -16,7 +18,11 @@ test('span offsets are published in code points, not UTF-16 units', () => {
     position: { topic: 'in', partition: 2, offset: '41' },
     model: { id: 'm', version: '1' },
     spans: [{ start: start16, end: end16, label: 'Chemical', score: 0.9, sentenceIndex: 0, route: 'encoder' }],
-    routing: { policy: 'encoder', budget_ms: 100, sentences: 1, sentences_encoder: 1, sentences_llm: 0, reasons: [] },
+    routing: {
+      policy: 'cascade', budget_ms: 100, sentences: 1, sentences_encoder: 0, sentences_llm: 1, reasons: ['flag_long_span'],
+      granularity: 'sentence', budget_source: 'header', effective_budget_ms: 50, load_factor: 0.5,
+      predicted_encoder_ms: 1.5, predicted_llm_ms: 9.25, actual_encoder_ms: 2, actual_llm_ms: 11, llm_sentences: [0], estimated_gain: 0.03,
+    },
     timings: { text_ms: 0.1, route_ms: 0, encoder_ms: 2, llm_ms: 0, total_ms: 3 },
     metadata: null,
   });
@@ -31,6 +37,33 @@ test('span offsets are published in code points, not UTF-16 units', () => {
   assert.equal(decoded.spans[0].route, 'encoder');
   assert.equal(decoded.spans[0].start, span.start);
   assert.ok(Math.abs(decoded.spans[0].score - 0.9) < 1e-6);
+  assert.deepEqual(decoded.routing.llm_sentences, [0]);
+  assert.equal(decoded.routing.budget_source, 'header');
+  assert.equal(decoded.routing.effective_budget_ms, 50);
+  assert.ok(Math.abs(decoded.routing.predicted_llm_ms - 9.25) < 1e-6);
+});
+
+test('decision-record fields evolve compatibly: records written before them decode with defaults, and old readers skip them', () => {
+  const current = JSON.parse(readFileSync(new URL('../../schemas/tagged-note.avsc', import.meta.url), 'utf8')) as { fields: Array<{ name: string; type: { fields?: Array<{ name: string }> } }> };
+  // The schema as the backbone release wrote it: RouteSummary up to `reasons`.
+  const old = structuredClone(current);
+  const routing = old.fields.find((f) => f.name === 'routing');
+  assert.ok(routing?.type.fields !== undefined);
+  routing.type.fields = routing.type.fields.slice(0, routing.type.fields.findIndex((f) => f.name === 'reasons') + 1);
+  const oldType = avro.Type.forSchema(old as unknown as avro.Schema);
+  const newType = avro.Type.forSchema(current as unknown as avro.Schema);
+  const oldRecord = {
+    note_id: 'n2', source: null, input: { topic: 't', partition: 0, offset: 1 }, model: { id: 'm', version: '1' }, text_length: 3, spans: [],
+    routing: { policy: 'encoder', budget_ms: 100, sentences: 1, sentences_encoder: 1, sentences_llm: 0, reasons: [] },
+    timings: { text_ms: 0, route_ms: 0, encoder_ms: 0, llm_ms: 0, total_ms: 0 }, metadata: null, produced_at: 1,
+  };
+  const upgraded = newType.fromBuffer(oldType.toBuffer(oldRecord), newType.createResolver(oldType)) as { routing: Record<string, unknown> };
+  assert.equal(upgraded.routing.granularity, 'sentence');
+  assert.deepEqual(upgraded.routing.llm_sentences, []);
+  assert.equal(upgraded.routing.load_factor, 1);
+  const fresh = decodeTaggedNote(encodeTaggedNote({ ...(oldRecord as unknown as TaggedNoteRecord), routing: { ...oldRecord.routing, granularity: 'note', budget_source: 'topic', effective_budget_ms: 40, load_factor: 0.4, predicted_encoder_ms: 1, predicted_llm_ms: 2, actual_encoder_ms: 1, actual_llm_ms: 2, llm_sentences: [0], estimated_gain: 0.1 } }));
+  const downgraded = oldType.fromBuffer(newType.toBuffer(fresh), oldType.createResolver(newType)) as { routing: Record<string, unknown> };
+  assert.deepEqual(Object.keys(downgraded.routing), ['policy', 'budget_ms', 'sentences', 'sentences_encoder', 'sentences_llm', 'reasons']);
 });
 
 test('DLQ record keeps the original bytes and adds PHI-free reason headers', () => {
