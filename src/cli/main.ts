@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { RouterError } from '../errors.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
+import { evalRouterCommand, frontierCommand } from './router-eval.js';
 import { runCommand } from './run.js';
 import { serveLlmCommand } from './serve-llm.js';
 import { tagCommand } from './tag.js';
@@ -20,6 +21,12 @@ Commands:
                                     strict entity-level P/R/F1 overall, per label, per entity length;
                                     --tagger llm scores the LLM route (--model: the LLM bundle; in-process
                                     unless --llm-adapter names a remote adapter at --llm-url)
+  eval --tagger router --model ENCODER_DIR --llm-model LLM_DIR --policy P --budget-ms B --data PATH --format iob|standoff [--json]
+       [--granularity sentence|note] [--domain D] [--note-sentences K]
+                                    the router live over both in-process taggers, one note after another; adds llm_share
+                                    and cost_ms_per_sentence (IOB corpora: K consecutive sentences make a note, default 10)
+  frontier --model ENCODER_DIR --llm-model LLM_DIR --data PATH --format iob|standoff [--out DIR] [--domain D]
+                                    sweeps policies x budgets (replayed on measured costs), writes DIR/<domain>.svg/.csv/.json
   serve-llm [--model DIR] [--port P] [--host H] [--api-key-file F]
                                     the reference decoder behind /v1/chat/completions and /pooling
                                     (vLLM's shapes); prints the bound URL on one line (--port 0: a free port)
@@ -59,10 +66,24 @@ async function main(argv: string[]): Promise<void> {
           'llm-adapter': { type: 'string' },
           'llm-url': { type: 'string' },
           'llm-model': { type: 'string' },
+          policy: { type: 'string' },
+          'budget-ms': { type: 'string' },
+          domain: { type: 'string' },
+          'note-sentences': { type: 'string' },
+          granularity: { type: 'string' },
         },
       });
       if (values.data === undefined) throw new UsageError('eval needs --data PATH');
-      if (values.tagger !== 'encoder' && values.tagger !== 'llm') throw new UsageError('--tagger must be encoder or llm');
+      if (values.tagger === 'router') {
+        const budgetMs = Number(values['budget-ms'] ?? '1000');
+        if (!(budgetMs > 0)) throw new UsageError('--budget-ms must be a positive number of milliseconds');
+        const noteSentences = Number(values['note-sentences'] ?? '10');
+        if (!Number.isInteger(noteSentences) || noteSentences < 1) throw new UsageError('--note-sentences must be a positive integer');
+        await evalRouterCommand({ model: values.model, llmModel: values['llm-model'], data: values.data, format: values.format ?? 'iob', json: values.json ?? false, policy: values.policy ?? 'length-aware', budgetMs, domain: values.domain, noteSentences, granularity: values.granularity });
+        return;
+      }
+      if (values.policy !== undefined || values['budget-ms'] !== undefined) throw new UsageError('--policy and --budget-ms need --tagger router');
+      if (values.tagger !== 'encoder' && values.tagger !== 'llm') throw new UsageError('--tagger must be encoder, llm or router');
       const adapter = values['llm-adapter'];
       if (adapter !== undefined && adapter !== 'onnx' && adapter !== 'openai' && adapter !== 'vllm-pooling') throw new UsageError('--llm-adapter must be onnx, openai or vllm-pooling');
       if (values.tagger !== 'llm' && (adapter !== undefined || values['llm-url'] !== undefined)) throw new UsageError('--llm-adapter and --llm-url need --tagger llm');
@@ -77,6 +98,17 @@ async function main(argv: string[]): Promise<void> {
         llmUrl: values['llm-url'],
         llmModel: values['llm-model'],
       });
+      return;
+    }
+    case 'frontier': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { model: { type: 'string', short: 'm' }, 'llm-model': { type: 'string' }, data: { type: 'string' }, format: { type: 'string', default: 'iob' }, out: { type: 'string' }, domain: { type: 'string' }, 'note-sentences': { type: 'string' } },
+      });
+      if (values.data === undefined) throw new UsageError('frontier needs --data PATH');
+      const noteSentences = Number(values['note-sentences'] ?? '10');
+      if (!Number.isInteger(noteSentences) || noteSentences < 1) throw new UsageError('--note-sentences must be a positive integer');
+      await frontierCommand({ model: values.model, llmModel: values['llm-model'], data: values.data, format: values.format ?? 'iob', out: values.out, domain: values.domain, noteSentences });
       return;
     }
     case 'serve-llm': {
