@@ -11,7 +11,8 @@ import { DlqHeaders, headerString } from '../publish/dlq.js';
 import { decodeTaggedNote } from '../publish/tagged-note.js';
 import { packageRoot } from '../schemas.js';
 import { createLogger } from '../telemetry/logger.js';
-import { createProcessor, loadEncoder, loadLlm } from './components.js';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
+import type { PolicyName } from '../route/index.js';
 
 export interface DemoOptions {
   notes: number;
@@ -19,7 +20,7 @@ export interface DemoOptions {
   model?: string;
   format: 'json' | 'avro';
   /** `encoder` (default) or `llm`: every sentence to the LLM route (the in-process reference decoder, encoder fallback). */
-  policy?: 'encoder' | 'llm';
+  policy?: PolicyName;
   /** LLM bundle for `--policy llm` (default models/bc5cdr-llm). */
   llmModel?: string;
 }
@@ -86,7 +87,8 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
 
     const encoder = await loadEncoder(config.encoder);
     const llm = await loadLlm(config, logger);
-    const service = new RouterService(config, createProcessor(config, encoder, {}, llm), logger);
+    const router = await loadRouter(config, logger);
+    const service = new RouterService(config, createProcessor(config, encoder, {}, llm, router), logger);
     await service.start();
     const expected = notes.length + bad.length;
     const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => rs.length >= expected, 120_000);
@@ -103,14 +105,14 @@ function printSummary(records: ReadRecord[], topics: { output: string; dlq: stri
   const outputs = records.filter((r) => r.topic === topics.output && r.value !== null).map((r) => decodeTaggedNote(r.value as Buffer));
   const dlq = records.filter((r) => r.topic === topics.dlq);
   const rows = outputs.sort((a, b) => a.note_id.localeCompare(b.note_id));
-  const header = `${'note'.padEnd(10)} ${'chars'.padStart(6)} ${'spans by label'.padEnd(34)} ${'route'.padEnd(8)} ${'ms'.padStart(7)}`;
+  const header = `${'note'.padEnd(10)} ${'chars'.padStart(6)} ${'spans by label'.padEnd(34)} ${'LLM sent.'.padEnd(10)} ${'ms'.padStart(7)}  reasons`;
   const lines = [header, '-'.repeat(header.length)];
   for (const r of rows) {
     const byLabel = new Map<string, number>();
     for (const s of r.spans) byLabel.set(s.label, (byLabel.get(s.label) ?? 0) + 1);
     const labels = [...byLabel].map(([l, n]) => `${l}:${n}`).join(' ') || '-';
-    const route = [...new Set(r.spans.map((s) => s.route))].join('+') || r.routing.policy;
-    lines.push(`${r.note_id.padEnd(10)} ${String(r.text_length).padStart(6)} ${labels.padEnd(34)} ${route.padEnd(8)} ${r.timings.total_ms.toFixed(1).padStart(7)}`);
+    const llmSentences = `${r.routing.sentences_llm}/${r.routing.sentences}`;
+    lines.push(`${r.note_id.padEnd(10)} ${String(r.text_length).padStart(6)} ${labels.padEnd(34)} ${llmSentences.padEnd(10)} ${r.timings.total_ms.toFixed(1).padStart(7)}  ${r.routing.reasons.join(',')}`);
   }
   for (const d of dlq) {
     lines.push(`${(d.key?.toString() ?? '-').slice(0, 18).padEnd(18)} DLQ ${headerString(d.headers, DlqHeaders.errorCode) ?? '?'} at ${headerString(d.headers, DlqHeaders.stage) ?? '?'}: ${headerString(d.headers, DlqHeaders.errorMessage) ?? ''}`);
@@ -122,6 +124,7 @@ function printSummary(records: ReadRecord[], topics: { output: string; dlq: stri
     dlq: dlq.length,
     p50_ms: Number(percentile(latencies, 50).toFixed(1)),
     p95_ms: Number(percentile(latencies, 95).toFixed(1)),
+    llm_share: Number((rows.reduce((n, r) => n + r.routing.sentences_llm, 0) / Math.max(1, rows.reduce((n, r) => n + r.routing.sentences, 0))).toFixed(3)),
   };
   process.stdout.write(lines.join('\n') + '\n');
   process.stdout.write(`demo wall time ${(wallMs / 1000).toFixed(1)} s\n`);

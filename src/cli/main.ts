@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { RouterError } from '../errors.js';
+import { POLICY_NAMES, type PolicyName } from '../route/index.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { evalRouterCommand, frontierCommand } from './router-eval.js';
@@ -12,9 +13,9 @@ const USAGE = `bioner-router <command> [options]
 
 Commands:
   run --config FILE                 consume clinical notes from Kafka, tag, publish Avro (config: YAML or JSON; BIONER_* env overrides)
-  demo [--notes N] [--notes-file F] [--model DIR] [--format json|avro] [--policy encoder|llm] [--llm-model DIR]
+  demo [--notes N] [--notes-file F] [--model DIR] [--format json|avro] [--policy encoder|llm|length-aware|cascade] [--llm-model DIR]
                                     embedded mock Kafka + the bundled model, end to end; last line is a JSON summary
-                                    (--policy llm: every sentence to the in-process reference decoder, encoder fallback)
+                                    (--policy other than encoder: the in-process reference decoder as the LLM, encoder fallback)
   tag [--model DIR] [FILE]          tag a text file (or stdin) and print JSON spans
   eval [--tagger encoder|llm] --model DIR --data PATH --format iob|standoff [--json]
        [--llm-adapter onnx|openai|vllm-pooling --llm-url URL [--llm-model NAME]]
@@ -45,8 +46,8 @@ async function main(argv: string[]): Promise<void> {
       const notes = Number(values.notes);
       if (!Number.isInteger(notes) || notes < 1) throw new UsageError('--notes must be a positive integer');
       if (values.format !== 'json' && values.format !== 'avro') throw new UsageError('--format must be json or avro');
-      if (values.policy !== 'encoder' && values.policy !== 'llm') throw new UsageError('--policy must be encoder or llm');
-      await demoCommand({ notes, notesFile: values['notes-file'], model: values.model, format: values.format, policy: values.policy, llmModel: values['llm-model'] });
+      if (!(POLICY_NAMES as readonly string[]).includes(values.policy ?? '')) throw new UsageError(`--policy must be one of ${POLICY_NAMES.join(', ')}`);
+      await demoCommand({ notes, notesFile: values['notes-file'], model: values.model, format: values.format, policy: values.policy as PolicyName, llmModel: values['llm-model'] });
       return;
     }
     case 'tag': {

@@ -2,7 +2,7 @@ import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
-import { createProcessor, loadEncoder, loadLlm } from './components.js';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
 
 /** `bioner-router run --config FILE`: the long-running consumer. */
 export async function runCommand(configFile: string | undefined): Promise<void> {
@@ -13,7 +13,8 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
   const llm = await loadLlm(config, logger);
   if (llm !== undefined) logger.info('llm tagger ready', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
-  const service = new RouterService(config, createProcessor(config, encoder, {}, llm), logger);
+  const router = await loadRouter(config, logger);
+  const service = new RouterService(config, createProcessor(config, encoder, {}, llm, router), logger);
 
   let exiting = false;
   const shutdown = (code: number): void => {
