@@ -20,6 +20,8 @@ const OPTIONAL_WITHOUT_DEFAULT: Array<{ path: string[]; example: Json }> = [
   { path: ['llm', 'model'], example: 'bc5cdr-llm' },
   { path: ['llm', 'apiKeyFile'], example: '/run/secrets/llm-api-key' },
   { path: ['llm', 'labels'], example: ['O', 'B-Chemical', 'I-Chemical'] },
+  { path: ['routing', 'lengthEstimator'], example: 'models/length-estimator/bc5cdr.json' },
+  { path: ['routing', 'load', 'inFlightHigh'], example: 32 },
 ];
 
 /** Every leaf option with the environment variable that overrides it, e.g. input.maxNoteBytes -> BIONER_INPUT_MAX_NOTE_BYTES. */
