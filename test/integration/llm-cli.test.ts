@@ -83,3 +83,46 @@ test('eval --tagger encoder reports the tagger and ms per sentence; bad flags ar
   assert.equal((await cli(['eval', '--tagger', 'llm', '--llm-adapter', 'openai', '--data', iob])).code, 2);
   assert.equal((await cli(['eval', '--llm-url', 'http://x:1', '--data', iob])).code, 2);
 });
+
+test('eval --tagger router and frontier: budgets decide the LLM share; the replayed all-encoder / all-LLM points equal the taggers\' own scores', async () => {
+  // Some real devel sentences when the shared data is there (not copied into the repo), else the tiny fixture.
+  const shared = fileURLToPath(new URL('../../../shared/data/BC5CDR-IOB/devel.tsv', import.meta.url));
+  let iob = await iobFile();
+  try {
+    const { readFile } = await import('node:fs/promises');
+    const head = (await readFile(shared, 'utf8')).split('\n\n').slice(0, 120).join('\n\n') + '\n\n';
+    iob = join(await mkdtemp(join(tmpdir(), 'bioner-router-eval-')), 'devel.tsv');
+    await writeFile(iob, head);
+  } catch {
+    // no shared data: the fixture above
+  }
+  const roomy = await cli(['eval', '--tagger', 'router', '--policy', 'llm', '--budget-ms', '100000', '--data', iob, '--format', 'iob', '--json']);
+  assert.equal(roomy.code, 0, roomy.stderr);
+  const r = lastJson(roomy.stdout);
+  assert.equal(r.tagger, 'router');
+  assert.equal(r.policy, 'llm');
+  assert.equal(r.llm_share, 1);
+  assert.ok((r.cost_ms_per_sentence as number) > 0);
+  const tight = lastJson((await cli(['eval', '--tagger', 'router', '--policy', 'llm', '--budget-ms', '0.01', '--data', iob, '--format', 'iob', '--json'])).stdout);
+  assert.equal(tight.llm_share, 0);
+  assert.equal((await cli(['eval', '--tagger', 'router', '--policy', 'greedy', '--data', iob])).code, 1);
+  assert.equal((await cli(['eval', '--policy', 'llm', '--data', iob])).code, 2, '--policy needs --tagger router');
+
+  const out = await mkdtemp(join(tmpdir(), 'bioner-frontier-'));
+  const f = await cli(['frontier', '--data', iob, '--format', 'iob', '--out', out]);
+  assert.equal(f.code, 0, f.stderr);
+  const summary = lastJson(f.stdout) as { all_encoder: { f1: number }; all_llm: { f1: number }; domain: string };
+  assert.equal(summary.domain, 'bc5cdr');
+  const enc = lastJson((await cli(['eval', '--data', iob, '--format', 'iob', '--json'])).stdout);
+  const llm = lastJson((await cli(['eval', '--tagger', 'llm', '--data', iob, '--format', 'iob', '--json'])).stdout);
+  assert.equal(summary.all_encoder.f1, enc.f1);
+  assert.equal(summary.all_llm.f1, llm.f1);
+  assert.equal(r.f1, llm.f1, 'the live router with every sentence on the LLM scores as the LLM alone');
+  const { readFile } = await import('node:fs/promises');
+  const svg = await readFile(join(out, 'bc5cdr.svg'), 'utf8');
+  assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  assert.match(svg, /all LLM/);
+  const csv = (await readFile(join(out, 'bc5cdr.csv'), 'utf8')).trim().split('\n');
+  assert.equal(csv[0], 'policy,budget_ms,f1,f1_3plus,cost_ms_per_sentence,llm_share,label');
+  assert.ok(csv.length > 10);
+});
