@@ -172,6 +172,20 @@ export const RoutingSchema = z
   })
   .strict();
 
+export const TelemetrySchema = z
+  .object({
+    /** service.name of traces and metrics; OTEL_SERVICE_NAME wins when set. */
+    serviceName: z.string().min(1).default('bioner-router'),
+    /** `otlp`: OTLP/HTTP to OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (default http://localhost:4318); `none`: no trace export. */
+    tracesExporter: z.enum(['otlp', 'none']).default('otlp'),
+    /** Share of notes traced (parent-based; a sampled producer trace is always followed). OTEL_TRACES_SAMPLER_ARG wins when set. */
+    sampleRatio: z.number().min(0).max(1).default(1),
+    /** Port of the HTTP server with /metrics (Prometheus), /healthz and /readyz; 0 = a free port; -1 = no server. */
+    port: z.number().int().min(-1).max(65535).default(9464),
+    host: z.string().min(1).default('0.0.0.0'),
+  })
+  .strict();
+
 export const ShutdownSchema = z
   .object({
     /** Longest a SIGTERM drain waits for in-flight notes before disconnecting anyway. */
@@ -195,6 +209,7 @@ export const ConfigSchema = z
     llm: LlmSchema.prefault({}),
     routing: RoutingSchema.prefault({}),
     shutdown: ShutdownSchema.prefault({}),
+    telemetry: TelemetrySchema.prefault({}),
     logging: LoggingSchema.prefault({}),
   })
   .strict();

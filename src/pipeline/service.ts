@@ -251,7 +251,7 @@ export class RouterService {
       this.stats.published++;
       const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
       for (const s of processed.spans) routes[s.route]++;
-      this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: processed.spans.length, totalMs: processed.record.timings.total_ms, routes });
+      this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: processed.spans.length, totalMs: processed.record.timings.total_ms, routes, routing: processed.record.routing });
       return;
     }
   }
