@@ -1,0 +1,230 @@
+import type { Attributes, ObservableResult } from '@opentelemetry/api';
+import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import type { Route } from '../types.js';
+import type { NoteRouting, PipelineHooks } from './hooks.js';
+
+/**
+ * Prometheus exposition names of every series this module exports (verified
+ * by serializing a real collection; see test/unit/telemetry-config.test.ts).
+ * Counters get `_total`; histograms expose `_bucket`, `_sum`, `_count`.
+ * Every label is a low-cardinality code: never a note id, text or patient id.
+ */
+export const METRIC_SERIES = {
+  /** counter {outcome="published"|"dead_lettered", policy} (policy "none" for dead-lettered records: no decision was published) */
+  notes: 'bioner_notes_total',
+  /** counter {} records fetched from the input topic */
+  notesReceived: 'bioner_notes_received_total',
+  /** counter {route="encoder"|"llm"|"encoder_fallback", policy} sentences, from the published decision record */
+  sentences: 'bioner_sentences_total',
+  /** counter {code, stage} DLQ records */
+  dlq: 'bioner_dlq_total',
+  /** histogram (ms) {route, ok="true"|"false"} one observation per tagger call */
+  taggerDuration: 'bioner_tagger_duration_ms',
+  /** histogram (ms) {policy} receipt to published record (`timings.total_ms`) */
+  noteDuration: 'bioner_note_duration_ms',
+  /** counter {policy} notes whose total_ms exceeded effective_budget_ms */
+  budgetOverruns: 'bioner_budget_overruns_total',
+  /** counter {code} LLM calls that fell back to the encoder (reason `llm_fallback:<CODE>`) */
+  llmFallbacks: 'bioner_llm_fallbacks_total',
+  /** histogram (ratio 0..1) {policy} sentences_llm / sentences per note */
+  llmShare: 'bioner_route_llm_share',
+  /** histogram (ms) {policy} effective_budget_ms per note */
+  effectiveBudget: 'bioner_route_effective_budget_ms',
+  /** counter {policy, sign="positive"|"negative"} sum of |estimated_gain| (expected F1 change); net = positive - negative */
+  estimatedGain: 'bioner_route_estimated_gain_total',
+  /** gauge {} LLM circuit breaker: 0 closed, 1 half-open, 2 open (absent when no LLM is configured) */
+  circuitState: 'bioner_llm_circuit_state',
+  /** gauge {} notes fetched and not yet finished */
+  inFlight: 'bioner_notes_in_flight',
+  /** gauge {} 1 while fetching is paused by the in-flight bound */
+  paused: 'bioner_consumer_paused',
+  /** gauge {} records behind the high watermark on this consumer's partitions (absent before the first batch) */
+  consumerLag: 'bioner_consumer_lag',
+} as const;
+
+/** Label values of `bioner_llm_circuit_state`. */
+export const CIRCUIT_STATE_VALUES = { closed: 0, 'half-open': 1, open: 2 } as const;
+export type CircuitStateLabel = keyof typeof CIRCUIT_STATE_VALUES;
+
+/** Bucket bounds (ms) of the latency histograms: tagger calls and whole notes, up to the 5 s default budget and beyond. */
+export const LATENCY_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2500, 5000, 7500, 10000, 30000];
+export const SHARE_BUCKETS = [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
+export const BUDGET_BUCKETS_MS = [100, 250, 500, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 20000, 60000];
+
+/** Where the observable gauges read from; each is optional and read at collection time. */
+export interface MetricSources {
+  circuitState?: () => CircuitStateLabel | undefined;
+  inFlight?: () => number;
+  paused?: () => boolean;
+  /** null (no batch yet) reports nothing */
+  consumerLag?: () => number | null;
+}
+
+export interface RouterMetricsOptions {
+  serviceName?: string;
+  /** Extra resource attributes (service.version, deployment.environment, ...); never PHI. */
+  resourceAttributes?: Attributes;
+}
+
+export interface RouterMetrics {
+  hooks: PipelineHooks;
+  /** Sets (merges) the gauge sources; call again to replace one. */
+  observe(sources: MetricSources): void;
+  meterProvider: MeterProvider;
+  /** Prometheus text exposition (format 0.0.4) of the current values. */
+  collectPrometheus(): Promise<string>;
+  shutdown(): Promise<void>;
+}
+
+/** Sources from a RouterService and, when present, an LLM tagger with an HTTP client. */
+export function serviceSources(
+  service: { stats: { inFlight: number; paused: boolean }; consumerLag(): number | null },
+  llm?: { client?: { circuitState: CircuitStateLabel } | undefined } | undefined,
+): MetricSources {
+  const sources: MetricSources = {
+    inFlight: () => service.stats.inFlight,
+    paused: () => service.stats.paused,
+    consumerLag: () => service.consumerLag(),
+  };
+  if (llm?.client !== undefined) {
+    const client = llm.client;
+    sources.circuitState = () => client.circuitState;
+  }
+  return sources;
+}
+
+/** Codes come from our own enums; anything else is folded so a label can never carry free text. */
+const CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+const TOKEN = /^[a-z][a-z0-9_-]{0,31}$/;
+function code(value: string): string {
+  return CODE.test(value) ? value : 'OTHER';
+}
+function token(value: string): string {
+  return TOKEN.test(value) ? value : 'other';
+}
+const ROUTES: readonly Route[] = ['encoder', 'llm', 'encoder_fallback'];
+function route(value: string): string {
+  return (ROUTES as readonly string[]).includes(value) ? value : 'other';
+}
+
+/** Failed LLM calls remembered per note until its record is published; bounded so dropped notes cannot grow it. */
+const MAX_PENDING_FALLBACKS = 10_000;
+
+export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterMetrics {
+  // The exporter is only a pull reader here: our telemetry server serves /metrics, so it never starts its own.
+  const reader = new PrometheusExporter({ preventServerStart: true });
+  const meterProvider = new MeterProvider({
+    resource: resourceFromAttributes({ 'service.name': options.serviceName ?? 'bioner-router', ...(options.resourceAttributes ?? {}) }),
+    readers: [reader],
+  });
+  const serializer = new PrometheusSerializer();
+  const meter = meterProvider.getMeter('bioner-router');
+
+  const notes = meter.createCounter('bioner.notes', { description: 'Input records finished, by outcome and routing policy' });
+  const received = meter.createCounter('bioner.notes.received', { description: 'Input records fetched from Kafka' });
+  const sentences = meter.createCounter('bioner.sentences', { description: 'Sentences tagged, by route (from the decision record)' });
+  const dlq = meter.createCounter('bioner.dlq', { description: 'Dead-letter records, by error code and stage' });
+  const taggerDuration = meter.createHistogram('bioner.tagger.duration_ms', { description: 'Tagger call wall time in ms, by route', unit: 'ms', advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS } });
+  const noteDuration = meter.createHistogram('bioner.note.duration_ms', { description: 'Note latency from receipt to published record in ms, by policy', unit: 'ms', advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS } });
+  const overruns = meter.createCounter('bioner.budget.overruns', { description: 'Notes whose total time exceeded their effective budget, by policy' });
+  const fallbacks = meter.createCounter('bioner.llm.fallbacks', { description: 'LLM calls that fell back to the encoder, by error code' });
+  const llmShare = meter.createHistogram('bioner.route.llm_share', { description: 'Share of a note\'s sentences tagged by the LLM, by policy', advice: { explicitBucketBoundaries: SHARE_BUCKETS } });
+  const effectiveBudget = meter.createHistogram('bioner.route.effective_budget_ms', { description: 'Effective (load-shed) budget per note in ms, by policy', unit: 'ms', advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS } });
+  const gain = meter.createCounter('bioner.route.estimated_gain', { description: 'Sum of |estimated_gain| (expected F1 change) of published notes, by policy and sign' });
+  const circuit = meter.createObservableGauge('bioner.llm.circuit_state', { description: 'LLM circuit breaker: 0 closed, 1 half-open, 2 open' });
+  const inFlight = meter.createObservableGauge('bioner.notes.in_flight', { description: 'Notes fetched and not yet finished' });
+  const paused = meter.createObservableGauge('bioner.consumer.paused', { description: '1 while fetching is paused by processing.maxInFlight' });
+  const lag = meter.createObservableGauge('bioner.consumer.lag', { description: 'Records behind the high watermark on this consumer\'s partitions' });
+
+  let sources: MetricSources = {};
+  let lastInFlight: { inFlight: number; paused: boolean } | undefined;
+  circuit.addCallback((r: ObservableResult) => {
+    const state = sources.circuitState?.();
+    if (state !== undefined) r.observe(CIRCUIT_STATE_VALUES[state]);
+  });
+  inFlight.addCallback((r: ObservableResult) => {
+    const v = sources.inFlight?.() ?? lastInFlight?.inFlight;
+    if (v !== undefined) r.observe(v);
+  });
+  paused.addCallback((r: ObservableResult) => {
+    const v = sources.paused?.() ?? lastInFlight?.paused;
+    if (v !== undefined) r.observe(v ? 1 : 0);
+  });
+  lag.addCallback((r: ObservableResult) => {
+    const v = sources.consumerLag?.();
+    if (v !== undefined && v !== null) r.observe(v);
+  });
+
+  // noteId is only a transient in-memory key (never a label): it ties a failed LLM call to its note's record.
+  const pendingFallbacks = new Map<string, number>();
+
+  const recordRouting = (routing: NoteRouting, totalMs: number, fallbackSentences: number): void => {
+    const policy = token(routing.policy);
+    const fallback = Math.min(fallbackSentences, routing.sentences_encoder);
+    const counts: Record<Route, number> = { encoder: routing.sentences_encoder - fallback, llm: routing.sentences_llm, encoder_fallback: fallback };
+    for (const r of ROUTES) if (counts[r] > 0) sentences.add(counts[r], { route: r, policy });
+    noteDuration.record(Math.max(0, totalMs), { policy });
+    if (routing.effective_budget_ms > 0) {
+      effectiveBudget.record(routing.effective_budget_ms, { policy });
+      if (totalMs > routing.effective_budget_ms) overruns.add(1, { policy });
+    }
+    if (routing.sentences > 0) llmShare.record(Math.min(1, Math.max(0, routing.sentences_llm / routing.sentences)), { policy });
+    if (Number.isFinite(routing.estimated_gain) && routing.estimated_gain !== 0) {
+      gain.add(Math.abs(routing.estimated_gain), { policy, sign: routing.estimated_gain > 0 ? 'positive' : 'negative' });
+    }
+    for (const reason of routing.reasons) {
+      if (reason.startsWith('llm_fallback:')) fallbacks.add(1, { code: code(reason.slice('llm_fallback:'.length)) });
+    }
+  };
+
+  const hooks: PipelineHooks = {
+    noteReceived() {
+      received.add(1);
+    },
+    routeDecided(e) {
+      // A new attempt at the note (a retry) starts its fallback count afresh.
+      pendingFallbacks.delete(e.noteId);
+    },
+    taggerCalled(e) {
+      taggerDuration.record(Math.max(0, e.ms), { route: route(e.route), ok: e.ok ? 'true' : 'false' });
+      if (e.route === 'llm' && !e.ok) {
+        if (pendingFallbacks.size >= MAX_PENDING_FALLBACKS) {
+          const oldest = pendingFallbacks.keys().next();
+          if (oldest.done !== true) pendingFallbacks.delete(oldest.value);
+        }
+        pendingFallbacks.set(e.noteId, (pendingFallbacks.get(e.noteId) ?? 0) + e.sentences);
+      }
+    },
+    notePublished(e) {
+      const fallback = pendingFallbacks.get(e.noteId) ?? 0;
+      pendingFallbacks.delete(e.noteId);
+      notes.add(1, { outcome: 'published', policy: token(e.routing.policy) });
+      recordRouting(e.routing, e.totalMs, fallback);
+    },
+    noteDeadLettered(e) {
+      notes.add(1, { outcome: 'dead_lettered', policy: 'none' });
+      dlq.add(1, { code: code(e.code), stage: token(e.stage) });
+    },
+    inFlightChanged(e) {
+      lastInFlight = { inFlight: e.inFlight, paused: e.paused };
+    },
+  };
+
+  return {
+    hooks,
+    observe(next) {
+      sources = { ...sources, ...next };
+    },
+    meterProvider,
+    async collectPrometheus() {
+      const { resourceMetrics } = await reader.collect();
+      return serializer.serialize(resourceMetrics);
+    },
+    async shutdown() {
+      pendingFallbacks.clear();
+      await meterProvider.shutdown();
+    },
+  };
+}
