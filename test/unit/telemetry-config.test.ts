@@ -8,7 +8,7 @@ import { createRouterMetrics, METRIC_SERIES } from '../../src/telemetry/metrics.
 const root = new URL('../../', import.meta.url);
 const read = (path: string): string => readFileSync(new URL(path, root), 'utf8');
 
-/** The span attributes the router may export (README "Tracing"); everything else must be dropped. */
+/** Span attributes the collector must keep (the allow-list of the telemetry issue); everything else must be dropped. */
 const ALLOWED = [
   'messaging.system', 'messaging.destination.name', 'messaging.kafka.message.key', 'messaging.kafka.offset', 'messaging.destination.partition.id', 'messaging.operation.type',
   'error.type',
