@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Admin, Kafka } from 'kafkajs';
-import { createProcessor, loadEncoder } from '../../src/cli/components.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/cli/components.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
@@ -134,6 +136,62 @@ test('a real pipeline feeds /metrics; /readyz follows the service lifecycle; /he
   } finally {
     await service.close();
     await server.close();
+    await metrics.shutdown();
+  }
+});
+
+/** A port nothing listens on: connections are refused at once. */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+test('an unreachable LLM shows up as fallbacks by code, encoder_fallback sentences, failed LLM calls and the circuit gauge', async () => {
+  const names = uniqueNames('mh-llm');
+  await cluster.createTopic(names.input, 1);
+  await cluster.createTopic(names.output, 1);
+  await cluster.createTopic(names.dlq, 1);
+  const notes = fixtureNotes().slice(0, 4);
+  const producer = createProducer(kafka);
+  await producer.connect();
+  await producer.send({ topic: names.input, messages: notes.map((n, i) => ({ key: `f-${i}`, value: encodeNote({ noteId: `f-${i}`, text: n.text, source: null, latencyBudgetMs: 8000, patientId: null, metadata: null }, 'json') })) });
+  await producer.disconnect();
+
+  const base = testConfig(cluster.bootstrapServers, names);
+  const config = {
+    ...base,
+    routing: { ...base.routing, policy: 'llm' as const },
+    llm: { ...base.llm, adapter: 'openai' as const, baseUrl: `http://127.0.0.1:${await closedPort()}`, retries: 0 },
+  };
+  encoder ??= await loadEncoder(config.encoder);
+  const router = await loadRouter(config);
+  const llm = await loadLlm(config);
+  assert.ok(llm !== undefined && llm.client !== undefined, 'a remote LLM adapter with an HTTP client');
+  const metrics = createRouterMetrics();
+  const service = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), silentLogger, metrics.hooks);
+  metrics.observe(serviceSources(service, llm));
+  try {
+    await service.start();
+    await waitFor(() => service.stats.published >= notes.length, 60_000, 'every note to be published');
+    const text = await metrics.collectPrometheus();
+    assert.equal(sample(text, METRIC_SERIES.notes, { outcome: 'published', policy: 'llm' }), notes.length);
+    const fallbacks = sumSamples(text, METRIC_SERIES.llmFallbacks);
+    assert.equal(fallbacks, notes.length, 'one failed LLM call per note');
+    const codes = new Set([...text.matchAll(/^bioner_llm_fallbacks_total\{code="([A-Z_]+)"/gm)].map((m) => m[1]));
+    assert.ok([...codes].every((c) => c === 'LLM_UNAVAILABLE' || c === 'CIRCUIT_OPEN') && codes.size > 0, [...codes].join(','));
+    assert.equal(sumSamples(text, `${METRIC_SERIES.taggerDuration}_count`, { route: 'llm', ok: 'false' }), notes.length);
+    assert.ok(sumSamples(text, `${METRIC_SERIES.taggerDuration}_count`, { route: 'encoder_fallback', ok: 'true' }) >= 1);
+    assert.ok(sumSamples(text, METRIC_SERIES.sentences, { route: 'encoder_fallback', policy: 'llm' }) >= notes.length);
+    assert.equal(sumSamples(text, METRIC_SERIES.sentences, { route: 'llm' }), 0);
+    const circuit = sample(text, METRIC_SERIES.circuitState);
+    assert.ok(circuit !== undefined && [0, 1, 2].includes(circuit), `circuit gauge ${circuit}`);
+    assert.equal(circuit, { closed: 0, 'half-open': 1, open: 2 }[llm.client.circuitState]);
+  } finally {
+    await service.close();
+    await llm.close();
     await metrics.shutdown();
   }
 });
