@@ -195,3 +195,25 @@ test('an unreachable LLM shows up as fallbacks by code, encoder_fallback sentenc
     await metrics.shutdown();
   }
 });
+
+test('the telemetry server answers 500 when collection fails, 503 when the ready callback throws, 405 for other methods', async () => {
+  const server = await startTelemetryServer({
+    port: 0,
+    host: '127.0.0.1',
+    metrics: { collectPrometheus: () => Promise.reject(new Error('boom')) },
+    ready: () => {
+      throw new Error('boom');
+    },
+  });
+  try {
+    assert.equal((await get(`${server.url}/metrics`)).status, 500);
+    const ready = await get(`${server.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual((JSON.parse(ready.body) as { failing: string[] }).failing, ['ready_callback']);
+    assert.equal((await get(`${server.url}/healthz`)).status, 200);
+    assert.equal((await fetch(`${server.url}/metrics`, { method: 'POST' })).status, 405);
+  } finally {
+    await server.close();
+    await server.close(); // a second close is harmless
+  }
+});
