@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import type { Span } from '@opentelemetry/api';
 import { ErrorCodes, LlmError, TaggerError, errorCodeOf } from '../errors.js';
 import type { ClinicalNote, RecordPosition } from '../ingest/note.js';
 import { buildTaggedNote, type TaggedNoteRecord } from '../publish/tagged-note.js';
@@ -7,7 +8,9 @@ import type { EncoderEvidence, RouteDecision, Router } from '../route/policy.js'
 import type { SentenceTagging, Tagger } from '../taggers/types.js';
 import { toEntitySpans } from '../taggers/types.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
+import { BionerAttr } from '../telemetry/attributes.js';
 import { silentLogger } from '../telemetry/logger.js';
+import { errorType, recordFailure, tracer } from '../telemetry/tracing.js';
 import { prepareText } from '../text/index.js';
 import type { EntitySpan, Route, Sentence, TokenSpan } from '../types.js';
 
@@ -106,7 +109,23 @@ export class NoteProcessor {
   async process(note: ClinicalNote, position: RecordPosition, receivedAtArg?: number, context: ProcessContext = {}): Promise<ProcessedNote> {
     const receivedAt = receivedAtArg ?? this.now();
     const t0 = this.now();
-    const prepared = prepareText(note.text);
+    const prepared = tracer().startActiveSpan('text', (span) => {
+      try {
+        const out = prepareText(note.text);
+        span.setAttributes({
+          [BionerAttr.NOTE_ID]: note.noteId,
+          [BionerAttr.NOTE_CHARS]: note.text.length,
+          [BionerAttr.TEXT_SENTENCES]: out.sentences.length,
+          [BionerAttr.TEXT_WORDS]: out.sentences.reduce((n, s) => n + s.tokens.length, 0),
+        });
+        return out;
+      } catch (err) {
+        recordFailure(span, err);
+        throw err;
+      } finally {
+        span.end();
+      }
+    });
     const t1 = this.now();
     const budget = resolveBudget({ noteBudgetMs: note.latencyBudgetMs, headerBudgetMs: context.headerBudgetMs ?? null, topic: position.topic }, this.budgetSettings, this.load?.() ?? NO_LOAD);
     const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, receivedAt);
@@ -153,10 +172,27 @@ export class NoteProcessor {
    * text stage; `eval --tagger router` calls it with corpus sentences).
    */
   async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAtArg?: number): Promise<TaggedSentences> {
+    // One `route <policy>` span covers the decision and the tagger calls it led to (their `tag <route>` spans are its children).
+    return tracer().startActiveSpan(`route ${this.router.policy}`, async (span) => {
+      try {
+        const out = await this.routeAndTag(noteId, sentences, budget, receivedAtArg, span);
+        describeRoute(span, out, budget, sentences.length);
+        return out;
+      } catch (err) {
+        recordFailure(span, err);
+        throw err;
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  private async routeAndTag(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAtArg: number | undefined, routeSpan: Span): Promise<TaggedSentences> {
     const receivedAt = receivedAtArg ?? this.now();
     const tr = this.now();
     const decision = this.router.plan({ sentences, budget, elapsedMs: tr - receivedAt });
     let routeMs = this.now() - tr;
+    routeSpan.setAttributes({ [BionerAttr.NOTE_ID]: noteId, [BionerAttr.ROUTE_POLICY]: decision.policy, [BionerAttr.ROUTE_CASCADE]: decision.cascade });
     const routeCounts: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
     for (const r of decision.sentenceRoutes) routeCounts[r]++;
     this.hooks.routeDecided({ noteId, policy: decision.policy, budgetMs: budget.budgetMs, sentences: sentences.length, routes: { ...routeCounts }, reasons: [...decision.reasons] });
@@ -195,12 +231,23 @@ export class NoteProcessor {
     const llmSentences: number[] = [];
     if (llmTargets.length > 0) {
       const list = llmTargets.map((i) => sentences[i]);
-      const start = this.now();
-      const outcome = await this.tryLlm(list, budget.effectiveMs - (start - receivedAt));
-      const ms = this.now() - start;
+      const tokens = list.reduce((n, s) => n + s.tokens.length, 0);
+      const { outcome, ms } = await tracer().startActiveSpan('tag llm', async (span) => {
+        span.setAttributes({ [BionerAttr.TAGGER_ROUTE]: 'llm', [BionerAttr.TAGGER_SENTENCES]: list.length, [BionerAttr.TAGGER_WORDS]: tokens });
+        if (this.taggers.llm !== undefined) span.setAttribute(BionerAttr.TAGGER_MODEL, this.taggers.llm.model.id);
+        const start = this.now();
+        try {
+          const result = await this.tryLlm(list, budget.effectiveMs - (start - receivedAt));
+          const took = this.now() - start;
+          span.setAttributes({ [BionerAttr.TAGGER_MS]: took, [BionerAttr.TAGGER_OK]: result.ok !== undefined });
+          if (result.ok === undefined) recordFailure(span, result.failure);
+          return { outcome: result, ms: took };
+        } finally {
+          span.end();
+        }
+      });
       taggerMs.llm += ms;
       this.hooks.taggerCalled({ noteId, route: 'llm', sentences: list.length, ms, ok: outcome.ok !== undefined });
-      const tokens = list.reduce((n, s) => n + s.tokens.length, 0);
       if (outcome.ok !== undefined) {
         this.router.costs.observe('llm', tokens, ms);
         put(list, outcome.ok, 'llm');
@@ -212,6 +259,7 @@ export class NoteProcessor {
       } else {
         // A request that ran out of time says the LLM is at least that slow: the cost model should know.
         const code = errorCodeOf(outcome.failure);
+        routeSpan.setAttributes({ [BionerAttr.ROUTE_FALLBACK]: true, [BionerAttr.ROUTE_FALLBACK_CODE]: errorType(outcome.failure) });
         if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) this.router.costs.observe('llm', tokens, ms);
         for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${code}`]) if (!reasons.includes(reason)) reasons.push(reason);
         if (decision.cascade) {
@@ -229,25 +277,37 @@ export class NoteProcessor {
       }
     }
     const spans = [...spansBySentence.values()].flat().sort((a, b) => a.start - b.start || a.end - b.end);
+    // The router's choice (for cascade, its refine step's): all encoder, all LLM, or some of each.
+    const chosen = llmTargets.length === 0 ? 'encoder' : llmTargets.length >= sentences.length ? 'llm' : 'mixed';
+    routeSpan.setAttributes({ [BionerAttr.ROUTE_SENTENCES_PLANNED_LLM]: llmTargets.length, [BionerAttr.ROUTE_CHOSEN]: chosen });
     return { spans, decision, llmSentences, routeCounts, reasons, taggerMs, predictedLlmMs, estimatedGain, routeMs };
   }
 
   /** One encoder call: timed, reported to the hooks, and (when it succeeds) fed to the cost model. */
   private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean): Promise<{ tagged: SentenceTagging[]; ms: number }> {
     const tagger = this.taggers.encoder;
-    const start = this.now();
-    let ok = false;
-    try {
-      let tagged: SentenceTagging[];
-      if (detailed && tagger.tagSentencesDetailed !== undefined) tagged = await tagger.tagSentencesDetailed(list);
-      else tagged = (await tagger.tagSentences(list)).map((s) => ({ spans: s, minConfidence: s.reduce((m, sp) => Math.min(m, sp.score), 1) }));
-      ok = true;
-      return { tagged, ms: this.now() - start };
-    } finally {
-      const ms = this.now() - start;
-      this.hooks.taggerCalled({ noteId, route, sentences: list.length, ms, ok });
-      if (ok) this.router.costs.observe('encoder', list.reduce((n, s) => n + s.tokens.length, 0), ms);
-    }
+    const words = list.reduce((n, s) => n + s.tokens.length, 0);
+    return tracer().startActiveSpan(`tag ${route}`, async (span) => {
+      span.setAttributes({ [BionerAttr.TAGGER_ROUTE]: route, [BionerAttr.TAGGER_SENTENCES]: list.length, [BionerAttr.TAGGER_WORDS]: words, [BionerAttr.TAGGER_MODEL]: tagger.model.id });
+      const start = this.now();
+      let ok = false;
+      try {
+        let tagged: SentenceTagging[];
+        if (detailed && tagger.tagSentencesDetailed !== undefined) tagged = await tagger.tagSentencesDetailed(list);
+        else tagged = (await tagger.tagSentences(list)).map((s) => ({ spans: s, minConfidence: s.reduce((m, sp) => Math.min(m, sp.score), 1) }));
+        ok = true;
+        return { tagged, ms: this.now() - start };
+      } catch (err) {
+        recordFailure(span, err);
+        throw err;
+      } finally {
+        const ms = this.now() - start;
+        span.setAttributes({ [BionerAttr.TAGGER_MS]: ms, [BionerAttr.TAGGER_OK]: ok });
+        span.end();
+        this.hooks.taggerCalled({ noteId, route, sentences: list.length, ms, ok });
+        if (ok) this.router.costs.observe('encoder', words, ms);
+      }
+    });
   }
 
   /**
@@ -287,4 +347,26 @@ export class NoteProcessor {
       if (!controller.signal.aborted) controller.abort(new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'the note no longer waits for the LLM', false));
     }
   }
+}
+
+/** The decision attributes of a `route <policy>` span, from what tagging the note produced. */
+function describeRoute(span: Span, out: TaggedSentences, budget: NoteBudget, sentences: number): void {
+  const { decision, routeCounts } = out;
+  span.setAttributes({
+    [BionerAttr.ROUTE_GRANULARITY]: decision.granularity,
+    [BionerAttr.ROUTE_BUDGET_MS]: budget.budgetMs,
+    [BionerAttr.ROUTE_EFFECTIVE_BUDGET_MS]: budget.effectiveMs,
+    [BionerAttr.ROUTE_BUDGET_SOURCE]: budget.source,
+    [BionerAttr.ROUTE_LOAD_FACTOR]: budget.loadFactor,
+    [BionerAttr.ROUTE_PREDICTED_ENCODER_MS]: decision.predictedEncoderMs,
+    [BionerAttr.ROUTE_PREDICTED_LLM_MS]: out.predictedLlmMs,
+    [BionerAttr.ROUTE_SENTENCES]: sentences,
+    [BionerAttr.ROUTE_SENTENCES_LLM]: routeCounts.llm,
+    [BionerAttr.ROUTE_SENTENCES_ENCODER]: routeCounts.encoder,
+    [BionerAttr.ROUTE_SENTENCES_FALLBACK]: routeCounts.encoder_fallback,
+    [BionerAttr.ROUTE_ESTIMATED_GAIN]: out.estimatedGain,
+    [BionerAttr.ROUTE_REASONS]: [...out.reasons],
+    [BionerAttr.ROUTE_DECISION_MS]: out.routeMs,
+    [BionerAttr.ROUTE_FALLBACK]: out.reasons.includes(FALLBACK_REASON),
+  });
 }

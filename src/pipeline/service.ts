@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { context, propagation, ROOT_CONTEXT, SpanKind, trace, type Span } from '@opentelemetry/api';
 import { CompressionTypes, type Consumer, type EachBatchPayload, type KafkaMessage, type Producer } from 'kafkajs';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { RouterConfig } from '../config/schema.js';
@@ -26,7 +27,9 @@ import { createKafka, createProducer } from '../ingest/kafka.js';
 import type { RecordPosition } from '../ingest/note.js';
 import { buildDlqMessage, DlqHeaders } from '../publish/dlq.js';
 import { encodeTaggedNote } from '../publish/tagged-note.js';
+import { BionerAttr, MESSAGING_SYSTEM_KAFKA, MessagingAttr } from '../telemetry/attributes.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
+import { kafkaHeaderGetter, kafkaHeaderSetter, recordFailure, tracer } from '../telemetry/tracing.js';
 import type { Logger } from '../telemetry/logger.js';
 import { parseBudgetHeader } from '../route/budget.js';
 import type { NoteProcessor } from './processor.js';
@@ -205,6 +208,39 @@ export class RouterService {
   private async handle(message: KafkaMessage, position: RecordPosition): Promise<void> {
     // Notes still queued behind p-limit when a stop begins are left for the next owner of the partition.
     if (this.stopping) throw shuttingDown();
+    // One CONSUMER span per record; a producer's W3C trace context in the record headers becomes its parent.
+    const parent = propagation.extract(ROOT_CONTEXT, message.headers ?? {}, kafkaHeaderGetter);
+    const span = tracer().startSpan(
+      `process ${position.topic}`,
+      {
+        kind: SpanKind.CONSUMER,
+        attributes: {
+          [MessagingAttr.SYSTEM]: MESSAGING_SYSTEM_KAFKA,
+          [MessagingAttr.DESTINATION_NAME]: position.topic,
+          [MessagingAttr.DESTINATION_PARTITION_ID]: String(position.partition),
+          [MessagingAttr.KAFKA_OFFSET]: Number(position.offset),
+          [MessagingAttr.OPERATION_TYPE]: 'process',
+          [MessagingAttr.OPERATION_NAME]: 'process',
+          [MessagingAttr.CONSUMER_GROUP_NAME]: this.config.input.groupId,
+          [MessagingAttr.MESSAGE_BODY_SIZE]: message.value?.length ?? 0,
+        },
+      },
+      parent,
+    );
+    return context.with(trace.setSpan(parent, span), async () => {
+      try {
+        await this.handleTraced(message, position, span);
+      } catch (err) {
+        // Left unresolved (redelivered): a stop, or Kafka failing.
+        recordFailure(span, err);
+        throw err;
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  private async handleTraced(message: KafkaMessage, position: RecordPosition, span: Span): Promise<void> {
     const receivedAt = performance.now();
     this.stats.received++;
     this.hooks.noteReceived({ ...position, bytes: message.value?.length ?? 0 });
@@ -216,10 +252,12 @@ export class RouterService {
         avroWireFormat: this.config.input.avroWireFormat,
       });
     } catch (err) {
-      await this.deadLetter(message, position, err, 'decode');
+      await this.deadLetter(message, position, err, 'decode', span);
       return;
     }
+    span.setAttribute(BionerAttr.NOTE_ID, note.noteId);
     for (let attempt = 1; ; attempt++) {
+      span.setAttribute(BionerAttr.NOTE_ATTEMPTS, attempt);
       let processed;
       try {
         processed = await this.withTimeout(this.processor.process(note, position, receivedAt, { headerBudgetMs: parseBudgetHeader(message.headers?.[this.config.routing.budgetHeader]) }));
@@ -231,24 +269,29 @@ export class RouterService {
           continue;
         }
         this.logger.warn('note failed; dead-lettering', { noteId: note.noteId, attempt, code: err instanceof RouterError ? err.code : ErrorCodes.INTERNAL, error: err instanceof Error ? err.name : 'unknown' });
-        await this.deadLetter(message, position, err, 'tag');
+        await this.deadLetter(message, position, err, 'tag', span);
         return;
       }
       try {
-        await this.send(this.config.output.topic, {
-          key: Buffer.from(note.noteId, 'utf8'),
-          value: encodeTaggedNote(processed.record),
-          headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' },
-        });
+        await this.send(
+          this.config.output.topic,
+          {
+            key: Buffer.from(note.noteId, 'utf8'),
+            value: encodeTaggedNote(processed.record),
+            headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' },
+          },
+          true,
+        );
       } catch (err) {
         // The broker refused this one record for good (e.g. too large): dead-letter it; a failing Kafka stays retriable and stalls instead.
         if (err instanceof PublishError && !err.retriable) {
-          await this.deadLetter(message, position, err, 'publish');
+          await this.deadLetter(message, position, err, 'publish', span);
           return;
         }
         throw err;
       }
       this.stats.published++;
+      span.setAttribute(BionerAttr.NOTE_SPANS, processed.spans.length);
       const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
       for (const s of processed.spans) routes[s.route]++;
       this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: processed.spans.length, totalMs: processed.record.timings.total_ms, routes, routing: processed.record.routing });
@@ -256,7 +299,7 @@ export class RouterService {
     }
   }
 
-  private async deadLetter(message: KafkaMessage, position: RecordPosition, err: unknown, stage: 'decode' | 'tag' | 'publish'): Promise<void> {
+  private async deadLetter(message: KafkaMessage, position: RecordPosition, err: unknown, stage: 'decode' | 'tag' | 'publish', span: Span): Promise<void> {
     const dlq = buildDlqMessage({ key: message.key, value: message.value, headers: message.headers, timestamp: message.timestamp }, position, err, stage);
     try {
       await this.send(this.config.output.dlqTopic, dlq);
@@ -267,22 +310,52 @@ export class RouterService {
     }
     this.stats.deadLettered++;
     const code = err instanceof RouterError ? err.code : ErrorCodes.INTERNAL;
+    // The note failed for good: the process span says why (the DLQ code), with the exception's class and PHI-free message.
+    recordFailure(span, err, code);
+    span.setAttribute(BionerAttr.DLQ_STAGE, String(dlq.headers[DlqHeaders.stage]));
     this.logger.info('record dead-lettered', { ...position, code, stage: String(dlq.headers[DlqHeaders.stage]) });
     this.hooks.noteDeadLettered({ ...position, code, stage: String(dlq.headers[DlqHeaders.stage]) });
   }
 
-  private async send(topic: string, message: { key: Buffer | null; value: Buffer | null; headers?: Record<string, string | Buffer | (string | Buffer)[] | undefined>; timestamp?: string }): Promise<void> {
+  /**
+   * Publishes one record inside a PRODUCER span `send <topic>`. With `propagate`,
+   * the span's W3C trace context goes into the record's headers (`traceparent`)
+   * so downstream consumers continue the trace; DLQ records keep the original
+   * headers untouched instead.
+   */
+  private async send(topic: string, message: { key: Buffer | null; value: Buffer | null; headers?: Record<string, string | Buffer | (string | Buffer)[] | undefined>; timestamp?: string }, propagate = false): Promise<void> {
+    const span = tracer().startSpan(`send ${topic}`, {
+      kind: SpanKind.PRODUCER,
+      attributes: {
+        [MessagingAttr.SYSTEM]: MESSAGING_SYSTEM_KAFKA,
+        [MessagingAttr.DESTINATION_NAME]: topic,
+        [MessagingAttr.OPERATION_TYPE]: 'send',
+        [MessagingAttr.OPERATION_NAME]: 'send',
+        [MessagingAttr.CLIENT_ID]: this.config.kafka.clientId,
+        [MessagingAttr.MESSAGE_BODY_SIZE]: message.value?.length ?? 0,
+      },
+    });
+    let outgoing = message;
+    if (propagate) {
+      const headers = { ...(message.headers ?? {}) };
+      propagation.inject(trace.setSpan(context.active(), span), headers, kafkaHeaderSetter);
+      outgoing = { ...message, headers };
+    }
     try {
       await this.producer.send({
         topic,
         acks: this.config.output.acks,
         compression: this.config.output.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-        messages: [message],
+        messages: [outgoing],
       });
     } catch (err) {
       // Only a refusal of this very record (too large, invalid) is final; anything else (leader moved, auth, timeouts) means Kafka is failing, so the partition stalls and retries instead of dead-lettering everything.
       const final = recordRefusal(err);
-      throw new PublishError(`producing to ${topic} failed: ${final ?? (err instanceof Error ? err.name : 'unknown')}`, final === undefined, err);
+      const failure = new PublishError(`producing to ${topic} failed: ${final ?? (err instanceof Error ? err.name : 'unknown')}`, final === undefined, err);
+      recordFailure(span, failure);
+      throw failure;
+    } finally {
+      span.end();
     }
   }
 

@@ -1,0 +1,145 @@
+import { context, propagation, SpanStatusCode, trace, type Span, type TextMapGetter, type TextMapSetter, type Tracer } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
+import { BatchSpanProcessor, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
+import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import type { RouterConfig } from '../config/schema.js';
+import { RouterError } from '../errors.js';
+import { ATTR_ERROR_TYPE, TRACER_NAME } from './attributes.js';
+
+export interface TracingOptions {
+  /** Export here instead of OTLP (tests and the demo pass an InMemorySpanExporter); used even when `tracesExporter` is `none`. */
+  exporter?: SpanExporter;
+  /** `simple` exports each span as it ends (default with a caller's exporter); `batch` batches (default for OTLP). */
+  processor?: 'simple' | 'batch';
+  /** Environment to read OTEL_* from (default process.env). */
+  env?: Record<string, string | undefined>;
+}
+
+export interface Tracing {
+  /** True when a tracer provider was registered. */
+  readonly enabled: boolean;
+  /** Exports what is buffered without stopping. */
+  forceFlush(): Promise<void>;
+  /** Flushes, stops the provider and unregisters the global tracer, context manager and propagator. Safe to call twice. */
+  shutdown(): Promise<void>;
+}
+
+const NOOP: Tracing = { enabled: false, forceFlush: async () => undefined, shutdown: async () => undefined };
+
+function ratioFrom(env: Record<string, string | undefined>, fallback: number): number {
+  const raw = env.OTEL_TRACES_SAMPLER_ARG;
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const n = Number(raw);
+  return Number.isFinite(n) && n >= 0 && n <= 1 ? n : fallback;
+}
+
+/**
+ * Registers the global tracer provider: AsyncLocalStorage context, W3C trace
+ * context propagation, a parent-based ratio sampler (a sampled producer trace
+ * is always followed), and the OTLP/HTTP exporter (endpoint from
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, read by the
+ * exporter itself; default http://localhost:4318/v1/traces) or the caller's.
+ * `tracesExporter: none` (or OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none)
+ * without a caller's exporter registers nothing: the API stays a no-op.
+ */
+export function setupTracing(config: RouterConfig['telemetry'], options: TracingOptions = {}): Tracing {
+  const env = options.env ?? process.env;
+  const disabled = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true' || env.OTEL_TRACES_EXPORTER?.trim().toLowerCase() === 'none';
+  if (options.exporter === undefined && (config.tracesExporter === 'none' || disabled)) return NOOP;
+
+  const exporter = options.exporter ?? new OTLPTraceExporter();
+  const kind = options.processor ?? (options.exporter === undefined ? 'batch' : 'simple');
+  const processor: SpanProcessor = kind === 'batch' ? new BatchSpanProcessor({ exporter }) : new SimpleSpanProcessor({ exporter });
+  const serviceName = env.OTEL_SERVICE_NAME?.trim() || config.serviceName;
+  const provider = new TracerProvider({
+    resource: defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName })),
+    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratioFrom(env, config.sampleRatio)) }),
+    spanProcessors: [processor],
+  });
+  const contextManager = new AsyncLocalStorageContextManager().enable();
+  // One registration per process: a previous one (a test that did not shut down) is replaced.
+  trace.disable();
+  context.disable();
+  propagation.disable();
+  context.setGlobalContextManager(contextManager);
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  trace.setGlobalTracerProvider(provider);
+
+  let stopping: Promise<void> | undefined;
+  return {
+    enabled: true,
+    forceFlush: () => provider.forceFlush(),
+    shutdown: () => {
+      stopping ??= (async () => {
+        try {
+          await provider.forceFlush();
+          await provider.shutdown();
+        } finally {
+          trace.disable();
+          propagation.disable();
+          context.disable();
+        }
+      })();
+      return stopping;
+    },
+  };
+}
+
+/**
+ * The pipeline's tracer, looked up per use: a tracer cached across a
+ * re-registration (tests set up tracing more than once) would keep the old
+ * provider.
+ */
+export function tracer(): Tracer {
+  return trace.getTracer(TRACER_NAME);
+}
+
+/** The error.type of a failure: the RouterError code, else the class name. */
+export function errorType(err: unknown): string {
+  if (err instanceof RouterError) return err.code;
+  if (err instanceof Error) return err.name || 'Error';
+  return 'unknown';
+}
+
+/**
+ * Marks a span failed: status ERROR (its description is the error type, never
+ * a message), `error.type`, and an exception event. RouterError messages are
+ * PHI-free by design and are kept; for any other error only the class name is
+ * recorded, since a foreign message (a JSON parser's, a library's) may quote
+ * the note.
+ */
+export function recordFailure(span: Span, err: unknown, type: string = errorType(err)): void {
+  span.setAttribute(ATTR_ERROR_TYPE, type);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: type });
+  if (err instanceof RouterError) span.recordException({ name: err.name, message: err.message });
+  else span.recordException({ name: err instanceof Error ? err.name || 'Error' : 'unknown' });
+}
+
+/** Marks a span failed with a code only (no exception to record), e.g. a dead-lettered note. */
+export function markFailed(span: Span, type: string): void {
+  span.setAttribute(ATTR_ERROR_TYPE, type);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: type });
+}
+
+type KafkaHeaders = Record<string, string | Buffer | Array<string | Buffer> | undefined>;
+
+/** Reads W3C trace context from kafkajs message headers (values arrive as Buffers). */
+export const kafkaHeaderGetter: TextMapGetter<KafkaHeaders> = {
+  keys: (carrier) => Object.keys(carrier),
+  get: (carrier, key) => {
+    const v = carrier[key];
+    if (v === undefined) return undefined;
+    if (Array.isArray(v)) return v.map((x) => x.toString());
+    return v.toString();
+  },
+};
+
+/** Writes W3C trace context into outgoing kafkajs message headers. */
+export const kafkaHeaderSetter: TextMapSetter<KafkaHeaders> = {
+  set: (carrier, key, value) => {
+    carrier[key] = value;
+  },
+};
