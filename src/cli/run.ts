@@ -2,6 +2,7 @@ import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
+import { setupTracing } from '../telemetry/tracing.js';
 import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
 
 /** `bioner-router run --config FILE`: the long-running consumer. */
@@ -9,6 +10,9 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const config = await loadConfig(configFile);
   const logger = createLogger(config.logging.level);
   if (configFile === undefined) logger.info('no --config file: using defaults and BIONER_* environment overrides');
+  // Before anything that may create spans; flushed and stopped last on exit.
+  const tracing = setupTracing(config.telemetry);
+  logger.info('tracing', { enabled: tracing.enabled, exporter: tracing.enabled ? config.telemetry.tracesExporter : 'none', sampleRatio: config.telemetry.sampleRatio });
   const encoder = await loadEncoder(config.encoder);
   logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
   const llm = await loadLlm(config, logger);
@@ -26,6 +30,8 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
       .close()
       .then(() => encoder.close())
       .then(() => llm?.close())
+      // Export the spans of the last notes; a collector that is down holds the exit up for at most 3 s.
+      .then(() => Promise.race([tracing.shutdown().catch(() => undefined), new Promise<void>((r) => setTimeout(r, 3000).unref())]))
       .then(
         () => process.exit(service.drained ? code : 1),
         () => process.exit(1),
