@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import type { Kafka } from 'kafkajs';
 import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/cli/components.js';
@@ -257,4 +257,58 @@ test('tracesExporter none registers nothing (the API stays a no-op)', () => {
   assert.equal(none.enabled, false);
   const disabled = setupTracing(base.telemetry, { env: { OTEL_SDK_DISABLED: 'true' } });
   assert.equal(disabled.enabled, false);
+});
+
+test('a dead-lettered record: process span with status ERROR and error.type = the DLQ code, a send span to the DLQ, original headers kept', async () => {
+  exporter.reset();
+  const names = uniqueNames('trace-dlq');
+  await topicsFor(names);
+  const config = testConfig(cluster.bootstrapServers, names);
+  const original = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  const producer = createProducer(kafka);
+  await producer.connect();
+  await producer.send({ topic: names.input, messages: [{ key: 'bad-1', value: Buffer.from('{"note_id": "bad-1", "text": "unterminated', 'utf8'), headers: { traceparent: original } }] });
+  await producer.disconnect();
+  const service = new RouterService(config, createProcessor(config, encoder), silentLogger);
+  await service.start();
+  const [dlq] = await readTopics(kafka, [names.dlq], (rs) => rs.length >= 1, 60_000);
+  await service.close();
+  await tracing.forceFlush();
+  const spans = exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === '0af7651916cd43dd8448eb211c80319c');
+  const proc = one(spans, `process ${names.input}`);
+  assert.equal(proc.status.code, SpanStatusCode.ERROR);
+  assert.equal(proc.attributes['error.type'], 'DECODE_FAILED');
+  assert.equal(proc.attributes[BionerAttr.DLQ_STAGE], 'decode');
+  assert.equal(proc.attributes[BionerAttr.NOTE_ID], undefined, 'no note id from an undecodable record');
+  const exception = proc.events.find((e) => e.name === 'exception');
+  assert.equal(exception?.attributes?.['exception.type'], 'InvalidRecordError');
+  const send = one(childrenOf(spans, proc), `send ${names.dlq}`);
+  assert.equal(send.kind, SpanKind.PRODUCER);
+  assert.equal(childrenOf(spans, proc).filter((s) => s.name === 'text').length, 0);
+  assert.equal(traceparentOf(dlq), original, 'the DLQ record keeps the original headers untouched');
+});
+
+// Last: it replaces the file's tracing registration and unregisters it at the end.
+test('OTEL_SERVICE_NAME and OTEL_TRACES_SAMPLER_ARG win over the config; the sampler follows a sampled producer whatever the ratio', async () => {
+  const base = testConfig(['localhost:9092'], uniqueNames('env'));
+  const local = new InMemorySpanExporter();
+  const second = setupTracing({ ...base.telemetry, sampleRatio: 1 }, { exporter: local, env: { OTEL_SERVICE_NAME: 'router-from-env', OTEL_TRACES_SAMPLER_ARG: '0' } });
+  try {
+    const t = trace.getTracer('bioner-router');
+    const root = t.startSpan('root');
+    assert.equal(root.isRecording(), false, 'ratio 0: a root span is not sampled');
+    root.end();
+    const remote = trace.setSpanContext(ROOT_CONTEXT, { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags: 1, isRemote: true });
+    const child = t.startSpan('child', {}, remote);
+    assert.equal(child.isRecording(), true, 'a sampled remote parent is followed');
+    child.end();
+    await second.forceFlush();
+    const [span] = local.getFinishedSpans();
+    assert.equal(span.name, 'child');
+    assert.equal(span.resource.attributes['service.name'], 'router-from-env');
+  } finally {
+    await second.shutdown();
+  }
+  // After shutdown the API is a no-op again.
+  assert.equal(trace.getTracer('bioner-router').startSpan('after').isRecording(), false);
 });
