@@ -312,3 +312,33 @@ test('OTEL_SERVICE_NAME and OTEL_TRACES_SAMPLER_ARG win over the config; the sam
   // After shutdown the API is a no-op again.
   assert.equal(trace.getTracer('bioner-router').startSpan('after').isRecording(), false);
 });
+
+test('otlp: spans are POSTed to OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces with the service name', async () => {
+  const bodies: Array<{ url: string; body: string }> = [];
+  const collector = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      bodies.push({ url: req.url ?? '', body: Buffer.concat(chunks).toString('utf8') });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => collector.listen(0, '127.0.0.1', () => r()));
+  const saved = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  process.env.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
+  try {
+    const base = testConfig(['localhost:9092'], uniqueNames('otlp'));
+    const otlp = setupTracing({ ...base.telemetry, serviceName: 'bioner-otlp-test' });
+    assert.ok(otlp.enabled);
+    trace.getTracer('bioner-router').startSpan('route encoder').end();
+    await otlp.shutdown();
+    assert.equal(bodies.length, 1);
+    assert.equal(bodies[0].url, '/v1/traces');
+    assert.ok(bodies[0].body.includes('bioner-otlp-test') && bodies[0].body.includes('route encoder'));
+  } finally {
+    if (saved === undefined) delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+    else process.env.OTEL_EXPORTER_OTLP_ENDPOINT = saved;
+    await new Promise<void>((r) => collector.close(() => r()));
+  }
+});
