@@ -152,7 +152,7 @@ export async function frontierCommand(opts: FrontierOptions): Promise<void> {
     const llmR = results[1];
     const gain = llmR.f1 - encoderR.f1;
     const points: FrontierPoint[] = results.map((r, i) => ({
-      policy: r.setting.policy === 'length-aware' && r.setting.settings?.granularity === 'note' ? 'length-aware (note)' : r.setting.policy,
+      policy: r.setting.policy === 'length-aware' && r.setting.settings?.granularity === 'note' ? 'length-aware/note' : r.setting.policy,
       budgetMs: i < 2 ? null : r.setting.budgetMs,
       f1: r.f1,
       f1Long: r.by_length['3+'].support > 0 ? r.by_length['3+'].f1 : null,
