@@ -2,6 +2,8 @@ import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
+import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
+import { routerReadiness, startTelemetryServer, type Readiness } from '../telemetry/server.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
 
@@ -13,12 +15,22 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   // Before anything that may create spans; flushed and stopped last on exit.
   const tracing = setupTracing(config.telemetry);
   logger.info('tracing', { enabled: tracing.enabled, exporter: tracing.enabled ? config.telemetry.tracesExporter : 'none', sampleRatio: config.telemetry.sampleRatio });
+  const metrics = createRouterMetrics({ serviceName: config.telemetry.serviceName });
+  // The server starts before the models load, so /healthz answers at once and /readyz says what is missing.
+  let service: RouterService | undefined;
+  let modelsLoaded = false;
+  const ready = (): Readiness => (service === undefined ? { ok: false, checks: { kafka: false, models: modelsLoaded } } : routerReadiness(service, () => modelsLoaded)());
+  const server = config.telemetry.port === -1 ? undefined : await startTelemetryServer({ port: config.telemetry.port, host: config.telemetry.host, metrics, ready });
+  if (server !== undefined) logger.info('telemetry server listening', { url: server.url, paths: '/metrics /healthz /readyz' });
   const encoder = await loadEncoder(config.encoder);
   logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
   const llm = await loadLlm(config, logger);
   if (llm !== undefined) logger.info('llm tagger ready', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
   const router = await loadRouter(config, logger);
-  const service = new RouterService(config, createProcessor(config, encoder, {}, llm, router), logger);
+  modelsLoaded = true;
+  const running = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), logger, metrics.hooks);
+  service = running;
+  metrics.observe(serviceSources(running, llm));
 
   let exiting = false;
   const shutdown = (code: number): void => {
@@ -26,18 +38,20 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
     exiting = true;
     // Past the drain budget (plus time to disconnect) exit anyway; the orchestrator's grace period must be longer.
     setTimeout(() => process.exit(code === 0 ? 1 : code), config.shutdown.drainTimeoutMs + 10_000).unref();
-    void service
+    void running
       .close()
       .then(() => encoder.close())
       .then(() => llm?.close())
+      .then(() => server?.close())
+      .then(() => metrics.shutdown())
       // Export the spans of the last notes; a collector that is down holds the exit up for at most 3 s.
       .then(() => Promise.race([tracing.shutdown().catch(() => undefined), new Promise<void>((r) => setTimeout(r, 3000).unref())]))
       .then(
-        () => process.exit(service.drained ? code : 1),
+        () => process.exit(running.drained ? code : 1),
         () => process.exit(1),
       );
   };
-  service.onFatal = () => {
+  running.onFatal = () => {
     logger.error('consumer stopped for good; exiting so the process is restarted');
     shutdown(1);
   };
@@ -53,5 +67,5 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  await service.start();
+  await running.start();
 }

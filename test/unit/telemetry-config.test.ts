@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import type { NoteRouting } from '../../src/telemetry/hooks.js';
 import { createRouterMetrics, METRIC_SERIES } from '../../src/telemetry/metrics.js';
+import { BionerAttr } from '../../src/telemetry/attributes.js';
 
 const root = new URL('../../', import.meta.url);
 const read = (path: string): string => readFileSync(new URL(path, root), 'utf8');
@@ -16,6 +17,8 @@ const ALLOWED = [
   'bioner.route.predicted_encoder_ms', 'bioner.route.predicted_llm_ms', 'bioner.route.chosen', 'bioner.route.sentences_llm',
   'bioner.route.estimated_gain', 'bioner.route.reasons', 'bioner.tagger.route', 'bioner.tagger.sentences', 'bioner.tagger.model',
   'bioner.text.sentences', 'bioner.text.words', 'bioner.note.chars',
+  // Every attribute the router sets must pass, so the allow-list cannot drift from the code.
+  ...Object.values(BionerAttr),
 ];
 const DENIED = ['bioner.note.text', 'bioner.patient.id', 'patient.id', 'note.text', 'db.statement', 'exception.message', 'http.url', 'bioner.note.id.extra', 'xmessaging.system', 'bioner.route', 'error.type.detail', 'messaging'];
 
