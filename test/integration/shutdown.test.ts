@@ -86,6 +86,9 @@ function startCli(names: ReturnType<typeof uniqueNames>, dir: string): Promise<{
         '  maxInFlight: 4',
         'logging:',
         '  level: debug',
+        'telemetry:',
+        '  port: 0',
+        '  tracesExporter: none',
       ].join('\n'),
     );
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -107,6 +110,12 @@ test('SIGTERM drains: finished notes are published and committed, then a new con
   const { child, stderr } = await startCli(names, dir);
   const exited = exitOf(child);
   await waitFor(async () => (await sumOffsets(names.output)) >= 8, 60_000, 'the CLI consumer to publish some notes');
+  // The running CLI serves its health and metrics endpoints.
+  const url = /"msg":"telemetry server listening".*?"url":"([^"]+)"/.exec(stderr())?.[1];
+  assert.ok(url !== undefined, 'run logs its telemetry URL');
+  assert.equal((await fetch(`${url}/readyz`)).status, 200);
+  assert.equal((await fetch(`${url}/healthz`)).status, 200);
+  assert.match(await (await fetch(`${url}/metrics`)).text(), /bioner_notes_total\{[^}]*outcome="published"/);
   child.kill('SIGTERM');
   const code = await exited;
   assert.equal(code, 0, `clean exit after drain; log tail: ${stderr().slice(-800)}`);
