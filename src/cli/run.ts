@@ -1,5 +1,6 @@
 import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
+import { kafkaSecurityOptions } from '../ingest/kafka-security.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
@@ -10,6 +11,8 @@ import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.
 /** `bioner-router run --config FILE`: the long-running consumer. */
 export async function runCommand(configFile: string | undefined): Promise<void> {
   const config = await loadConfig(configFile);
+  // Certificates and SASL credentials are read once, here, so a missing secret fails before anything starts.
+  const kafkaSecurity = await kafkaSecurityOptions(config.kafka);
   const logger = createLogger(config.logging.level);
   if (configFile === undefined) logger.info('no --config file: using defaults and BIONER_* environment overrides');
   // Before anything that may create spans; flushed and stopped last on exit.
@@ -28,7 +31,7 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   if (llm !== undefined) logger.info('llm tagger ready', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
   const router = await loadRouter(config, logger);
   modelsLoaded = true;
-  const running = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), logger, metrics.hooks);
+  const running = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), logger, metrics.hooks, kafkaSecurity);
   service = running;
   metrics.observe(serviceSources(running, llm));
 

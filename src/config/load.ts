@@ -15,6 +15,13 @@ function screaming(key: string): string {
 
 /** Options that have no default, so the walk over defaults cannot see them. */
 const OPTIONAL_WITHOUT_DEFAULT: Array<{ path: string[]; example: Json }> = [
+  { path: ['kafka', 'tls', 'caFile'], example: '/etc/bioner-router/kafka-tls/ca.crt' },
+  { path: ['kafka', 'tls', 'certFile'], example: '/etc/bioner-router/kafka-tls/tls.crt' },
+  { path: ['kafka', 'tls', 'keyFile'], example: '/etc/bioner-router/kafka-tls/tls.key' },
+  { path: ['kafka', 'tls', 'servername'], example: 'kafka.example.internal' },
+  { path: ['kafka', 'sasl', 'mechanism'], example: 'scram-sha-512' },
+  { path: ['kafka', 'sasl', 'usernameFile'], example: '/etc/bioner-router/kafka-sasl/username' },
+  { path: ['kafka', 'sasl', 'passwordFile'], example: '/etc/bioner-router/kafka-sasl/password' },
   { path: ['encoder', 'maxSequenceLength'], example: 512 },
   { path: ['llm', 'baseUrl'], example: 'http://127.0.0.1:8000' },
   { path: ['llm', 'model'], example: 'bc5cdr-llm' },

@@ -10,6 +10,32 @@ const brokerAddress = z
   .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
 
+/** TLS to the brokers; certificates are read from files (mounted Kubernetes secrets) at start-up. */
+export const KafkaTlsSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    /** PEM CA bundle that signs the brokers' certificates; default: Node's bundled CAs. */
+    caFile: z.string().min(1).optional(),
+    /** PEM client certificate for mutual TLS (with keyFile). */
+    certFile: z.string().min(1).optional(),
+    /** PEM private key of certFile. */
+    keyFile: z.string().min(1).optional(),
+    /** Verify the brokers' certificates; false only for testing. */
+    rejectUnauthorized: z.boolean().default(true),
+    /** SNI / name checked in the broker certificate when it differs from the broker host. */
+    servername: z.string().min(1).optional(),
+  })
+  .strict();
+
+/** SASL authentication; username and password are read from files at start-up (trailing newline trimmed), never logged. */
+export const KafkaSaslSchema = z
+  .object({
+    mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+    usernameFile: z.string().min(1),
+    passwordFile: z.string().min(1),
+  })
+  .strict();
+
 export const KafkaSchema = z
   .object({
     clientId: z.string().min(1).default('bioner-router'),
@@ -18,6 +44,8 @@ export const KafkaSchema = z
     requestTimeoutMs: z.number().int().positive().default(30000),
     /** kafkajs client retries before an operation fails (then our own logic decides). */
     retries: z.number().int().min(0).default(8),
+    tls: KafkaTlsSchema.prefault({}),
+    sasl: KafkaSaslSchema.optional(),
   })
   .strict();
 
@@ -220,6 +248,21 @@ export type ConfigInput = z.input<typeof ConfigSchema>;
 /** Rules that span fields; each returns [field, message] when broken. */
 export function crossFieldRules(c: RouterConfig): Array<[string, string]> {
   const problems: Array<[string, string]> = [];
+  const tls = c.kafka.tls;
+  if (tls.certFile !== undefined && tls.keyFile === undefined) {
+    problems.push(['kafka.tls.keyFile', 'is required with kafka.tls.certFile (a client certificate needs its private key)']);
+  }
+  if (tls.keyFile !== undefined && tls.certFile === undefined) {
+    problems.push(['kafka.tls.certFile', 'is required with kafka.tls.keyFile (a private key needs its client certificate)']);
+  }
+  if (!tls.enabled) {
+    for (const key of ['caFile', 'certFile', 'keyFile', 'servername'] as const) {
+      if (tls[key] !== undefined) problems.push([`kafka.tls.${key}`, 'is set but kafka.tls.enabled is false; set kafka.tls.enabled: true or remove it']);
+    }
+  }
+  if (c.kafka.sasl?.mechanism === 'plain' && !tls.enabled) {
+    problems.push(['kafka.sasl.mechanism', 'plain sends the password in clear text; it requires kafka.tls.enabled: true (or use scram-sha-256/scram-sha-512)']);
+  }
   if (c.input.heartbeatIntervalMs * 3 > c.input.sessionTimeoutMs) {
     problems.push(['input.heartbeatIntervalMs', `must be at most a third of input.sessionTimeoutMs (${c.input.sessionTimeoutMs}); lower it or raise the session timeout`]);
   }

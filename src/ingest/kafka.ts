@@ -1,5 +1,7 @@
 import { Kafka, logLevel as KafkaLogLevel, Partitioners, type LogEntry, type logCreator, type Producer } from 'kafkajs';
 import type { RouterConfig } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
+import type { KafkaSecurityOptions } from './kafka-security.js';
 import type { Logger } from '../telemetry/logger.js';
 
 /**
@@ -7,8 +9,17 @@ import type { Logger } from '../telemetry/logger.js';
  * KafkaJS-compatible client (e.g. @confluentinc/kafka-javascript) stays small.
  * kafkajs log entries are forwarded with their scalar fields only: some carry
  * request payloads.
+ * `security` is what `kafkaSecurityOptions(config)` resolved at start-up (files
+ * already read); it is required when kafka.tls.enabled or kafka.sasl is set, so
+ * a caller cannot silently connect in plain text.
  */
-export function createKafka(config: RouterConfig['kafka'], logger: Logger): Kafka {
+export function createKafka(config: RouterConfig['kafka'], logger: Logger, security: KafkaSecurityOptions = {}): Kafka {
+  if (config.tls.enabled && security.ssl === undefined) {
+    throw new ConfigError('kafka.tls.enabled', 'TLS is on but no TLS options were resolved; call kafkaSecurityOptions(config.kafka) and pass its result to createKafka');
+  }
+  if (config.sasl !== undefined && security.sasl === undefined) {
+    throw new ConfigError('kafka.sasl', 'SASL is configured but no credentials were resolved; call kafkaSecurityOptions(config.kafka) and pass its result to createKafka');
+  }
   const creator: logCreator = () => (entry: LogEntry) => {
     const { message, ...rest } = entry.log;
     const fields: Record<string, string | number | boolean> = { namespace: entry.namespace };
@@ -29,6 +40,8 @@ export function createKafka(config: RouterConfig['kafka'], logger: Logger): Kafk
     retry: { retries: config.retries, initialRetryTime: 300, maxRetryTime: 10_000 },
     logLevel: KafkaLogLevel.INFO,
     logCreator: creator,
+    ...(security.ssl === undefined ? {} : { ssl: security.ssl }),
+    ...(security.sasl === undefined ? {} : { sasl: security.sasl }),
   });
 }
 

@@ -24,6 +24,7 @@ function shuttingDown(): RouterError {
 }
 import { decodeNote } from '../ingest/decode.js';
 import { createKafka, createProducer } from '../ingest/kafka.js';
+import type { KafkaSecurityOptions } from '../ingest/kafka-security.js';
 import type { RecordPosition } from '../ingest/note.js';
 import { buildDlqMessage, DlqHeaders } from '../publish/dlq.js';
 import { encodeTaggedNote } from '../publish/tagged-note.js';
@@ -70,8 +71,10 @@ export class RouterService {
     private readonly processor: NoteProcessor,
     private readonly logger: Logger,
     hooks: PipelineHooks = {},
+    /** kafkajs ssl/sasl options from kafkaSecurityOptions(config.kafka); none on defaults. */
+    kafkaSecurity: KafkaSecurityOptions = {},
   ) {
-    const kafka = createKafka(config.kafka, logger);
+    const kafka = createKafka(config.kafka, logger, kafkaSecurity);
     this.consumer = kafka.consumer({
       groupId: config.input.groupId,
       sessionTimeout: config.input.sessionTimeoutMs,
