@@ -3,6 +3,8 @@ import { chmod, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { createServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
 import { applyEnvironment, environmentOverrides, validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { createKafka } from '../../src/ingest/kafka.js';
@@ -10,6 +12,55 @@ import { kafkaSecurityOptions } from '../../src/ingest/kafka-security.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 
 const silent = createLogger('silent');
+
+// Throw-away test PKI (P-256, valid 100 years, generated with openssl for this test only): a CA, a server
+// certificate for DNS:kafka.test and a client certificate, all signed by the CA. Never used outside tests.
+const CA_CRT = `-----BEGIN CERTIFICATE-----
+MIIBiTCCAS+gAwIBAgIUPOhe1LBIpWi96Q/ObUeMr/FHzM8wCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOYmlvbmVyLXRlc3QtY2EwIBcNMjYxMTI1MDcxNjA1WhgPMjEy
+NjExMDEwNzE2MDVaMBkxFzAVBgNVBAMMDmJpb25lci10ZXN0LWNhMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEbmRmf4gCsaOrHOHisD03kELSrVj6mRwxAnMNP3+W
+g33jZ0Da95gDrT4PqOTmUdCko3JvKsFv+orQkIJMgVd0VqNTMFEwHQYDVR0OBBYE
+FDJHQ4cK1kIDR/rvplRjsVd7epXRMB8GA1UdIwQYMBaAFDJHQ4cK1kIDR/rvplRj
+sVd7epXRMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAIMcgGJv
+e2snp47OT2V6NJRsYlrBOc6e/fHRWAQHU1jlAiAHkxatvh0dU0FAtokrm7ILbJ+f
+X3dQxaopeyC2cY4p3w==
+-----END CERTIFICATE-----
+`;
+const SERVER_CRT = `-----BEGIN CERTIFICATE-----
+MIIBjDCCATGgAwIBAgIUd5C34e/o9IyFY2oTrFwyIO4dj1cwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOYmlvbmVyLXRlc3QtY2EwIBcNMjYxMTI1MDcxNjA1WhgPMjEy
+NjExMDEwNzE2MDVaMBUxEzARBgNVBAMMCmthZmthLnRlc3QwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAATYzv6EZA0KU4pJhIczsmHeub2pOQY7+/HqYFmuriCCw56/
+H+gVs2eltJ52+JEc1rKK6DTdmJAMIA9Al0sjSO+go1kwVzAVBgNVHREEDjAMggpr
+YWZrYS50ZXN0MB0GA1UdDgQWBBRaM4Uj+8Qg+RdutdAYZWVaMBeUmjAfBgNVHSME
+GDAWgBQyR0OHCtZCA0f676ZUY7FXe3qV0TAKBggqhkjOPQQDAgNJADBGAiEA1HDN
+ihkMn8gVGXFKAdRdnxwvV/Ke8tpNj2EiMdEg3EoCIQC2AHtphmQAGt0HfF+c2AlY
+RFT5SgW+NQh3/pyHzLbv3w==
+-----END CERTIFICATE-----
+`;
+const SERVER_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgvlIdIjXHKQHZsulF
+4tYDn5iYmwHVMCcmU/TgwxDH92ShRANCAATYzv6EZA0KU4pJhIczsmHeub2pOQY7
++/HqYFmuriCCw56/H+gVs2eltJ52+JEc1rKK6DTdmJAMIA9Al0sjSO+g
+-----END PRIVATE KEY-----
+`;
+const CLIENT_CRT = `-----BEGIN CERTIFICATE-----
+MIIBNDCB2wIUd5C34e/o9IyFY2oTrFwyIO4dj1gwCgYIKoZIzj0EAwIwGTEXMBUG
+A1UEAwwOYmlvbmVyLXRlc3QtY2EwIBcNMjYxMTI1MDcxNjA1WhgPMjEyNjExMDEw
+NzE2MDVaMB8xHTAbBgNVBAMMFGJpb25lci1yb3V0ZXItY2xpZW50MFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEFBwFxpYZ+gg9pVNqACUlU5g+JCTdmRCP6b25yOyr
++0UDx49cIxmYEgjkq+jrIDqF8JX9BZ9QoQyGcIrqYH3qgTAKBggqhkjOPQQDAgNI
+ADBFAiEAguREKjMFUO5LrbNSplg33dART0pUNERIT9gSJkVQsVsCIF6HF+tiMAJr
+VN3sisTFMmo7Ul0s3BVe8kmL+b3kE2Fl
+-----END CERTIFICATE-----
+`;
+const CLIENT_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghoqNi96QS3LT8VUY
+diLi7dJX6M2G3OUZRnoHxY11BoChRANCAAQUHAXGlhn6CD2lU2oAJSVTmD4kJN2Z
+EI/pvbnI7Kv7RQPHj1wjGZgSCOSr6OsgOoXwlf0Fn1ChDIZwiupgfeqB
+-----END PRIVATE KEY-----
+`;
 
 async function tempFiles(files: Record<string, string>): Promise<Record<string, string>> {
   const dir = await mkdtemp(join(tmpdir(), 'bioner-kafka-sec-'));
@@ -159,4 +210,63 @@ test('environment variables exist for every TLS/SASL key and build a valid confi
   assert.ok(opts.ssl !== undefined && opts.ssl !== true);
   assert.equal(String(opts.ssl.ca), 'CA');
   assert.equal(opts.ssl.rejectUnauthorized, false);
+});
+
+/**
+ * Not a Kafka broker (the embedded mock has no TLS): a TLS server that records each handshake and closes,
+ * to show kafkajs really uses the resolved ssl options (CA, servername, client certificate).
+ */
+interface Handshake {
+  servername: string | false | undefined;
+  authorized: boolean;
+  clientCN: string | undefined;
+}
+async function tlsProbe(requestCert: boolean, run: (port: number) => Promise<void>): Promise<{ secure: Handshake[]; tcp: number }> {
+  const secure: Handshake[] = [];
+  let tcp = 0;
+  const server = createServer({ key: SERVER_KEY, cert: SERVER_CRT, ca: CA_CRT, requestCert, rejectUnauthorized: requestCert }, (socket: TLSSocket) => {
+    const peer = socket.getPeerCertificate();
+    const cn = peer?.subject?.CN;
+    secure.push({ servername: (socket as TLSSocket & { servername?: string | false }).servername, authorized: socket.authorized, clientCN: typeof cn === 'string' ? cn : undefined });
+    socket.destroy();
+  });
+  server.on('connection', () => tcp++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    await run((server.address() as AddressInfo).port);
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+  return { secure, tcp };
+}
+
+async function connectOnce(kafka: ReturnType<typeof createKafka>): Promise<void> {
+  const admin = kafka.admin();
+  await assert.rejects(admin.connect()); // the probe closes after the handshake: no Kafka protocol behind it
+  await admin.disconnect().catch(() => undefined);
+}
+
+test('kafkajs performs the TLS handshake with the resolved CA, servername and client certificate', async () => {
+  const f = await tempFiles({ 'ca.crt': CA_CRT, 'tls.crt': CLIENT_CRT, 'tls.key': CLIENT_KEY });
+  const base = { clientId: 'tls-probe', connectionTimeoutMs: 2000, requestTimeoutMs: 2000, retries: 0 };
+
+  const ok = await tlsProbe(true, async (port) => {
+    const c = validateConfig({
+      kafka: { ...base, brokers: [`127.0.0.1:${port}`], tls: { enabled: true, caFile: f['ca.crt'], certFile: f['tls.crt'], keyFile: f['tls.key'], servername: 'kafka.test' } },
+    });
+    await connectOnce(createKafka(c.kafka, silent, await kafkaSecurityOptions(c.kafka)));
+  });
+  assert.ok(ok.secure.length >= 1, 'a TLS connection was established');
+  const peer = ok.secure[0];
+  assert.equal(peer.servername, 'kafka.test', 'SNI is tls.servername');
+  assert.equal(peer.authorized, true, 'the client certificate was verified by the server');
+  assert.equal(peer.clientCN, 'bioner-router-client');
+
+  // Without the CA (Node's bundled CAs) the self-signed chain is refused: verification is on by default.
+  const refused = await tlsProbe(false, async (port) => {
+    const c = validateConfig({ kafka: { ...base, brokers: [`127.0.0.1:${port}`], tls: { enabled: true, servername: 'kafka.test' } } });
+    await connectOnce(createKafka(c.kafka, silent, await kafkaSecurityOptions(c.kafka)));
+  });
+  assert.equal(refused.secure.length, 0, 'no TLS session without a trusted CA');
+  assert.ok(refused.tcp >= 1, 'the client did connect; the certificate check stopped it');
 });
