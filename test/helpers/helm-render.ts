@@ -470,3 +470,12 @@ export function mergeValues(base: Value, over: Value): Value {
 }
 
 export type { Parsed };
+
+/** Renders one template string against `root` (its `define`s are visible to itself); for testing the renderer. */
+export function renderString(src: string, root: Record<string, Value>): string {
+  const chart = Object.create(HelmChart.prototype) as HelmChart;
+  const defines = new Map<string, Node[]>();
+  Object.assign(chart, { defines, templates: new Map() });
+  const body = parse(src, defines);
+  return (chart as unknown as { exec(n: Node[], d: Value, s: Scope): string }).exec(body, root, new Map([['$', root]]));
+}

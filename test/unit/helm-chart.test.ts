@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { validateConfig } from '../../src/config/load.js';
-import { HelmChart, TemplateError, mergeValues } from '../helpers/helm-render.js';
+import { HelmChart, TemplateError, mergeValues, renderString } from '../helpers/helm-render.js';
 
 /**
  * No helm binary exists where this project is built: the chart is rendered by
@@ -255,4 +255,21 @@ test('helm chart: grace period follows drainTimeoutMs', () => {
 
 test('helm renderer: the Go-template subset behaves like Go', () => {
   assert.deepEqual(mergeValues({ a: { b: 1, c: [1] } }, { a: { c: [2] } }), { a: { b: 1, c: [2] } });
+  const r = (src: string, root: Record<string, unknown> = {}): string => renderString(src, root);
+  assert.equal(r('a  {{- " b " -}}  c'), 'a b c');
+  assert.equal(r('{{ .x }}|{{ .missing }}', { x: 3 }), '3|<no value>');
+  assert.equal(r('{{ range $k, $v := .m }}{{ $k }}={{ $v }};{{ end }}', { m: { b: 2, a: 1 } }), 'a=1;b=2;');
+  assert.equal(r('{{ range .l }}[{{ . }}]{{ else }}none{{ end }}', { l: [] }), 'none');
+  assert.equal(r('{{ if eq .x 1 }}one{{ else if eq .x 2 }}two{{ else }}many{{ end }}', { x: 2 }), 'two');
+  assert.equal(r('{{ with .o }}{{ .k }}{{ else }}no{{ end }}', { o: {} }), 'no');
+  assert.equal(r('{{ printf "%s-%d" "a" 7 | quote }}'), '"a-7"');
+  assert.equal(r('{{ default "d" .v }}/{{ default "d" "" }}', { v: 0 }), 'd/d');
+  assert.equal(r('{{ add (div 25000 1000) 10 }} {{ mul 2 3 }} {{ int "4" }}'), '35 6 4');
+  assert.equal(r('{{ define "t" }}<{{ .n }}>{{ end }}{{ include "t" . | nindent 2 }}', { n: 1 }), '\n  <1>');
+  assert.equal(r('{{ toYaml .o | indent 2 }}', { o: { a: [1, 2] } }), '  a:\n    - 1\n    - 2');
+  assert.equal(r('{{ "abc-" | trimSuffix "-" }} {{ and 1 0 }} {{ or 0 "" 5 }} {{ not 0 }} {{ ne 1 2 }}'), 'abc 0 5 true true');
+  assert.throws(() => r('{{ required "need x" .x }}'), /need x/);
+  assert.throws(() => r('{{ fail "boom" }}'), /boom/);
+  assert.throws(() => r('{{ sha256sum "x" }}'), /outside the supported subset/);
+  assert.throws(() => r('{{ .a.b }}'), /nil pointer/);
 });
