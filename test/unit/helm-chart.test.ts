@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { validateConfig } from '../../src/config/load.js';
+import { METRIC_SERIES } from '../../src/telemetry/metrics.js';
 import { HelmChart, TemplateError, mergeValues, renderString } from '../helpers/helm-render.js';
 
 /**
@@ -272,4 +273,26 @@ test('helm renderer: the Go-template subset behaves like Go', () => {
   assert.throws(() => r('{{ fail "boom" }}'), /boom/);
   assert.throws(() => r('{{ sha256sum "x" }}'), /outside the supported subset/);
   assert.throws(() => r('{{ .a.b }}'), /nil pointer/);
+});
+
+test('deploy/alerts.yaml: 4-6 rules, every series is one the router exports', () => {
+  const doc = readYaml('deploy/alerts.yaml') as { groups: Array<{ rules: Array<{ alert: string; expr: string; for?: string }> }> };
+  const rules = doc.groups.flatMap((g) => g.rules);
+  assert.ok(rules.length >= 4 && rules.length <= 6, `${rules.length} rules`);
+  const known = new Set<string>();
+  for (const name of Object.values(METRIC_SERIES)) {
+    known.add(name);
+    for (const suffix of ['_bucket', '_sum', '_count']) known.add(name + suffix);
+  }
+  const used = new Set<string>();
+  for (const r of rules) {
+    assert.match(r.alert, /^BionerRouter/);
+    for (const m of r.expr.matchAll(/\bbioner_[a-z_]+/g)) {
+      assert.ok(known.has(m[0]), `${r.alert}: ${m[0]} is not an exported series`);
+      used.add(m[0]);
+    }
+  }
+  for (const s of ['bioner_dlq_total', 'bioner_llm_fallbacks_total', 'bioner_budget_overruns_total', 'bioner_llm_circuit_state', 'bioner_consumer_lag', 'bioner_note_duration_ms_bucket']) {
+    assert.ok(used.has(s), `an alert uses ${s}`);
+  }
 });
