@@ -390,7 +390,8 @@ export class HelmChart {
       }
       case 'toYaml':
         if (a[0] === null || a[0] === undefined) return 'null';
-        return stringifyYaml(a[0], { lineWidth: 0 }).replace(/\n$/, '');
+        // Helm's toYaml goes through JSON: map keys come out sorted.
+        return stringifyYaml(a[0], { lineWidth: 0, sortMapEntries: true }).replace(/\n$/, '');
       case 'nindent':
       case 'indent': {
         const pad = ' '.repeat(toInt(a[0]));
