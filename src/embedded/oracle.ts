@@ -1,4 +1,4 @@
-import type { Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { DlqHeaders, headerString } from '../publish/dlq.js';
 import { decodeTaggedNote } from '../publish/tagged-note.js';
 import { readTopics, type ReadRecord } from './read-topic.js';
@@ -25,21 +25,42 @@ export interface OracleTopics {
   dlq: string;
 }
 
-/** Pure accounting over records already read (input offsets as "partition:offset"). */
-export function accountOffsets(inputOffsets: readonly string[], records: readonly ReadRecord[], topics: Omit<OracleTopics, 'input'>): OracleReport {
+/** Output and DLQ records per input offset ("partition:offset"). */
+export interface OffsetTally {
+  published: Map<string, number>;
+  deadLettered: Map<string, { count: number; code: string }>;
+}
+
+/** Maps every output and DLQ record back to the input offset it came from. */
+export function tallyRecords(records: readonly ReadRecord[], topics: Omit<OracleTopics, 'input'>): OffsetTally {
   const published = new Map<string, number>();
-  const dead = new Map<string, { count: number; code: string }>();
+  const deadLettered = new Map<string, { count: number; code: string }>();
   for (const r of records) {
-    if (r.topic === topics.output && r.value !== null) {
-      const rec = decodeTaggedNote(r.value);
-      const k = `${rec.input.partition}:${rec.input.offset}`;
+    const k = sourceOffset(r, topics);
+    if (k === undefined) continue;
+    if (r.topic === topics.output) {
       published.set(k, (published.get(k) ?? 0) + 1);
-    } else if (r.topic === topics.dlq) {
-      const k = `${headerString(r.headers, DlqHeaders.sourcePartition) ?? '?'}:${headerString(r.headers, DlqHeaders.sourceOffset) ?? '?'}`;
-      const prev = dead.get(k);
-      dead.set(k, { count: (prev?.count ?? 0) + 1, code: prev?.code ?? headerString(r.headers, DlqHeaders.errorCode) ?? 'UNKNOWN' });
+    } else {
+      const prev = deadLettered.get(k);
+      deadLettered.set(k, { count: (prev?.count ?? 0) + 1, code: prev?.code ?? headerString(r.headers, DlqHeaders.errorCode) ?? 'UNKNOWN' });
     }
   }
+  return { published, deadLettered };
+}
+
+/** The input offset ("partition:offset") an output or DLQ record stands for; undefined for other records. */
+function sourceOffset(r: ReadRecord, topics: Omit<OracleTopics, 'input'>): string | undefined {
+  if (r.topic === topics.output && r.value !== null) {
+    const rec = decodeTaggedNote(r.value);
+    return `${rec.input.partition}:${rec.input.offset}`;
+  }
+  if (r.topic === topics.dlq) return `${headerString(r.headers, DlqHeaders.sourcePartition) ?? '?'}:${headerString(r.headers, DlqHeaders.sourceOffset) ?? '?'}`;
+  return undefined;
+}
+
+/** Pure accounting over records already read (input offsets as "partition:offset"). */
+export function accountOffsets(inputOffsets: readonly string[], records: readonly ReadRecord[], topics: Omit<OracleTopics, 'input'>): OracleReport {
+  const { published, deadLettered: dead } = tallyRecords(records, topics);
   const report: OracleReport = { total: inputOffsets.length, published: 0, deadLettered: 0, missing: [], duplicates: 0, byCode: {} };
   for (const o of inputOffsets) {
     const p = published.get(o) ?? 0;
@@ -61,15 +82,19 @@ export function accountOffsets(inputOffsets: readonly string[], records: readonl
 }
 
 /** Every input offset from each partition's low to high watermark, as "partition:offset". */
+export async function topicOffsets(admin: Admin, topic: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await admin.fetchTopicOffsets(topic)) {
+    for (let o = Number(p.low); o < Number(p.high); o++) out.push(`${p.partition}:${o}`);
+  }
+  return out.sort();
+}
+
 export async function listInputOffsets(kafka: Kafka, topic: string): Promise<string[]> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const out: string[] = [];
-    for (const p of await admin.fetchTopicOffsets(topic)) {
-      for (let o = Number(p.low); o < Number(p.high); o++) out.push(`${p.partition}:${o}`);
-    }
-    return out.sort();
+    return await topicOffsets(admin, topic);
   } finally {
     await admin.disconnect();
   }
@@ -83,6 +108,20 @@ export async function listInputOffsets(kafka: Kafka, topic: string): Promise<str
  */
 export async function runOracle(kafka: Kafka, topics: OracleTopics, timeoutMs = 30_000): Promise<OracleReport> {
   const offsets = await listInputOffsets(kafka, topics.input);
-  const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => accountOffsets(offsets, rs, topics).missing.length === 0, timeoutMs);
+  const waiting = new Set(offsets);
+  let seen = 0;
+  const records = await readTopics(
+    kafka,
+    [topics.output, topics.dlq],
+    (rs) => {
+      // Incremental: each record is decoded once here, however long the run.
+      for (; seen < rs.length; seen++) {
+        const k = sourceOffset(rs[seen], topics);
+        if (k !== undefined) waiting.delete(k);
+      }
+      return waiting.size === 0;
+    },
+    timeoutMs,
+  );
   return accountOffsets(offsets, records, topics);
 }

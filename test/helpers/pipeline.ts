@@ -3,8 +3,7 @@ import type { Admin, Kafka } from 'kafkajs';
 import { validateConfig } from '../../src/config/load.js';
 import type { RouterConfig } from '../../src/config/schema.js';
 import type { ReadRecord } from '../../src/embedded/read-topic.js';
-import { DlqHeaders, headerString } from '../../src/publish/dlq.js';
-import { decodeTaggedNote } from '../../src/publish/tagged-note.js';
+import { tallyRecords, topicOffsets, type OffsetTally } from '../../src/embedded/oracle.js';
 
 export interface FixtureNote {
   id: string;
@@ -36,38 +35,11 @@ export function testConfig(brokers: string[], names: { input: string; output: st
   });
 }
 
-export interface Accounting {
-  /** input offset key "partition:offset" -> how many outputs / DLQ records name it */
-  published: Map<string, number>;
-  deadLettered: Map<string, { count: number; code: string }>;
-}
-
-/** Maps every output and DLQ record back to the input offset it came from. */
-export function account(records: ReadRecord[], names: { output: string; dlq: string }): Accounting {
-  const published = new Map<string, number>();
-  const deadLettered = new Map<string, { count: number; code: string }>();
-  for (const r of records) {
-    if (r.topic === names.output && r.value !== null) {
-      const rec = decodeTaggedNote(r.value);
-      const k = `${rec.input.partition}:${rec.input.offset}`;
-      published.set(k, (published.get(k) ?? 0) + 1);
-    } else if (r.topic === names.dlq) {
-      const k = `${headerString(r.headers, DlqHeaders.sourcePartition)}:${headerString(r.headers, DlqHeaders.sourceOffset)}`;
-      const prev = deadLettered.get(k);
-      deadLettered.set(k, { count: (prev?.count ?? 0) + 1, code: headerString(r.headers, DlqHeaders.errorCode) ?? '?' });
-    }
-  }
-  return { published, deadLettered };
-}
+/** Output and DLQ records per input offset (the accounting oracle's tally). */
+export const account = (records: ReadRecord[], names: { output: string; dlq: string }): OffsetTally => tallyRecords(records, names);
 
 /** Every offset below the high watermark of each input partition. */
-export async function inputOffsets(admin: Admin, topic: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of await admin.fetchTopicOffsets(topic)) {
-    for (let o = Number(p.low); o < Number(p.high); o++) out.push(`${p.partition}:${o}`);
-  }
-  return out.sort();
-}
+export const inputOffsets = topicOffsets;
 
 export async function committedCoversAll(admin: Admin, group: string, topic: string): Promise<boolean> {
   const ends = new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, p.high]));
