@@ -1,4 +1,8 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Admin, Kafka } from 'kafkajs';
 import { validateConfig } from '../../src/config/load.js';
 import type { RouterConfig } from '../../src/config/schema.js';
@@ -31,6 +35,8 @@ export function testConfig(brokers: string[], names: { input: string; output: st
     output: { topic: names.output, dlqTopic: names.dlq, ...(overrides.output ?? {}) },
     processing: { ...(overrides.processing ?? {}) },
     encoder: { ...(overrides.encoder ?? {}) },
+    ...(overrides.routing === undefined ? {} : { routing: overrides.routing }),
+    ...(overrides.llm === undefined ? {} : { llm: overrides.llm }),
     logging: { level: 'silent' },
   });
 }
@@ -58,3 +64,29 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
 }
 
 export type { Kafka };
+
+export interface CliProcess {
+  child: ChildProcess;
+  /** stdout + stderr so far (JSON log lines). */
+  output: () => string;
+  /** Exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+}
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * Runs `bioner-router run --config FILE` as a child process, the way it runs in
+ * production (signals, exit codes), from a config object written as YAML (JSON
+ * is YAML) into `dir`.
+ */
+export async function startRouterCli(config: Record<string, unknown>, dir: string, file = 'router.yaml'): Promise<CliProcess> {
+  const path = join(dir, file);
+  await writeFile(path, JSON.stringify(config, null, 2));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', path], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, output: () => out, exited };
+}

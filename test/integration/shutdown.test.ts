@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import type { Admin, Kafka } from 'kafkajs';
 import { loadEncoder } from '../../src/cli/components.js';
@@ -18,9 +17,8 @@ import type { EncoderTagger } from '../../src/taggers/encoder.js';
 import type { Tagger } from '../../src/taggers/types.js';
 import { createLogger, silentLogger } from '../../src/telemetry/logger.js';
 import type { Sentence } from '../../src/types.js';
-import { account, fixtureNotes, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
+import { account, fixtureNotes, startRouterCli, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 let cluster: MockKafkaCluster;
 let kafka: Kafka;
 let admin: Admin;
@@ -64,42 +62,19 @@ async function committedSum(group: string, topic: string): Promise<number> {
   return c.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
 }
 
-function startCli(names: ReturnType<typeof uniqueNames>, dir: string): Promise<{ child: ReturnType<typeof spawn>; stderr: () => string }> {
-  return (async () => {
-    const file = join(dir, 'router.yaml');
-    await writeFile(
-      file,
-      [
-        'kafka:',
-        `  brokers: [${cluster.bootstrapServers.join(', ')}]`,
-        'input:',
-        `  topic: ${names.input}`,
-        `  groupId: ${names.group}`,
-        '  maxWaitTimeMs: 100',
-        '  sessionTimeoutMs: 10000',
-        '  heartbeatIntervalMs: 1000',
-        'output:',
-        `  topic: ${names.output}`,
-        `  dlqTopic: ${names.dlq}`,
-        'processing:',
-        '  concurrency: 2',
-        '  maxInFlight: 4',
-        'logging:',
-        '  level: debug',
-        'telemetry:',
-        '  port: 0',
-        '  tracesExporter: none',
-      ].join('\n'),
-    );
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout.on('data', (d: Buffer) => (err += d.toString()));
-    return { child, stderr: () => err };
-  })();
+function startCli(names: ReturnType<typeof uniqueNames>, dir: string): Promise<{ child: ChildProcess; stderr: () => string }> {
+  const config = {
+    kafka: { brokers: cluster.bootstrapServers },
+    input: { topic: names.input, groupId: names.group, maxWaitTimeMs: 100, sessionTimeoutMs: 10000, heartbeatIntervalMs: 1000 },
+    output: { topic: names.output, dlqTopic: names.dlq },
+    processing: { concurrency: 2, maxInFlight: 4 },
+    logging: { level: 'debug' },
+    telemetry: { port: 0, tracesExporter: 'none' },
+  };
+  return startRouterCli(config, dir).then(({ child, output }) => ({ child, stderr: output }));
 }
 
-function exitOf(child: ReturnType<typeof spawn>): Promise<number | null> {
+function exitOf(child: ChildProcess): Promise<number | null> {
   return new Promise((r) => child.once('exit', (code) => r(code)));
 }
 
