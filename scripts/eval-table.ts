@@ -2,8 +2,8 @@
  * `npm run eval:table`: evaluates the reference encoder and LLM bundles on the
  * three devel sets, writes the accuracy/cost table into README.md (between the
  * eval-table markers) and the measured calibration file the router starts from
- * (models/calibration.json). Costs are CPU milliseconds measured in this run,
- * batched as in the pipeline, on this machine.
+ * (models/calibration.json). Costs are wall-clock milliseconds of tagging
+ * measured in this run, batched as in the pipeline, on this machine.
  *
  * Usage: node --import tsx scripts/eval-table.ts [--data DIR] [--only encoder]
  */
@@ -86,7 +86,7 @@ for (const ds of datasets) {
 }
 
 const lines = [
-  `Strict entity-level F1 (%) on the devel sets, overall and by entity length in words; cost = CPU ms per sentence, batched as in the pipeline (${cpus().length} cores, ${cpus()[0]?.model ?? 'cpu'}). Written by \`npm run eval:table\`.`,
+  `Strict entity-level F1 (%) on the devel sets, overall and by entity length in words; cost = wall-clock ms per sentence, batched as in the pipeline (${cpus().length} cores, ${cpus()[0]?.model ?? 'cpu'}). Written by \`npm run eval:table\`.`,
   '',
   '| data | tagger | F1 | 1 word | 2 words | 3+ words | ms/sentence |',
   '|---|---|---:|---:|---:|---:|---:|',
@@ -121,7 +121,7 @@ for (const [id, res] of Object.entries(results)) {
 const table = lines.join('\n');
 process.stdout.write(table + '\n');
 if (values.only === undefined) {
-  await writeFile(join(root, 'models/calibration.json'), JSON.stringify({ generated_by: 'npm run eval:table', generated_at: new Date().toISOString(), machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown' }, cost_unit: 'CPU milliseconds, batched', datasets: calibration }, null, 2) + '\n');
+  await writeFile(join(root, 'models/calibration.json'), JSON.stringify({ generated_by: 'npm run eval:table', generated_at: new Date().toISOString(), machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown' }, cost_unit: 'wall-clock milliseconds, batched', datasets: calibration }, null, 2) + '\n');
   const readmePath = join(root, 'README.md');
   const readme = await readFile(readmePath, 'utf8');
   const start = '<!-- eval-table:start -->';

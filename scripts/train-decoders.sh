@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Re-trains the three reference decoder-only ("LLM") tagger bundles
-# models/<dataset>-llm from scratch on CPU (see training/README-decoder.md),
-# one after another. Each uses the tokenizer of models/<dataset>-encoder, so
-# train (or check out) the encoder bundles first.
+# models/<dataset>-llm from scratch on CPU (see "Reference decoder" in
+# training/README.md), one after another. Each uses the tokenizer of
+# models/<dataset>-encoder, so train (or check out) the encoder bundles first.
 #
 #   scripts/train-decoders.sh                 # all three
 #   scripts/train-decoders.sh bc5cdr jnlpba   # a subset

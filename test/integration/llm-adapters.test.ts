@@ -13,8 +13,8 @@ import { TaggerError } from '../../src/errors.js';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
 import { createRouter } from '../../src/route/index.js';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
-import { LlmTokenClassifier, createLlmTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
-import { spansFromTags, tagsFromSpans } from '../../src/taggers/llm/realign.js';
+import { LlmTokenClassifier, OpenAiChatTagger, createLlmTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
+import { formatAnswer, mismatches, parseAnswer, spansFromTags, tagsFromSpans, tokensFromMessages, type AnswerLine, type ChatMessage, type RealignStats } from '../../src/taggers/llm/realign.js';
 import { toEntitySpans } from '../../src/taggers/types.js';
 import { prepareText } from '../../src/text/index.js';
 import type { EntitySpan, Sentence } from '../../src/types.js';
@@ -192,6 +192,117 @@ describe('remote adapters against serve-llm', () => {
     }
   });
 
+  /**
+   * Realignment over real HTTP: a proxy forwards each chat/completions request
+   * to serve-llm with the trained bc5cdr decoder, then edits one answer line per
+   * sentence (an entity token where there is one, so the edit removes entity
+   * tags and the assertions are not vacuous) before the adapter reads it.
+   */
+  type Edit = 'drop' | 'add' | 'change';
+  for (const [edit, structuredOutputs] of [['drop', false], ['add', true], ['change', false], ['change', true]] as Array<[Edit, boolean]>) {
+    test(`openai realignment over HTTP (${structuredOutputs ? 'structured JSON' : 'token lines'}): the answer ${edit === 'add' ? 'adds a line' : edit === 'drop' ? 'drops a token line' : "changes a token's text"}`, async () => {
+      // Per sentence (keyed by its token lines): the tags serve-llm answered and the input token edited.
+      const edited = new Map<string, { index: number; tags: string[] }>();
+      // Counted per request: a note may repeat a sentence (a heading), which the map holds once.
+      let edits = 0;
+      const rewriter = await testServer(async (req, res, body) => {
+        const upstream = await fetch(server.url + (req.url ?? '/'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: body.toString('utf8') });
+        const answer = (await upstream.json()) as { choices: Array<{ message: { content: string } }> };
+        const tokens = tokensFromMessages((JSON.parse(body.toString('utf8')) as { messages: ChatMessage[] }).messages) ?? [];
+        const parsed = parseAnswer(answer.choices[0].message.content);
+        assert.deepEqual(parsed.lines.map((l) => l.token), tokens, 'serve-llm answers every token as given');
+        const unique = (i: number): boolean => tokens.indexOf(tokens[i]) === tokens.lastIndexOf(tokens[i]);
+        // A token that occurs once, so the realignment cannot pair its edit with a twin; a one-token sentence is left alone (an empty answer is a bad response, not a mismatch).
+        let index = parsed.lines.findIndex((l, i) => l.tag !== 'O' && unique(i));
+        if (index < 0) index = tokens.findIndex((_, i) => unique(i));
+        let lines: AnswerLine[] = parsed.lines;
+        if (tokens.length >= 2 && index >= 0) {
+          edited.set(tokens.join('\n'), { index, tags: parsed.lines.map((l) => l.tag) });
+          edits++;
+          if (edit === 'drop') lines = lines.filter((_, i) => i !== index);
+          else if (edit === 'change') lines = lines.map((l, i) => (i === index ? { token: `${l.token}_x`, tag: l.tag } : l));
+          else lines = [...lines.slice(0, index), { token: 'inserted_x', tag: 'B-Chemical' }, ...lines.slice(index)];
+        }
+        answer.choices[0].message.content = formatAnswer(lines, parsed.format === 'json');
+        res.writeHead(upstream.status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(answer));
+      });
+      const perSentence: RealignStats[] = [];
+      const config = validateConfig({ llm: { modelDir: LLM_MODEL, adapter: 'openai', baseUrl: rewriter.url, model: server.model, structuredOutputs } });
+      const chat = await createLlmTagger(config.llm, { modelDir: LLM_MODEL, encoder: config.encoder, onRealign: (s) => perSentence.push(s) });
+      opened.push(chat);
+      assert.ok(chat instanceof OpenAiChatTagger);
+
+      const remote = await tagNote(chat, NOTE);
+      const { sentences } = prepareText(NOTE);
+      const localPer = await onnx.tagSentences(sentences);
+      const local = { spans: toEntitySpans(sentences, localPer, 'llm') };
+      assert.ok(local.spans.length > 0, 'the trained decoder finds entities in the note');
+
+      // Character ranges of the edited input tokens.
+      const hit: Array<{ start: number; end: number }> = [];
+      const expectedTags = sentences.map((s, i) => {
+        const e = edited.get(s.tokens.map((t) => t.text).join('\n'));
+        if (e === undefined) return tagsFromSpans(localPer[i], s.tokens.length, onnx.labels);
+        if (edit !== 'add') hit.push({ start: s.tokens[e.index].start, end: s.tokens[e.index].end });
+        return e.tags.map((tag, t) => (edit !== 'add' && t === e.index ? 'O' : tag));
+      });
+      assert.ok(edits >= sentences.length - 5, `most sentences were edited (${edits}/${sentences.length})`);
+
+      // Spans: what the answered tags give once the edited token is O, at the input tokens' offsets.
+      const expected = toEntitySpans(sentences, expectedTags.map((tags) => spansFromTags(tags.map((t) => onnx.labels.indexOf(t)), onnx.labels)), 'llm');
+      assert.deepEqual(shape(remote.spans), shape(expected));
+      assert.ok(remote.spans.length > 0);
+      const covers = (s: { start: number; end: number }, h: { start: number; end: number }): boolean => s.start < h.end && h.start < s.end;
+      // Independently of the realignment code: every in-process span away from an edit comes back at the same offsets, none covers an edited token.
+      const away = local.spans.filter((s) => !hit.some((h) => covers(s, h)));
+      const got = new Set(remote.spans.map((s) => `${s.start}:${s.end}:${s.label}`));
+      for (const s of away) assert.ok(got.has(`${s.start}:${s.end}:${s.label}`), `span ${NOTE.slice(s.start, s.end)} survives`);
+      for (const s of remote.spans) {
+        assert.ok(!hit.some((h) => covers(s, h)), `no span covers an edited token (${NOTE.slice(s.start, s.end)})`);
+        assert.equal(NOTE.slice(s.start, s.end), NOTE.slice(s.start, s.end).trim());
+      }
+      if (edit === 'add') assert.deepEqual(shape(remote.spans), shape(local.spans), 'an inserted line changes nothing');
+      else assert.ok(local.spans.length - away.length > 0, 'edits hit entity tokens, so entity tags were lost');
+
+      // The mismatch count: one per edited sentence for a dropped or changed token; an inserted line is "extra", not a mismatch.
+      const tokens = sentences.reduce((n, s) => n + s.tokens.length, 0);
+      const stats = chat.stats;
+      assert.equal(stats.tokens, tokens);
+      assert.equal(stats.dropped, edit === 'drop' ? edits : 0);
+      assert.equal(stats.changed, edit === 'change' ? edits : 0);
+      assert.equal(stats.extra, edit === 'add' ? edits : 0);
+      assert.equal(mismatches(stats), edit === 'add' ? 0 : edits);
+      assert.equal(stats.matched, tokens - mismatches(stats));
+      assert.equal(perSentence.length, sentences.length, 'onRealign is called once per sentence');
+      assert.equal(perSentence.reduce((n, s) => n + mismatches(s), 0), mismatches(stats));
+    });
+  }
+
+  test('llm.maxConcurrency bounds the requests in flight', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const counting = await testServer(async (req, res, body) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await new Promise((r) => setTimeout(r, 100));
+      const answer = await fetch(server.url + (req.url ?? '/'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: body.toString('utf8') });
+      const text = await answer.text();
+      // Counted out before the answer is written, so the client cannot start its next request while this one still counts.
+      inFlight--;
+      res.writeHead(answer.status, { 'content-type': 'application/json' });
+      res.end(text);
+    });
+    const chat = await llmTagger({ adapter: 'openai', baseUrl: counting.url, maxConcurrency: 2, timeoutMs: 10_000 });
+    const text = Array.from({ length: 8 }, (_, i) => `Patient ${i + 1} developed acute renal failure after cisplatin.`).join(' ');
+    const { sentences, spans } = await tagNote(chat, text);
+    assert.equal(sentences.length, 8);
+    assert.equal(counting.requests, 8, 'one request per sentence');
+    assert.ok(spans.length > 0);
+    assert.ok(maxInFlight <= 2, `at most 2 requests in flight (saw ${maxInFlight})`);
+    assert.ok(maxInFlight > 1, `requests overlap up to the limit (saw ${maxInFlight})`);
+  });
+
   test('the API key is sent as a bearer token; a 401 is not retried and falls back', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'bioner-llm-key-'));
     const keyFile = join(dir, 'key');
@@ -238,6 +349,8 @@ describe('fallback to the encoder', () => {
     const out = await processWith(chat);
     assert.deepEqual(out.record.routing.reasons, ['llm_policy']);
     assert.equal(out.record.routing.sentences_llm, 2);
+    // The trained bc5cdr decoder finds the diseases and drugs in TEXT, so the route check below covers real spans.
+    assert.ok(out.spans.length > 0, 'the LLM found entities');
     for (const s of out.spans) assert.equal(s.route, 'llm');
   });
 
