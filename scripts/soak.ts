@@ -352,6 +352,8 @@ async function main(): Promise<void> {
     rss_longest_first_mb: Number((warm[0]?.mb ?? 0).toFixed(1)),
     rss_longest_last_mb: Number((warm.at(-1)?.mb ?? 0).toFixed(1)),
     rss_growth_mb_per_min: Number(slopeMbPerMin(warm).toFixed(2)),
+    // The longest incarnation's RSS about every 30 s from its start: a leak keeps climbing, warm-up flattens.
+    rss_longest_every_30s_mb: longest.rss.filter((_, i) => i % 15 === 0).map((x) => Math.round(x.mb)),
   };
   const w = Math.max(...Object.keys(summary).map((k) => k.length));
   process.stdout.write(`bioner-router soak (${MINUTES} min, seed ${SEED})\n`);
