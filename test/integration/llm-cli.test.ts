@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -89,7 +90,6 @@ test('eval --tagger router and frontier: budgets decide the LLM share; the repla
   const shared = fileURLToPath(new URL('../../../shared/data/BC5CDR-IOB/devel.tsv', import.meta.url));
   let iob = await iobFile();
   try {
-    const { readFile } = await import('node:fs/promises');
     const head = (await readFile(shared, 'utf8')).split('\n\n').slice(0, 120).join('\n\n') + '\n\n';
     iob = join(await mkdtemp(join(tmpdir(), 'bioner-router-eval-')), 'devel.tsv');
     await writeFile(iob, head);
@@ -118,11 +118,70 @@ test('eval --tagger router and frontier: budgets decide the LLM share; the repla
   assert.equal(summary.all_encoder.f1, enc.f1);
   assert.equal(summary.all_llm.f1, llm.f1);
   assert.equal(r.f1, llm.f1, 'the live router with every sentence on the LLM scores as the LLM alone');
-  const { readFile } = await import('node:fs/promises');
   const svg = await readFile(join(out, 'bc5cdr.svg'), 'utf8');
   assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   assert.match(svg, /all LLM/);
   const csv = (await readFile(join(out, 'bc5cdr.csv'), 'utf8')).trim().split('\n');
   assert.equal(csv[0], 'policy,budget_ms,f1,f1_3plus,cost_ms_per_sentence,llm_share,label');
   assert.ok(csv.length > 10);
+});
+
+const JNLPBA_DEVEL = fileURLToPath(new URL('../../../shared/data/JNLPBA-standoff/devel', import.meta.url));
+
+test('eval --tagger router and frontier on brat standoff (JNLPBA devel subset): JSON fields, LLM share by budget, plot files', { skip: !existsSync(JNLPBA_DEVEL) && 'no ../shared/data/JNLPBA-standoff' }, async () => {
+  // A handful of real devel documents, copied at test time (never into the repo): enough for every length bucket, a few seconds per command.
+  const data = await mkdtemp(join(tmpdir(), 'bioner-router-standoff-'));
+  const out = await mkdtemp(join(tmpdir(), 'bioner-frontier-standoff-'));
+  try {
+    const docs = (await readdir(JNLPBA_DEVEL)).filter((f) => f.endsWith('.txt')).sort().slice(0, 6);
+    assert.equal(docs.length, 6);
+    for (const txt of docs) {
+      const ann = txt.replace(/\.txt$/, '.ann');
+      await copyFile(join(JNLPBA_DEVEL, txt), join(data, txt));
+      await copyFile(join(JNLPBA_DEVEL, ann), join(data, ann));
+    }
+    const models = ['--model', 'models/jnlpba-encoder', '--llm-model', 'models/jnlpba-llm'];
+    const router = async (policy: string, budgetMs: string): Promise<Record<string, unknown>> => {
+      const r = await cli(['eval', '--tagger', 'router', ...models, '--policy', policy, '--budget-ms', budgetMs, '--data', data, '--format', 'standoff', '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return lastJson(r.stdout);
+    };
+    const roomy = await router('llm', '100000');
+    assert.equal(roomy.tagger, 'router');
+    assert.equal(roomy.policy, 'llm');
+    assert.equal(roomy.domain, 'jnlpba', 'the domain follows the encoder bundle');
+    // Standoff: one note per document.
+    assert.equal(roomy.documents, docs.length);
+    assert.ok((roomy.sentences as number) > docs.length);
+    assert.equal(roomy.llm_share, 1);
+    assert.ok((roomy.cost_ms_per_sentence as number) > 0);
+    const f1 = roomy.f1 as number;
+    assert.ok(f1 > 0 && f1 <= 1, `f1 ${f1}`);
+    const byLength = roomy.by_length as Record<string, { support: number }>;
+    assert.ok(byLength['3+'].support > 0, 'JNLPBA documents hold entities of 3+ words');
+    const tight = await router('llm', '0.01');
+    assert.equal(tight.llm_share, 0, 'no LLM call fits in 0.01 ms');
+
+    const f = await cli(['frontier', ...models, '--data', data, '--format', 'standoff', '--out', out]);
+    assert.equal(f.code, 0, f.stderr);
+    const summary = lastJson(f.stdout) as { domain: string; notes: number; all_encoder: { f1: number }; all_llm: { f1: number }; llm_gain: number };
+    assert.equal(summary.domain, 'jnlpba');
+    assert.equal(summary.notes, docs.length);
+    // The replayed end points score as the live router did with everything on one route (same notes, same taggers).
+    assert.equal(summary.all_llm.f1, roomy.f1);
+    assert.equal(summary.all_encoder.f1, tight.f1);
+    assert.ok(Math.abs(summary.llm_gain - (summary.all_llm.f1 - summary.all_encoder.f1)) < 1e-3);
+    const svg = await readFile(join(out, 'jnlpba.svg'), 'utf8');
+    assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.match(svg, /all LLM/);
+    assert.match(svg, /all encoder/);
+    const csv = (await readFile(join(out, 'jnlpba.csv'), 'utf8')).trim().split('\n');
+    assert.equal(csv[0], 'policy,budget_ms,f1,f1_3plus,cost_ms_per_sentence,llm_share,label');
+    assert.ok(csv.length > 10, `${csv.length - 1} frontier rows`);
+    const written = JSON.parse(await readFile(join(out, 'jnlpba.json'), 'utf8')) as Record<string, unknown>;
+    assert.deepEqual(written, summary, 'the JSON file holds the printed summary');
+  } finally {
+    await rm(data, { recursive: true, force: true });
+    await rm(out, { recursive: true, force: true });
+  }
 });
