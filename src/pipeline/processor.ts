@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Span } from '@opentelemetry/api';
 import { ErrorCodes, LlmError, TaggerError, errorCodeOf } from '../errors.js';
@@ -322,6 +323,8 @@ export class NoteProcessor {
     const limitMs = Math.floor(Math.min(remainingMs, this.options.llmMaxMs ?? Infinity));
     if (limitMs <= 0) return { failure: new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the note's budget was spent before the LLM was called (${sentences.length} sentences)`, false) };
     const controller = new AbortController();
+    // Every request of the note listens on this one signal (removed when it ends); above 10 Node would warn of a leak that is not one.
+    setMaxListeners(0, controller.signal);
     const overBudget = new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the LLM did not answer within the note's remaining budget (${limitMs} ms)`, false);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
