@@ -14,6 +14,8 @@ import { decodeTaggedNote } from '../publish/tagged-note.js';
 import { packageRoot } from '../schemas.js';
 import { ATTR_ERROR_TYPE, BionerAttr } from '../telemetry/attributes.js';
 import { createLogger } from '../telemetry/logger.js';
+import { createRouterMetrics, METRIC_SERIES, serviceSources } from '../telemetry/metrics.js';
+import { telemetryIdentity } from '../telemetry/otel-env.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
 import type { PolicyName } from '../route/index.js';
@@ -27,6 +29,8 @@ export interface DemoOptions {
   policy?: PolicyName;
   /** LLM bundle for `--policy llm` (default models/bc5cdr-llm). */
   llmModel?: string;
+  /** Where the table and summaries go (default stdout); tests capture it. */
+  write?: (text: string) => void;
 }
 
 export const DEMO_FIXTURE = 'test/fixtures/mtsamples/notes.jsonl';
@@ -92,11 +96,14 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     const encoder = await loadEncoder(config.encoder);
     const llm = await loadLlm(config, logger);
     const router = await loadRouter(config, logger);
-    // The demo traces to memory and summarises the routing from its spans.
+    // The demo traces to memory and records metrics as `run` does, then summarises the routing from both.
     const spans = new InMemorySpanExporter();
-    const tracing = setupTracing(config.telemetry, { exporter: spans });
+    const identity = telemetryIdentity(config.telemetry);
+    const tracing = setupTracing(config.telemetry, { exporter: spans, identity });
+    const metrics = createRouterMetrics(identity);
     try {
-      const service = new RouterService(config, createProcessor(config, encoder, {}, llm, router), logger);
+      const service = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), logger, metrics.hooks);
+      metrics.observe(serviceSources(service, llm));
       await service.start();
       const expected = notes.length + bad.length;
       const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => rs.length >= expected, 120_000);
@@ -104,8 +111,10 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
       await encoder.close();
       await llm?.close();
       await tracing.forceFlush();
-      return printSummary(records, topics, notes.length, performance.now() - started, routingSummary(spans.getFinishedSpans(), topics.input));
+      const summaries = [...routingSummary(spans.getFinishedSpans(), topics.input), ...metricsSummary(await metrics.collectPrometheus())];
+      return printSummary(records, topics, notes.length, performance.now() - started, summaries, opts.write);
     } finally {
+      await metrics.shutdown();
       await tracing.shutdown();
     }
   } finally {
@@ -159,7 +168,63 @@ export function routingSummary(spans: readonly ReadableSpan[], inputTopic: strin
   ];
 }
 
-function printSummary(records: ReadRecord[], topics: { output: string; dlq: string }, notes: number, wallMs: number, routing: string[] = []): Record<string, number> {
+interface Sample {
+  name: string;
+  labels: Map<string, string>;
+  value: number;
+}
+
+/** Samples of a Prometheus text exposition (what our own serializer writes: no timestamps, no exemplars). */
+function parseExposition(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
+    if (m === null) continue;
+    const labels = new Map([...(m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1], l[2]]));
+    samples.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+/**
+ * What the run's metrics recorded (the series `run` serves on /metrics), as a
+ * few lines: notes by outcome, sentences by route, tagger calls by route with
+ * their mean time, DLQ and fallbacks by code, budget overruns, and how many
+ * series were exported. Labels are codes only, so nothing here can be PHI.
+ */
+export function metricsSummary(exposition: string): string[] {
+  const samples = parseExposition(exposition);
+  const byLabel = (name: string, label: string): Map<string, number> => {
+    const out = new Map<string, number>();
+    for (const s of samples) if (s.name === name) out.set(s.labels.get(label) ?? '?', (out.get(s.labels.get(label) ?? '?') ?? 0) + s.value);
+    return out;
+  };
+  const total = (name: string): number => samples.filter((s) => s.name === name).reduce((n, s) => n + s.value, 0);
+  const list = (m: Map<string, number>): string => [...m].map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
+  const callCounts = byLabel(`${METRIC_SERIES.taggerDuration}_count`, 'route');
+  const callMs = byLabel(`${METRIC_SERIES.taggerDuration}_sum`, 'route');
+  const calls = [...callCounts].map(([r, n]) => `${r} ${n} (mean ${(n > 0 ? (callMs.get(r) ?? 0) / n : 0).toFixed(1)} ms)`).join(', ') || 'none';
+  const dlq = new Map<string, number>();
+  for (const s of samples) if (s.name === METRIC_SERIES.dlq) dlq.set(`${s.labels.get('code') ?? '?'}@${s.labels.get('stage') ?? '?'}`, s.value);
+  const families = new Set(samples.map((s) => s.name.replace(/_(bucket|sum|count)$/, '')));
+  return [
+    `metrics recorded (${samples.length} series in ${families.size} families, as served on /metrics):`,
+    `  notes: ${list(byLabel(METRIC_SERIES.notes, 'outcome'))} (received ${total(METRIC_SERIES.notesReceived)})`,
+    `  sentences by route: ${list(byLabel(METRIC_SERIES.sentences, 'route'))}`,
+    `  tagger calls: ${calls}`,
+    `  DLQ: ${list(dlq)}; LLM fallbacks: ${list(byLabel(METRIC_SERIES.llmFallbacks, 'code'))}; budget overruns: ${total(METRIC_SERIES.budgetOverruns)}`,
+  ];
+}
+
+function printSummary(
+  records: ReadRecord[],
+  topics: { output: string; dlq: string },
+  notes: number,
+  wallMs: number,
+  routing: string[] = [],
+  write: (text: string) => void = (t) => process.stdout.write(t),
+): Record<string, number> {
   const outputs = records.filter((r) => r.topic === topics.output && r.value !== null).map((r) => decodeTaggedNote(r.value as Buffer));
   const dlq = records.filter((r) => r.topic === topics.dlq);
   const rows = outputs.sort((a, b) => a.note_id.localeCompare(b.note_id));
@@ -184,11 +249,11 @@ function printSummary(records: ReadRecord[], topics: { output: string; dlq: stri
     p95_ms: Number(percentile(latencies, 95).toFixed(1)),
     llm_share: Number((rows.reduce((n, r) => n + r.routing.sentences_llm, 0) / Math.max(1, rows.reduce((n, r) => n + r.routing.sentences, 0))).toFixed(3)),
   };
-  process.stdout.write(lines.join('\n') + '\n');
-  if (routing.length > 0) process.stdout.write(routing.join('\n') + '\n');
-  process.stdout.write(`demo wall time ${(wallMs / 1000).toFixed(1)} s\n`);
+  write(lines.join('\n') + '\n');
+  if (routing.length > 0) write(routing.join('\n') + '\n');
+  write(`demo wall time ${(wallMs / 1000).toFixed(1)} s\n`);
   // Tests parse this: it stays the last line.
-  process.stdout.write(JSON.stringify(summary) + '\n');
+  write(JSON.stringify(summary) + '\n');
   return summary;
 }
 

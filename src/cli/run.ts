@@ -4,6 +4,7 @@ import { kafkaSecurityOptions } from '../ingest/kafka-security.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
+import { telemetryIdentity } from '../telemetry/otel-env.js';
 import { routerReadiness, startTelemetryServer, type Readiness } from '../telemetry/server.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
@@ -15,10 +16,15 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const kafkaSecurity = await kafkaSecurityOptions(config.kafka);
   const logger = createLogger(config.logging.level);
   if (configFile === undefined) logger.info('no --config file: using defaults and BIONER_* environment overrides');
+  // Resolved once (OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES over the config) so traces and metrics name the same service.
+  const identity = telemetryIdentity(config.telemetry);
+  if (identity.resourceAttributesIgnored === true) logger.warn('OTEL_RESOURCE_ATTRIBUTES is malformed and was ignored (expected key=value pairs, comma-separated, percent-encoded)');
   // Before anything that may create spans; flushed and stopped last on exit.
-  const tracing = setupTracing(config.telemetry);
-  logger.info('tracing', { enabled: tracing.enabled, exporter: tracing.enabled ? config.telemetry.tracesExporter : 'none', sampleRatio: config.telemetry.sampleRatio });
-  const metrics = createRouterMetrics({ serviceName: config.telemetry.serviceName });
+  const tracing = setupTracing(config.telemetry, { identity });
+  const sampling = tracing.sampling;
+  if (sampling?.ignored !== undefined) logger.warn('unsupported OTEL_TRACES_SAMPLER ignored', { sampler: sampling.ignored, using: sampling.name });
+  logger.info('tracing', { enabled: tracing.enabled, exporter: tracing.enabled ? config.telemetry.tracesExporter : 'none', serviceName: identity.serviceName, sampler: sampling?.name, sampleRatio: sampling?.ratio });
+  const metrics = createRouterMetrics(identity);
   // The server starts before the models load, so /healthz answers at once and /readyz says what is missing.
   let service: RouterService | undefined;
   let modelsLoaded = false;

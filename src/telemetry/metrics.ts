@@ -1,9 +1,9 @@
 import type { Attributes, ObservableResult } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type { Route } from '../types.js';
 import type { NoteRouting, PipelineHooks } from './hooks.js';
+import { DEFAULT_SERVICE_NAME, telemetryIdentity, telemetryResource } from './otel-env.js';
 
 /**
  * Prometheus exposition names of every series this module exports (verified
@@ -63,6 +63,7 @@ export interface MetricSources {
 }
 
 export interface RouterMetricsOptions {
+  /** As resolved by telemetryIdentity (pass its result so traces and metrics agree); default: resolved from process.env over `bioner-router`. */
   serviceName?: string;
   /** Extra resource attributes (service.version, deployment.environment, ...); never PHI. */
   resourceAttributes?: Attributes;
@@ -115,8 +116,10 @@ const MAX_PENDING_FALLBACKS = 10_000;
 export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterMetrics {
   // The exporter is only a pull reader here: our telemetry server serves /metrics, so it never starts its own.
   const reader = new PrometheusExporter({ preventServerStart: true });
+  // A caller's serviceName is taken as already resolved; without one the OTEL_* env still wins over the default.
+  const identity = options.serviceName === undefined ? telemetryIdentity({ serviceName: DEFAULT_SERVICE_NAME }) : { serviceName: options.serviceName, resourceAttributes: {} };
   const meterProvider = new MeterProvider({
-    resource: resourceFromAttributes({ 'service.name': options.serviceName ?? 'bioner-router', ...(options.resourceAttributes ?? {}) }),
+    resource: telemetryResource({ serviceName: identity.serviceName, resourceAttributes: { ...identity.resourceAttributes, ...(options.resourceAttributes ?? {}) } }),
     readers: [reader],
   });
   const serializer = new PrometheusSerializer();

@@ -2,12 +2,11 @@ import { context, propagation, SpanStatusCode, trace, type Span, type TextMapGet
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
-import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { BatchSpanProcessor, SimpleSpanProcessor, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import type { RouterConfig } from '../config/schema.js';
 import { RouterError } from '../errors.js';
 import { ATTR_ERROR_TYPE, TRACER_NAME } from './attributes.js';
+import { samplerFromEnv, telemetryIdentity, telemetryResource, type SamplerChoice, type TelemetryIdentity } from './otel-env.js';
 
 export interface TracingOptions {
   /** Export here instead of OTLP (tests and the demo pass an InMemorySpanExporter); used even when `tracesExporter` is `none`. */
@@ -16,11 +15,15 @@ export interface TracingOptions {
   processor?: 'simple' | 'batch';
   /** Environment to read OTEL_* from (default process.env). */
   env?: Record<string, string | undefined>;
+  /** Service name and resource attributes already resolved (run passes the ones its metrics use); default: resolved from config and `env`. */
+  identity?: TelemetryIdentity;
 }
 
 export interface Tracing {
   /** True when a tracer provider was registered. */
   readonly enabled: boolean;
+  /** The sampler in use (absent when disabled), for the start-up log. */
+  readonly sampling?: Omit<SamplerChoice, 'sampler'>;
   /** Exports what is buffered without stopping. */
   forceFlush(): Promise<void>;
   /** Flushes, stops the provider and unregisters the global tracer, context manager and propagator. Safe to call twice. */
@@ -29,17 +32,11 @@ export interface Tracing {
 
 const NOOP: Tracing = { enabled: false, forceFlush: async () => undefined, shutdown: async () => undefined };
 
-function ratioFrom(env: Record<string, string | undefined>, fallback: number): number {
-  const raw = env.OTEL_TRACES_SAMPLER_ARG;
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const n = Number(raw);
-  return Number.isFinite(n) && n >= 0 && n <= 1 ? n : fallback;
-}
-
 /**
  * Registers the global tracer provider: AsyncLocalStorage context, W3C trace
- * context propagation, a parent-based ratio sampler (a sampled producer trace
- * is always followed), and the OTLP/HTTP exporter (endpoint from
+ * context propagation, the sampler of OTEL_TRACES_SAMPLER (default: parent-based
+ * ratio, so a sampled producer trace is always followed; see otel-env.ts), the
+ * resource of OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, and the OTLP/HTTP exporter (endpoint from
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, read by the
  * exporter itself; default http://localhost:4318/v1/traces) or the caller's.
  * `tracesExporter: none` (or OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none)
@@ -53,10 +50,10 @@ export function setupTracing(config: RouterConfig['telemetry'], options: Tracing
   const exporter = options.exporter ?? new OTLPTraceExporter();
   const kind = options.processor ?? (options.exporter === undefined ? 'batch' : 'simple');
   const processor: SpanProcessor = kind === 'batch' ? new BatchSpanProcessor({ exporter }) : new SimpleSpanProcessor({ exporter });
-  const serviceName = env.OTEL_SERVICE_NAME?.trim() || config.serviceName;
+  const { sampler, ...sampling } = samplerFromEnv(config, env);
   const provider = new TracerProvider({
-    resource: defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName })),
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratioFrom(env, config.sampleRatio)) }),
+    resource: telemetryResource(options.identity ?? telemetryIdentity(config, env)),
+    sampler,
     spanProcessors: [processor],
   });
   const contextManager = new AsyncLocalStorageContextManager().enable();
@@ -71,6 +68,7 @@ export function setupTracing(config: RouterConfig['telemetry'], options: Tracing
   let stopping: Promise<void> | undefined;
   return {
     enabled: true,
+    sampling,
     forceFlush: () => provider.forceFlush(),
     shutdown: () => {
       stopping ??= (async () => {

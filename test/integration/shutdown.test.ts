@@ -78,20 +78,82 @@ function exitOf(child: ChildProcess): Promise<number | null> {
   return new Promise((r) => child.once('exit', (code) => r(code)));
 }
 
-test('SIGTERM drains: finished notes are published and committed, then a new consumer finishes the rest', async () => {
+/** One /readyz answer: the status code, or the error code once the server has closed (connection refused or reset). */
+async function readyz(url: string): Promise<number | string> {
+  try {
+    const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) });
+    await res.arrayBuffer();
+    return res.status;
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    return cause?.code ?? (err instanceof Error ? err.name : 'error');
+  }
+}
+
+/** Polls /readyz every 20 ms until `stop` says so (checked after each answer); at least one answer. */
+async function pollReadyz(url: string, stop: (answers: Array<number | string>) => boolean, timeoutMs: number): Promise<Array<number | string>> {
+  const answers: Array<number | string> = [];
+  const deadline = Date.now() + timeoutMs;
+  do {
+    answers.push(await readyz(url));
+    if (stop(answers)) break;
+    await new Promise((r) => setTimeout(r, 20));
+  } while (Date.now() < deadline);
+  return answers;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test('SIGTERM drains: finished notes are published and committed, then a new consumer finishes the rest', async (t) => {
   const marker = 'PHIMARKER7731';
   const names = await setup('sigterm', 60, 3, marker);
   const dir = await mkdtemp(join(tmpdir(), 'bioner-sigterm-'));
-  const { child, stderr } = await startCli(names, dir);
-  const exited = exitOf(child);
+  // The spawned CLI inherits these: its metrics must name the service from the env, not the config (the same identity as its traces).
+  const savedEnv = { name: process.env.OTEL_SERVICE_NAME, attrs: process.env.OTEL_RESOURCE_ATTRIBUTES };
+  process.env.OTEL_SERVICE_NAME = 'bioner-sigterm-env';
+  process.env.OTEL_RESOURCE_ATTRIBUTES = 'deployment.environment=shutdown-test';
+  let started: Awaited<ReturnType<typeof startCli>>;
+  try {
+    started = await startCli(names, dir);
+  } finally {
+    if (savedEnv.name === undefined) delete process.env.OTEL_SERVICE_NAME;
+    else process.env.OTEL_SERVICE_NAME = savedEnv.name;
+    if (savedEnv.attrs === undefined) delete process.env.OTEL_RESOURCE_ATTRIBUTES;
+    else process.env.OTEL_RESOURCE_ATTRIBUTES = savedEnv.attrs;
+  }
+  const { child, stderr } = started;
+  let alive = true;
+  const exited = exitOf(child).then((code) => {
+    alive = false;
+    return code;
+  });
+  // Start-up: the server listens before the models load and the group is joined (~3 s on the mock), so /readyz must say 503 first.
+  let url: string | undefined;
+  for (const deadline = Date.now() + 60_000; url === undefined && alive && Date.now() < deadline; await sleep(10)) {
+    url = /"msg":"telemetry server listening".*?"url":"([^"]+)"/.exec(stderr())?.[1];
+  }
+  assert.ok(url !== undefined, `run logs its telemetry URL; log tail: ${stderr().slice(-800)}`);
+  const startup = await pollReadyz(url, (a) => a.at(-1) === 200 || !alive, 60_000);
+  assert.equal(startup.at(-1), 200, `ready at last; answers ${startup.join(',')}`);
+  assert.equal(startup[0], 503, `not ready at first; answers ${startup.join(',')}`);
+  assert.ok(startup.slice(0, -1).every((a) => a === 503), `only 503 before the first 200; answers ${startup.join(',')}`);
   await waitFor(async () => (await sumOffsets(names.output)) >= 8, 60_000, 'the CLI consumer to publish some notes');
   // The running CLI serves its health and metrics endpoints.
-  const url = /"msg":"telemetry server listening".*?"url":"([^"]+)"/.exec(stderr())?.[1];
-  assert.ok(url !== undefined, 'run logs its telemetry URL');
   assert.equal((await fetch(`${url}/readyz`)).status, 200);
   assert.equal((await fetch(`${url}/healthz`)).status, 200);
-  assert.match(await (await fetch(`${url}/metrics`)).text(), /bioner_notes_total\{[^}]*outcome="published"/);
+  const metricsText = await (await fetch(`${url}/metrics`)).text();
+  assert.match(metricsText, /bioner_notes_total\{[^}]*outcome="published"/);
+  const target = /^target_info\{(.*)\} 1$/m.exec(metricsText)?.[1] ?? '';
+  assert.match(target, /service_name="bioner-sigterm-env"/, 'OTEL_SERVICE_NAME names the metrics too');
+  assert.match(target, /deployment_environment="shutdown-test"/, 'OTEL_RESOURCE_ATTRIBUTES reaches the metrics resource');
   child.kill('SIGTERM');
+  // Once the drain has begun (logged just before close() marks the service stopping), /readyz never says 200 again.
+  for (const deadline = Date.now() + 30_000; alive && !stderr().includes('"msg":"draining before exit"') && Date.now() < deadline; await sleep(5));
+  const draining = await pollReadyz(url, () => !alive, 60_000);
+  assert.ok(draining.every((a) => a !== 200), `never ready while draining; answers ${draining.join(',')}`);
+  assert.ok(draining.every((a) => a === 503 || typeof a === 'string'), `503, or the connection refused once the server closed; answers ${draining.join(',')}`);
+  const count = (answers: Array<number | string>): string => [...new Set(answers)].map((a) => `${a} x${answers.filter((b) => b === a).length}`).join(', ');
+  t.diagnostic(`/readyz during start-up: ${count(startup)}; while draining: ${count(draining)}`);
   const code = await exited;
   assert.equal(code, 0, `clean exit after drain; log tail: ${stderr().slice(-800)}`);
   assert.match(stderr(), /"msg":"router stopped"/);

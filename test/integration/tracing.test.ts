@@ -294,6 +294,7 @@ test('OTEL_SERVICE_NAME and OTEL_TRACES_SAMPLER_ARG win over the config; the sam
   const local = new InMemorySpanExporter();
   const second = setupTracing({ ...base.telemetry, sampleRatio: 1 }, { exporter: local, env: { OTEL_SERVICE_NAME: 'router-from-env', OTEL_TRACES_SAMPLER_ARG: '0' } });
   try {
+    assert.deepEqual(second.sampling, { name: 'parentbased_traceidratio', ratio: 0 }, 'the sampler run logs at start-up');
     const t = trace.getTracer('bioner-router');
     const root = t.startSpan('root');
     assert.equal(root.isRecording(), false, 'ratio 0: a root span is not sampled');
