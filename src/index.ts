@@ -21,5 +21,6 @@ export { createLogger, type Logger } from './telemetry/logger.js';
 export { MockKafkaCluster } from './embedded/mock-cluster.js';
 export type { Sentence, WordToken, EntitySpan, TokenSpan, Route } from './types.js';
 export { setupTracing } from './telemetry/tracing.js';
+export { telemetryIdentity, type TelemetryIdentity } from './telemetry/otel-env.js';
 export { createRouterMetrics, serviceSources, METRIC_SERIES, type RouterMetrics } from './telemetry/metrics.js';
 export { startTelemetryServer, routerReadiness, type TelemetryServer } from './telemetry/server.js';
