@@ -20,6 +20,10 @@ const readYaml = (p: string): Record<string, unknown> => parseYaml(readFileSync(
 const defaults = readYaml('helm/bioner-router/values.yaml');
 const production = mergeValues(defaults, readYaml('deploy/values-production.yaml')) as Record<string, unknown>;
 const schema = JSON.parse(readFileSync(join(chartDir, 'values.schema.json'), 'utf8')) as Schema;
+// `run` force-exits this long after shutdown.drainTimeoutMs (src/cli/run.ts); the kubelet's SIGKILL must come later.
+const forceExit = /drainTimeoutMs \+ ([\d_]+)\)/.exec(readFileSync(join(root, 'src/cli/run.ts'), 'utf8'));
+assert.ok(forceExit, 'src/cli/run.ts: force-exit timer `drainTimeoutMs + N` not found');
+const APP_FORCE_EXIT_S = Number(forceExit[1].replace(/_/g, '')) / 1000;
 
 // ---------- minimal JSON-schema (draft-07 subset used by values.schema.json) ----------
 interface Schema {
@@ -34,9 +38,10 @@ interface Schema {
   minItems?: number;
   not?: Schema;
   anyOf?: Schema[];
+  additionalProperties?: boolean;
   [k: string]: unknown;
 }
-const KNOWN = new Set(['$schema', 'title', 'description', 'type', 'required', 'properties', 'items', 'enum', 'minimum', 'maximum', 'minLength', 'minItems', 'not', 'anyOf']);
+const KNOWN = new Set(['$schema', 'title', 'description', 'type', 'required', 'properties', 'items', 'enum', 'minimum', 'maximum', 'minLength', 'minItems', 'not', 'anyOf', 'additionalProperties']);
 
 function typeOk(type: string, v: unknown): boolean {
   switch (type) {
@@ -76,6 +81,10 @@ function validate(s: Schema, v: unknown, path = ''): string[] {
     const o = v as Record<string, unknown>;
     for (const r of s.required ?? []) if (!(r in o)) errs.push(`${path ? path + '.' : ''}${r}: is required`);
     for (const [k, sub] of Object.entries(s.properties ?? {})) if (k in o) errs.push(...validate(sub, o[k], path ? `${path}.${k}` : k));
+    if (s.additionalProperties !== undefined && typeof s.additionalProperties !== 'boolean') throw new Error(`additionalProperties at ${at}: only true/false in the validator's subset`);
+    if (s.additionalProperties === false) {
+      for (const k of Object.keys(o)) if (!(k in (s.properties ?? {}))) errs.push(`${path ? path + '.' : ''}${k}: is not allowed (unknown key)`);
+    }
   }
   if (s.anyOf && !s.anyOf.some((sub) => validate(sub, v, path).length === 0)) errs.push(`${at}: matches none of anyOf`);
   if (s.not && validate(s.not, v, path).length === 0) errs.push(`${at}: matches a forbidden shape (not)`);
@@ -203,8 +212,8 @@ for (const [label, values] of cases) {
     }
     assert.equal(c.envFrom, undefined);
     assert.ok(c.env.some((e: Doc) => e.name === 'OTEL_SERVICE_NAME'));
-    // grace period covers the drain
-    assert.ok(pod.terminationGracePeriodSeconds > cfg.shutdown.drainTimeoutMs / 1000, `${pod.terminationGracePeriodSeconds}s > drain`);
+    // grace period covers the drain and the app's own force-exit after it
+    assert.ok(pod.terminationGracePeriodSeconds > cfg.shutdown.drainTimeoutMs / 1000 + APP_FORCE_EXIT_S, `${pod.terminationGracePeriodSeconds}s > drain + ${APP_FORCE_EXIT_S}s`);
     // resources
     assert.ok(c.resources.requests.memory && c.resources.limits.memory);
   });
@@ -241,9 +250,26 @@ test('helm chart: values.schema.json rejects a bad values file and names the fie
   assert.ok(validate(schema, noDrain).some((e) => e.startsWith('config.shutdown:')));
 });
 
-test('helm chart: template fail on KEDA maxReplicaCount > partitions, replicas > partitions, SASL without a secret', () => {
+test('helm chart: values.schema.json rejects unknown keys (typos) with the field named', () => {
+  const typo = validate(schema, mergeValues(defaults, { replica: 5 }));
+  assert.ok(typo.some((e) => e.startsWith('replica: is not allowed')), typo.join('\n'));
+  const nested = validate(schema, mergeValues(production, { kafkaSasl: { existingSecrett: 'x' } }));
+  assert.ok(nested.some((e) => e.startsWith('kafkaSasl.existingSecrett: is not allowed')), nested.join('\n'));
+  const peer = validate(schema, mergeValues(defaults, { networkPolicy: { kafka: { port: [9092] } } }));
+  assert.ok(peer.some((e) => e.startsWith('networkPolicy.kafka.port:')), peer.join('\n'));
+  // Keys Helm injects when the chart is a subchart are allowed.
+  assert.deepEqual(validate(schema, mergeValues(defaults, { global: { imageRegistry: 'r' }, enabled: true })), []);
+  // config stays open to the schema (the app's validateConfig refuses unknown keys at start-up) but is typed.
+  assert.deepEqual(validate(schema, mergeValues(defaults, { config: { input: { maxNoteBytes: 1000 } } })), []);
+  assert.ok(validate(schema, mergeValues(defaults, { config: { routing: { policy: 'fastest' } } })).some((e) => e.startsWith('config.routing.policy:')));
+  // Both example values files pass with additionalProperties on: the per-file tests above.
+});
+
+test('helm chart: template fail on KEDA maxReplicaCount > partitions, replicas > partitions, hpa.maxReplicas > partitions, SASL without a secret', () => {
   assert.throws(() => chart.render(mergeValues(production, { keda: { maxReplicaCount: 6 } }) as Record<string, unknown>), (e: unknown) => e instanceof TemplateError && /keda\.maxReplicaCount \(6\) must not exceed partitions \(3\)/.test(e.message));
   assert.throws(() => chart.render(mergeValues(defaults, { replicas: 4 }) as Record<string, unknown>), (e: unknown) => e instanceof TemplateError && /replicas \(4\) must not exceed partitions \(3\)/.test(e.message));
+  assert.throws(() => chart.render(mergeValues(defaults, { hpa: { enabled: true, maxReplicas: 4 } }) as Record<string, unknown>), (e: unknown) => e instanceof TemplateError && /hpa\.maxReplicas \(4\) must not exceed partitions \(3\)/.test(e.message));
+  renderDocs(mergeValues(defaults, { hpa: { enabled: true, maxReplicas: 3 } }) as Record<string, unknown>); // at the bound it renders
   assert.throws(() => chart.render(mergeValues(defaults, { kafkaSasl: { enabled: true } }) as Record<string, unknown>), /kafkaSasl\.existingSecret is required/);
   assert.throws(() => chart.render(mergeValues(defaults, { hpa: { enabled: true }, keda: { enabled: true } }) as Record<string, unknown>), /exclusive/);
   assert.throws(() => chart.render(mergeValues(defaults, { config: { shutdown: { drainTimeoutMs: null } } }) as Record<string, unknown>), /drainTimeoutMs is required/);
@@ -251,7 +277,17 @@ test('helm chart: template fail on KEDA maxReplicaCount > partitions, replicas >
 
 test('helm chart: grace period follows drainTimeoutMs', () => {
   const docs = renderDocs(mergeValues(defaults, { config: { shutdown: { drainTimeoutMs: 60500 }, input: { sessionTimeoutMs: 30000 }, processing: { noteTimeoutMs: 20000 } } }) as Record<string, unknown>);
-  assert.equal(one(docs, 'deployment.yaml', 'Deployment').spec.template.spec.terminationGracePeriodSeconds, 61 + 10);
+  assert.equal(one(docs, 'deployment.yaml', 'Deployment').spec.template.spec.terminationGracePeriodSeconds, 61 + 15);
+});
+
+test('helm chart: the grace margin outlasts the app\'s force-exit (SIGKILL never before run exits on its own)', () => {
+  const margin = schema.properties?.terminationGraceMarginSeconds as Schema;
+  assert.equal(APP_FORCE_EXIT_S, 10);
+  assert.ok((margin.minimum ?? 0) > APP_FORCE_EXIT_S, `schema minimum ${margin.minimum} > ${APP_FORCE_EXIT_S}`);
+  assert.ok((defaults.terminationGraceMarginSeconds as number) >= (margin.minimum ?? 0));
+  const errs = validate(schema, mergeValues(defaults, { terminationGraceMarginSeconds: 10 }));
+  assert.ok(errs.some((e) => e.startsWith('terminationGraceMarginSeconds:')), errs.join('\n'));
+  assert.deepEqual(validate(schema, mergeValues(defaults, { terminationGraceMarginSeconds: 11 })), []);
 });
 
 test('helm renderer: the Go-template subset behaves like Go', () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createServer, type TLSSocket } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { applyEnvironment, environmentOverrides, validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { createKafka } from '../../src/ingest/kafka.js';
@@ -269,4 +269,124 @@ test('kafkajs performs the TLS handshake with the resolved CA, servername and cl
   });
   assert.equal(refused.secure.length, 0, 'no TLS session without a trusted CA');
   assert.ok(refused.tcp >= 1, 'the client did connect; the certificate check stopped it');
+});
+
+/**
+ * Not a Kafka broker either (the embedded mock has no SASL): a fake that speaks just enough of the protocol
+ * (ApiVersions, SaslHandshake) to record what kafkajs sends after connecting, then closes at the first
+ * request it does not answer. Proves the resolved sasl options reach the wire: mechanism, username, password.
+ */
+interface KafkaRequest {
+  apiKey: number;
+  body: Buffer;
+}
+const API = { Metadata: 3, SaslHandshake: 17, ApiVersions: 18, SaslAuthenticate: 36 } as const;
+
+function kafkaString(s: string): Buffer {
+  const b = Buffer.from(s, 'utf8');
+  const len = Buffer.alloc(2);
+  len.writeInt16BE(b.length);
+  return Buffer.concat([len, b]);
+}
+function readKafkaString(buf: Buffer, at = 0): string {
+  return buf.subarray(at + 2, at + 2 + buf.readInt16BE(at)).toString('utf8');
+}
+function readKafkaBytes(buf: Buffer, at = 0): Buffer {
+  return buf.subarray(at + 4, at + 4 + buf.readInt32BE(at));
+}
+
+function speakKafka(socket: Socket, requests: KafkaRequest[]): void {
+  let pending = Buffer.alloc(0);
+  const reply = (correlationId: number, body: Buffer): void => {
+    const head = Buffer.alloc(8);
+    head.writeInt32BE(4 + body.length, 0);
+    head.writeInt32BE(correlationId, 4);
+    socket.write(Buffer.concat([head, body]));
+  };
+  socket.on('error', () => undefined);
+  socket.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 4 && pending.length >= 4 + pending.readInt32BE(0)) {
+      const frame = pending.subarray(4, 4 + pending.readInt32BE(0));
+      pending = pending.subarray(4 + frame.length);
+      // Request header v1: api_key int16, api_version int16, correlation_id int32, client_id nullable string.
+      const apiKey = frame.readInt16BE(0);
+      const correlationId = frame.readInt32BE(4);
+      const body = frame.subarray(10 + Math.max(0, frame.readInt16BE(8)));
+      requests.push({ apiKey, body });
+      if (apiKey === API.ApiVersions) {
+        // error_code, [api_key min max], throttle_time_ms: enough for kafkajs to pick SaslHandshake v1 + SaslAuthenticate.
+        const apis: Array<[number, number, number]> = [[API.ApiVersions, 0, 2], [API.Metadata, 0, 0], [API.SaslHandshake, 0, 1], [API.SaslAuthenticate, 0, 1]];
+        const b = Buffer.alloc(2 + 4 + apis.length * 6 + 4);
+        b.writeInt32BE(apis.length, 2);
+        apis.forEach(([k, min, max], i) => {
+          b.writeInt16BE(k, 6 + i * 6);
+          b.writeInt16BE(min, 8 + i * 6);
+          b.writeInt16BE(max, 10 + i * 6);
+        });
+        reply(correlationId, b);
+      } else if (apiKey === API.SaslHandshake) {
+        // error_code 0, enabled_mechanisms = [the one asked for]
+        const count = Buffer.alloc(6);
+        count.writeInt32BE(1, 2);
+        reply(correlationId, Buffer.concat([count, kafkaString(readKafkaString(body))]));
+      } else {
+        socket.destroy(); // recorded; the probe goes no further
+        return;
+      }
+    }
+  });
+}
+
+async function kafkaProbe(tlsOn: boolean, run: (port: number) => Promise<void>): Promise<KafkaRequest[]> {
+  const requests: KafkaRequest[] = [];
+  const sockets = new Set<Socket>();
+  const server = tlsOn
+    ? createServer({ key: SERVER_KEY, cert: SERVER_CRT }, (s: TLSSocket) => speakKafka(s, requests))
+    : createNetServer((s: Socket) => speakKafka(s, requests));
+  server.on('connection', (s: Socket) => sockets.add(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    await run((server.address() as AddressInfo).port);
+  } finally {
+    for (const s of sockets) s.destroy(); // a failed assertion must not leave close() waiting on a live client
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+  return requests;
+}
+
+test('kafkajs sends the resolved SASL mechanism and credentials after ApiVersions (fake broker), none without SASL', async () => {
+  const f = await tempFiles({ 'ca.crt': CA_CRT, username: 'router-user\n', password: ' p@ss word \r\n' });
+  const base = { clientId: 'sasl-probe', connectionTimeoutMs: 2000, requestTimeoutMs: 2000, retries: 0 };
+  const connectWith = (tlsOn: boolean, kafka: Record<string, unknown>): Promise<KafkaRequest[]> =>
+    kafkaProbe(tlsOn, async (port) => {
+      const c = validateConfig({ kafka: { ...base, brokers: [`127.0.0.1:${port}`], ...kafka } });
+      const admin = createKafka(c.kafka, silent, await kafkaSecurityOptions(c.kafka)).admin();
+      try {
+        // Without SASL connect() ends after ApiVersions; listTopics() then asks for Metadata, which the fake drops.
+        await assert.rejects(admin.connect().then(() => admin.listTopics()));
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+      }
+    });
+
+  // No SASL: ApiVersions, then straight to Metadata.
+  const plain = await connectWith(false, {});
+  assert.deepEqual(plain.slice(0, 2).map((r) => r.apiKey), [API.ApiVersions, API.Metadata]);
+  assert.ok(!plain.some((r) => r.apiKey === API.SaslHandshake), 'no SaslHandshake without kafka.sasl');
+
+  // SCRAM-SHA-512 (plaintext TCP is allowed for SCRAM): handshake names the mechanism, the client-first message the user.
+  const scram = await connectWith(false, { sasl: { mechanism: 'scram-sha-512', usernameFile: f.username, passwordFile: f.password } });
+  assert.deepEqual(scram.map((r) => r.apiKey), [API.ApiVersions, API.SaslHandshake, API.SaslAuthenticate]);
+  assert.equal(readKafkaString(scram[1].body), 'SCRAM-SHA-512');
+  assert.match(readKafkaBytes(scram[2].body).toString('utf8'), /^n,,n=router-user,r=\S+$/);
+
+  // PLAIN needs TLS: over the test CA, the auth bytes carry the username and password read from the files.
+  const plainSasl = await connectWith(true, {
+    tls: { enabled: true, caFile: f['ca.crt'], servername: 'kafka.test' },
+    sasl: { mechanism: 'plain', usernameFile: f.username, passwordFile: f.password },
+  });
+  assert.deepEqual(plainSasl.map((r) => r.apiKey), [API.ApiVersions, API.SaslHandshake, API.SaslAuthenticate]);
+  assert.equal(readKafkaString(plainSasl[1].body), 'PLAIN');
+  assert.equal(readKafkaBytes(plainSasl[2].body).toString('utf8'), '\0router-user\0 p@ss word ');
 });
