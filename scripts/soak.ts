@@ -26,6 +26,7 @@ import { ApiKeys, KafkaErrorCodes, MockKafkaCluster } from '../src/embedded/mock
 import { runOracle } from '../src/embedded/oracle.js';
 import { readTopics } from '../src/embedded/read-topic.js';
 import { readMtsamplesCsv, readNotesFile } from '../src/eval/datasets.js';
+import { mulberry32 } from '../src/eval/random.js';
 import { encodeNote } from '../src/ingest/decode.js';
 import { createKafka, createProducer } from '../src/ingest/kafka.js';
 import { POLICY_NAMES } from '../src/route/index.js';
@@ -51,18 +52,8 @@ if (!(MINUTES > 0) || !(RATE > 0) || !Number.isInteger(SEED) || !(BAD_SHARE >= 0
   process.exit(2);
 }
 
-/** mulberry32: a small seeded PRNG, so a failing soak can be replayed with the same fault schedule. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = prng(SEED);
+// Seeded, so a failing soak can be replayed with the same fault schedule.
+const rand = mulberry32(SEED);
 const uniform = (lo: number, hi: number): number => lo + (hi - lo) * rand();
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -31,6 +31,7 @@ import {
 import { normalize } from '../src/text/normalize.js';
 import { prepareText } from '../src/text/index.js';
 import type { Sentence, WordToken } from '../src/types.js';
+import { mulberry32 } from '../src/eval/random.js';
 
 export const DATASETS = {
   bc5cdr: { dir: 'BC5CDR-IOB', format: 'iob' },
@@ -176,18 +177,6 @@ interface Trained {
   weights: Float64Array;
 }
 
-/** mulberry32: a tiny seeded PRNG so shuffles (and so models) are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function shuffle(xs: number[], rand: () => number): void {
   for (let i = xs.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
@@ -211,7 +200,7 @@ export function trainFtrl(X: readonly Uint32Array[], y: Uint8Array, rows: readon
     return -(zi - Math.sign(zi) * h.l1) / ((h.beta + Math.sqrt(n[i])) / h.alpha + h.l2);
   };
   const order = [...rows];
-  const rand = rng(seed);
+  const rand = mulberry32(seed);
   for (let epoch = 0; epoch < h.epochs; epoch++) {
     shuffle(order, rand);
     for (const r of order) {

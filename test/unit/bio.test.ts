@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeBio, decodeBioTags, entityTypes, parseLabels, softmaxRows, splitTag } from '../../src/taggers/bio.js';
 import { ModelLoadError, TaggerError } from '../../src/errors.js';
+import { mulberry32 } from '../../src/eval/random.js';
 
 const P = (rows: number[][]): Float32Array => Float32Array.from(rows.flat());
 const BIO = ['O', 'B-X', 'I-X'] as const;
@@ -54,17 +55,6 @@ test('viterbi prefers O O over an entity that can only start with I-X', () => {
     [[0, 1]],
   );
 });
-
-/** Deterministic PRNG so the property test is reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TWO = ['O', 'B-A', 'I-A', 'B-B', 'I-B'];
 function valid(tags: number[], labels: readonly string[]): boolean {
