@@ -8,6 +8,8 @@ import { validateConfig } from '../../src/config/load.js';
 import type { RouterConfig } from '../../src/config/schema.js';
 import type { ReadRecord } from '../../src/embedded/read-topic.js';
 import { tallyRecords, topicOffsets, type OffsetTally } from '../../src/embedded/oracle.js';
+import { encodeNote } from '../../src/ingest/decode.js';
+import { createProducer } from '../../src/ingest/kafka.js';
 
 export interface FixtureNote {
   id: string;
@@ -89,4 +91,31 @@ export async function startRouterCli(config: Record<string, unknown>, dir: strin
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   return { child, output: () => out, exited };
+}
+
+export interface FixtureProduceOptions {
+  /** Prepended to each note's text and used as its patient id (PHI-leak tests look for it). */
+  marker?: string;
+  /** latency_budget_ms of note i (default none). */
+  budget?: (i: number) => number | null;
+}
+
+/** Produces `count` fixture notes (ids `<keyPrefix>-<i>`, cycling through the fixtures) as JSON to `topic`. */
+export async function produceFixtureNotes(kafka: Kafka, topic: string, keyPrefix: string, count: number, options: FixtureProduceOptions = {}): Promise<void> {
+  const notes = fixtureNotes();
+  const producer = createProducer(kafka);
+  await producer.connect();
+  try {
+    await producer.send({
+      topic,
+      messages: Array.from({ length: count }, (_, i) => {
+        const noteId = `${keyPrefix}-${i}`;
+        const text = options.marker === undefined ? notes[i % notes.length].text : `${options.marker} ${notes[i % notes.length].text}`;
+        const patientId = options.marker === undefined ? null : `${options.marker}-patient`;
+        return { key: noteId, value: encodeNote({ noteId, text, source: null, latencyBudgetMs: options.budget?.(i) ?? null, patientId, metadata: null }, 'json') };
+      }),
+    });
+  } finally {
+    await producer.disconnect();
+  }
 }

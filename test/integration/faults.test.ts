@@ -19,13 +19,12 @@ import { FaultProxy } from '../../src/embedded/fault-proxy.js';
 import { ApiKeys, KafkaErrorCodes, MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { runOracle, type OracleReport } from '../../src/embedded/oracle.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
-import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { createKafka } from '../../src/ingest/kafka.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { decodeTaggedNote, type TaggedNoteRecord } from '../../src/publish/tagged-note.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
-import { fixtureNotes, startRouterCli, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
+import { produceFixtureNotes, startRouterCli, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const LLM_MODEL = 'models/bc5cdr-llm';
@@ -55,17 +54,7 @@ async function setup(prefix: string, count: number, budget: (i: number) => numbe
   await cluster.createTopic(names.input, 3);
   await cluster.createTopic(names.output, 3);
   await cluster.createTopic(names.dlq, 1);
-  const notes = fixtureNotes();
-  const producer = createProducer(kafka);
-  await producer.connect();
-  await producer.send({
-    topic: names.input,
-    messages: Array.from({ length: count }, (_, i) => ({
-      key: `f-${i}`,
-      value: encodeNote({ noteId: `f-${i}`, text: notes[i % notes.length].text, source: null, latencyBudgetMs: budget(i), patientId: null, metadata: null }, 'json'),
-    })),
-  });
-  await producer.disconnect();
+  await produceFixtureNotes(kafka, names.input, 'f', count, { budget });
   return names;
 }
 
@@ -250,22 +239,25 @@ describe('LLM faults', () => {
   const reasonsOf = (rec: TaggedNoteRecord): string[] => rec.routing.reasons;
 
   test('the LLM server killed and restarted mid-stream: notes fall back to the encoder with the reason, then return to the LLM', async () => {
-    const count = 45;
-    const names = await setup('llm-kill', count);
+    const before = 30;
+    const after = 10;
+    const names = await setup('llm-kill', before);
     const port = await freePort();
     let server: ChildProcess | undefined = await startServeLlm(port);
-    let restartedAt = 0;
+    let killedAt = 0;
     try {
       const { outputs } = await underFault(
         names,
-        count,
+        before + after,
         async (service) => {
           await publishedAtLeast(service, 8);
+          killedAt = Date.now();
           server?.kill('SIGKILL');
           const fallbacks = service.stats.published;
           await publishedAtLeast(service, fallbacks + 6, 'notes published while the LLM is down');
-          restartedAt = Date.now();
           server = await startServeLlm(port);
+          // Notes that arrive once the server is back: the circuit half-opens, a trial succeeds, and they go to the LLM.
+          await produceFixtureNotes(kafka, names.input, 'after', after);
         },
         { routing: { policy: 'llm' }, llm: llmSettings(`http://127.0.0.1:${port}`) },
         true,
@@ -277,9 +269,11 @@ describe('LLM faults', () => {
         assert.equal(r.routing.sentences_llm, 0);
         for (const s of r.spans) assert.equal(s.route, 'encoder_fallback');
       }
-      const llmAfter = outputs.filter((r) => r.produced_at > restartedAt && r.routing.sentences_llm > 0);
-      assert.ok(llmAfter.length >= 1, 'after the restart the circuit half-opens and notes go to the LLM again');
-      assert.ok(outputs.some((r) => r.produced_at < restartedAt && r.routing.sentences_llm > 0), 'before the kill notes went to the LLM');
+      const late = outputs.filter((r) => r.note_id.startsWith('after-'));
+      assert.equal(late.length, after);
+      const backOnLlm = late.filter((r) => r.routing.sentences_llm > 0);
+      assert.ok(backOnLlm.length >= after / 2, `after the restart notes go to the LLM again (${backOnLlm.length} of ${after})`);
+      assert.ok(outputs.some((r) => r.produced_at < killedAt && r.routing.sentences_llm > 0), 'before the kill notes went to the LLM');
     } finally {
       server?.kill('SIGKILL');
     }

@@ -10,14 +10,13 @@ import { NoteProcessor } from '../../src/pipeline/processor.js';
 import { createRouter } from '../../src/route/index.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
-import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { createKafka } from '../../src/ingest/kafka.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
 import type { Tagger } from '../../src/taggers/types.js';
 import { createLogger, silentLogger } from '../../src/telemetry/logger.js';
 import type { Sentence } from '../../src/types.js';
-import { account, fixtureNotes, startRouterCli, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
+import { account, produceFixtureNotes, startRouterCli, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
 
 let cluster: MockKafkaCluster;
 let kafka: Kafka;
@@ -39,17 +38,7 @@ async function setup(prefix: string, count: number, partitions: number, marker =
   await cluster.createTopic(names.input, partitions);
   await cluster.createTopic(names.output, 3);
   await cluster.createTopic(names.dlq, 1);
-  const notes = fixtureNotes();
-  const producer = createProducer(kafka);
-  await producer.connect();
-  await producer.send({
-    topic: names.input,
-    messages: Array.from({ length: count }, (_, i) => ({
-      key: `n-${i}`,
-      value: encodeNote({ noteId: `n-${i}`, text: `${marker} ${notes[i % notes.length].text}`, source: null, latencyBudgetMs: null, patientId: `${marker}-patient`, metadata: null }, 'json'),
-    })),
-  });
-  await producer.disconnect();
+  await produceFixtureNotes(kafka, names.input, 'n', count, { marker });
   return names;
 }
 
