@@ -26,13 +26,13 @@ import { encodeNote } from '../src/ingest/decode.js';
 import { createKafka, createProducer } from '../src/ingest/kafka.js';
 import { RouterService } from '../src/pipeline/service.js';
 import { decodeTaggedNote } from '../src/publish/tagged-note.js';
-import { createRouter, POLICY_NAMES, type NoteBudget } from '../src/route/index.js';
+import { POLICY_NAMES, type NoteBudget } from '../src/route/index.js';
 import { packageRoot } from '../src/schemas.js';
 import { EncoderTagger, loadOnnxTagger } from '../src/taggers/encoder.js';
 import { createLlmTagger } from '../src/taggers/llm/index.js';
 import type { LogitsBackend } from '../src/taggers/token-classifier.js';
 import { toEntitySpans } from '../src/taggers/types.js';
-import { ONNX_SESSION_OPTIONS } from '../src/taggers/onnx-backend.js';
+import { onnxSessionOptions } from '../src/taggers/onnx-backend.js';
 import type { Kafka } from 'kafkajs';
 import { createLogger } from '../src/telemetry/logger.js';
 import { prepareText } from '../src/text/index.js';
@@ -50,7 +50,6 @@ const LLM_DIR = resolve(packageRoot, 'models/bc5cdr-llm');
 
 const results: Record<string, unknown> = { quick, threads: THREADS };
 const rows: Array<[string, string, string]> = [];
-const notesOut: string[] = [];
 const row = (what: string, value: string, note = ''): void => {
   rows.push([what, value, note]);
   process.stderr.write(`  ${what}: ${value} ${note}\n`);
@@ -142,7 +141,7 @@ async function transformersJsPipeline(modelDir: string): Promise<{ run: (texts: 
   await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'bert' }));
   tjs.env.allowRemoteModels = false;
   tjs.env.localModelPath = `${root}/`;
-  const pipe = await tjs.pipeline('token-classification', 'model', { dtype: 'fp32', device: 'cpu', session_options: ONNX_SESSION_OPTIONS(THREADS) });
+  const pipe = await tjs.pipeline('token-classification', 'model', { dtype: 'fp32', device: 'cpu', session_options: onnxSessionOptions(THREADS) });
   return {
     run: (texts) => pipe(texts),
     version: tjs.env.version,
@@ -153,7 +152,7 @@ async function transformersJsPipeline(modelDir: string): Promise<{ run: (texts: 
   };
 }
 
-async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Promise<number> {
+async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Promise<void> {
   process.stderr.write('[1/4] encoder\n');
   const BATCH = 32;
   const tagger = await EncoderTagger.load(ENCODER_DIR, { intraOpThreads: THREADS, batchSize: BATCH });
@@ -163,7 +162,7 @@ async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Pro
   const batches = probe.batches.map((b) => b);
   const padId = (tagger as unknown as { bundle: { special: { pad: number } } }).bundle.special.pad;
 
-  const session = await ort.InferenceSession.create(join(ENCODER_DIR, 'model.onnx'), ONNX_SESSION_OPTIONS(THREADS));
+  const session = await ort.InferenceSession.create(join(ENCODER_DIR, 'model.onnx'), onnxSessionOptions(THREADS));
   const tokenTypes = session.inputNames.includes('token_type_ids');
   const feeds = batches.map((b) => feedsFor(b, padId, tokenTypes));
   const rawPass = async (): Promise<void> => {
@@ -216,13 +215,13 @@ async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Pro
   const windows = batches.reduce((n, b) => n + b.length, 0);
   const rate = (ms: number): number => (sentences.length / ms) * 1000;
   const ratio = paired(taggerMs, rawMs);
+  const speedup = paired(tjsMs, taggerMs);
+  const speedup1 = paired(tjs1Ms, taggerMs);
   row('encoder: EncoderTagger', `${rate(tMs).toFixed(1)} sent/s`, `${sentences.length} sentences, ${windows} windows, ${batches.length} batches of <= ${BATCH}; median of ${P.rounds} interleaved rounds`);
   row('encoder: raw session.run', `${rate(rMs).toFixed(1)} sent/s`, 'the same padded batches, tensors prebuilt');
   row('encoder: overhead vs raw onnxruntime', `${ratio.toFixed(3)}x`, `target <= 1.15x: ${ratio <= 1.15 ? 'met' : 'MISSED'}`);
   row('encoder: time split (median round)', `run ${runMs.toFixed(0)} ms / tensors+slice ${(backendMs - runMs).toFixed(0)} ms / tokenise+window+decode ${(tMs - backendMs).toFixed(0)} ms`, `of ${tMs.toFixed(0)} ms`);
   if (tjs !== undefined) {
-    const speedup = paired(tjsMs, taggerMs);
-    const speedup1 = paired(tjs1Ms, taggerMs);
     row(`encoder: transformers.js ${tjs.version}, batched`, `${rate(jMs).toFixed(1)} sent/s`, `pipeline('token-classification'), same model.onnx and threads, ${BATCH} sentence strings a call`);
     row('encoder: speed-up vs transformers.js batched', `${speedup.toFixed(2)}x`, `target >= 3x: ${speedup >= 3 ? 'met' : 'MISSED'}`);
     row(`encoder: transformers.js ${tjs.version}, one sentence a call`, `${rate(j1Ms).toFixed(1)} sent/s`, 'the same pipeline called per sentence');
@@ -234,9 +233,8 @@ async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Pro
     sentences: sentences.length, windows, batches: batches.length, rounds: P.rounds,
     tagger_sent_per_s: r2(rate(tMs)), raw_sent_per_s: r2(rate(rMs)), overhead_ratio: Number(ratio.toFixed(3)), target_ratio: 1.15,
     session_run_ms: r2(runMs), tensor_and_slice_ms: r2(backendMs - runMs), tokenise_window_decode_ms: r2(tMs - backendMs),
-    transformers_js: tjs === undefined ? null : { version: tjs.version, batched_sent_per_s: r2(rate(jMs)), batched_speedup: Number(paired(tjsMs, taggerMs).toFixed(2)), single_sent_per_s: r2(rate(j1Ms)), single_speedup: Number(paired(tjs1Ms, taggerMs).toFixed(2)), target_speedup: 3 },
+    transformers_js: tjs === undefined ? null : { version: tjs.version, batched_sent_per_s: r2(rate(jMs)), batched_speedup: Number(speedup.toFixed(2)), single_sent_per_s: r2(rate(j1Ms)), single_speedup: Number(speedup1.toFixed(2)), target_speedup: 3 },
   };
-  return tMs / sentences.length;
 }
 
 /**
@@ -362,12 +360,7 @@ async function benchRouter(sentencesPerNote: Sentence[][], routeShare: number[])
   const out: Record<string, number> = {};
   for (const policy of POLICY_NAMES) {
     const config = validateConfig({ kafka: { brokers: ['127.0.0.1:9092'] }, input: { topic: 'x', groupId: 'x' }, output: { topic: 'y', dlqTopic: 'z' }, routing: { policy }, logging: { level: 'warn' } });
-    let router;
-    try {
-      router = await loadRouter(config);
-    } catch {
-      router = createRouter({ policy, calibration: null });
-    }
+    const router = await loadRouter(config);
     let n = 0;
     const t0 = performance.now();
     while (performance.now() - t0 < P.routerMs) {
@@ -449,7 +442,6 @@ async function main(): Promise<void> {
   const w2 = Math.max(...rows.map((r) => r[1].length));
   const lines = [`bioner-router bench (${source}, ${texts.length} notes, ${THREADS} threads${quick ? ', quick' : ''})`, `${'measure'.padEnd(w1)}  ${'value'.padEnd(w2)}  notes`, '-'.repeat(w1 + w2 + 40)];
   for (const [a, b, c] of rows) lines.push(`${a.padEnd(w1)}  ${b.padEnd(w2)}  ${c}`);
-  for (const n of notesOut) lines.push(n);
   lines.push(`bench wall time ${((performance.now() - started) / 1000).toFixed(1)} s`);
   results.wall_s = r2((performance.now() - started) / 1000);
   process.stdout.write(lines.join('\n') + '\n');

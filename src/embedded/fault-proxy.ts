@@ -52,10 +52,6 @@ export class FaultProxy {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  get isDown(): boolean {
-    return this.downNow;
-  }
-
   /** Cuts every open connection and refuses new ones until `up()`. */
   down(): void {
     this.downNow = true;
