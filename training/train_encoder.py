@@ -304,7 +304,10 @@ def load_dataset(name, holdout=True):
 # --------------------------------------------------------------------------
 
 
-def build_vocab(sents, max_words, min_word_freq, n_pieces, max_piece_len=10):
+def build_vocab(sents, max_words, min_word_freq, n_pieces, max_piece_len=10,
+                extra_words=()):
+    """extra_words: further whole words (e.g. frequent words of the vectors'
+    pretraining corpus), added after the training words."""
     wc = collections.Counter(w for ws, _ in sents for w in ws)
     vocab = list(SPECIALS)
     seen = set(vocab)
@@ -323,6 +326,9 @@ def build_vocab(sents, max_words, min_word_freq, n_pieces, max_piece_len=10):
         add("##" + ch)
     words = [w for w, c in sorted(wc.items(), key=lambda x: (-x[1], x[0]))
              if c >= min_word_freq and len(w) > 1][:max_words]
+    for w in extra_words:
+        if w not in seen and len(w) > 1:
+            words.append(w)
     for w in words:
         add(w)
     in_vocab = set(words)
@@ -482,10 +488,29 @@ class CharPieceEncoder(nn.Module):
 class BiLSTMForTokenClassification(nn.Module):
     def __init__(self, vocab_size, num_labels, emb_dim=128, hidden=128,
                  layers=2, dropout=0.4, emb_dropout=0.25, vocab=None,
-                 char_filters=0, id_dropout=0.0):
+                 char_filters=0, id_dropout=0.0, vectors=None, vectors_mode="feature"):
         super().__init__()
         self.id_dropout = id_dropout
         self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
+        # Pretrained vectors (one row per vocab entry, see load_piece_vectors).
+        # "feature": a frozen table + a trainable projection added to the id
+        #   embedding (which starts at zero, so entries never seen in training
+        #   keep a pure vector + spelling representation); folded into the
+        #   embedding table at export like the char CNN.
+        # "init": the id embedding table starts as the vectors and is trained.
+        self.vproj = None
+        if vectors is not None:
+            vectors = torch.as_tensor(vectors, dtype=torch.float32)
+            if vectors_mode == "init":
+                assert vectors.size(1) == emb_dim, "--vectors-mode init needs vector dim == --emb-dim"
+                with torch.no_grad():
+                    self.emb.weight.copy_(vectors)
+                    self.emb.weight[PAD_ID].zero_()
+            else:
+                self.register_buffer("vec", vectors, persistent=False)
+                self.vproj = nn.Linear(vectors.size(1), emb_dim, bias=False)
+                with torch.no_grad():
+                    self.emb.weight.zero_()
         self.char = CharPieceEncoder(vocab, emb_dim, filters=char_filters) if char_filters else None
         self.emb_drop = nn.Dropout(emb_dropout)
         self.layers = nn.ModuleList()
@@ -499,13 +524,19 @@ class BiLSTMForTokenClassification(nn.Module):
     def forward(self, input_ids, attention_mask):
         rev = reverse_index(attention_mask)
         x = self.emb(input_ids)
-        if self.char is not None:
+        if self.char is not None or self.vproj is not None:
             if self.training and self.id_dropout > 0:
                 # drop the per-id vector of some tokens, keep their spelling
                 keep = (torch.rand(x.shape[:2] + (1,)) >= self.id_dropout).to(x.dtype)
                 x = x * keep / (1.0 - self.id_dropout)
+        if self.char is not None or self.vproj is not None:
             uniq, inv = torch.unique(input_ids, return_inverse=True)
-            x = x + self.char(uniq)[inv]
+            extra = 0
+            if self.char is not None:
+                extra = self.char(uniq)
+            if self.vproj is not None:
+                extra = extra + self.vproj(self.vec[uniq])
+            x = x + extra[inv]
         x = self.emb_drop(x)
         for i, layer in enumerate(self.layers):
             if i > 0:
@@ -515,13 +546,103 @@ class BiLSTMForTokenClassification(nn.Module):
 
     @torch.no_grad()
     def fold_char_features(self):
-        """emb[id] += charcnn(id) for every id; then drop the char CNN."""
-        if self.char is None:
+        """emb[id] += charcnn(id) + vproj(vec[id]) for every id; then drop the
+        char CNN and the vector projection (a plain lookup remains)."""
+        if self.char is None and self.vproj is None:
             return
         self.eval()
         ids = torch.arange(self.emb.num_embeddings)
-        self.emb.weight += self.char(ids)
+        if self.char is not None:
+            for s in range(0, len(ids), 4096):
+                self.emb.weight[s:s + 4096] += self.char(ids[s:s + 4096])
+        if self.vproj is not None:
+            self.emb.weight += self.vproj(self.vec)
         self.char = None
+        self.vproj = None
+
+
+# --------------------------------------------------------------------------
+# Pretrained fastText vectors
+# --------------------------------------------------------------------------
+
+
+def _fasttext_bin():
+    import shutil
+    exe = shutil.which("fasttext")
+    if not exe:
+        sys.exit("--vectors FILE.bin needs the fasttext binary (apt-get install fasttext)")
+    return exe
+
+
+def vector_corpus_words(path, n, min_count, max_len=25):
+    """The n most frequent words of the vectors' training corpus (from the
+    fastText dictionary of a .bin, or the order of a .vec file)."""
+    import subprocess
+    if n <= 0:
+        return []
+    words = []
+    if path.endswith(".bin"):
+        out = subprocess.run([_fasttext_bin(), "dump", path, "dict"], check=True,
+                             capture_output=True).stdout.decode("utf8", "replace")
+        for line in out.split("\n")[1:]:  # first line: entry count
+            parts = line.split(" ")
+            if len(parts) != 3 or parts[2] != "word":
+                continue
+            if int(parts[1]) >= min_count:
+                words.append(parts[0])
+    else:
+        with open(path, encoding="utf8") as f:
+            next(f)
+            for line in f:
+                words.append(line.split(" ", 1)[0])
+    words = [w for w in words if 1 < len(w) <= max_len and w != "</s>"
+             and [x for x, _, _ in basic_words(w)] == [w]]
+    return words[:n]
+
+
+def load_piece_vectors(path, vocab):
+    """One vector per vocab entry: a whole word takes the word's vector, a
+    "##x" continuation piece takes the vector of "x" (for a .bin, fastText's
+    sub-word composition handles strings it never saw as words), specials get
+    zeros.  Scaled so that the entries have unit standard deviation."""
+    import subprocess
+    import tempfile
+    strings = [t[2:] if t.startswith("##") and len(t) > 2 else t for t in vocab]
+    vec = {}
+    if path.endswith(".bin"):
+        with tempfile.NamedTemporaryFile("w", encoding="utf8", suffix=".txt", delete=False) as f:
+            for t in strings:
+                f.write(t + "\n")
+            tmp = f.name
+        try:
+            with open(tmp, "rb") as fin:
+                out = subprocess.run([_fasttext_bin(), "print-word-vectors", path], stdin=fin,
+                                     check=True, capture_output=True).stdout
+        finally:
+            os.unlink(tmp)
+        rows = out.decode("utf8", "replace").rstrip("\n").split("\n")
+        assert len(rows) == len(strings), (len(rows), len(strings))
+        dim = len(rows[0].rstrip(" ").split(" ")) - 1
+        mat = np.zeros((len(vocab), dim), dtype=np.float32)
+        for i, r in enumerate(rows):
+            mat[i] = np.array(r.rstrip(" ").split(" ")[-dim:], dtype=np.float32)
+        hit = len(vocab)
+    else:
+        with open(path, encoding="utf8") as f:
+            n, dim = map(int, next(f).split())
+            for line in f:
+                parts = line.rstrip(" \n").split(" ")
+                vec[parts[0]] = np.array(parts[1:], dtype=np.float32)
+        mat = np.zeros((len(vocab), dim), dtype=np.float32)
+        hit = 0
+        for i, t in enumerate(strings):
+            if t in vec:
+                mat[i] = vec[t]
+                hit += 1
+    mat[:len(SPECIALS)] = 0.0
+    body = mat[len(SPECIALS):]
+    mat /= max(float(body.std()), 1e-8)
+    return mat, {"dim": dim, "entries_with_vectors": hit}
 
 
 def flops_per_token(emb_dim, hidden, layers, num_labels):
@@ -782,10 +903,19 @@ def write_model_card(args, meta, labels):
     lines = [
         f"# {meta['name']} {meta['version']}",
         "",
-        f"From-scratch **reference** biomedical NER encoder for `{args.dataset}` "
-        "(a sub-word BiLSTM token classifier exported to ONNX in Hugging Face "
-        "token-classification layout). It was trained only on the corpus below, "
-        "with no pretrained weights. **It is a reference/test model, not a "
+        (f"From-scratch **reference** biomedical NER encoder for `{args.dataset}` "
+         "(a sub-word BiLSTM token classifier exported to ONNX in Hugging Face "
+         "token-classification layout). It was trained only on the corpus below, "
+         "with no pretrained weights. "
+         if not args.vectors else
+         f"**Reference** biomedical NER encoder for `{args.dataset}` (a sub-word "
+         "BiLSTM token classifier exported to ONNX in Hugging Face "
+         "token-classification layout). Its sub-word embeddings use fastText "
+         "skipgram vectors trained on this build machine from unlabeled in-domain "
+         "text and train splits only (training/build_pretrain_corpus.py, "
+         "training/train_vectors.sh; no devel text); everything else was trained "
+         "on the corpus below. ")
+        + "**It is a reference/test model, not a "
         "clinical-grade tagger**: it was trained on PubMed abstracts, not "
         "clinical notes, and has not been validated for any clinical use.",
         "",
@@ -888,6 +1018,17 @@ def main():
     ap.add_argument("--id-dropout", type=float, default=0.2,
                     help="with the char CNN: probability of dropping a token's id "
                          "embedding (its char features stay)")
+    ap.add_argument("--vectors", default=None,
+                    help="pretrained fastText vectors (FILE.bin, or FILE.vec: whole-string "
+                         "lookups only) for the sub-word entries; see training/train_vectors.sh")
+    ap.add_argument("--vectors-mode", choices=["feature", "init"], default="feature",
+                    help="feature: frozen vectors through a trained projection, added to a "
+                         "zero-initialised id embedding (folded into the table at export); "
+                         "init: initialise the id embedding table with the vectors")
+    ap.add_argument("--corpus-words", type=int, default=0,
+                    help="with --vectors: also make the N most frequent words of the vectors' "
+                         "corpus whole-word vocab entries")
+    ap.add_argument("--corpus-min-count", type=int, default=5)
     ap.add_argument("--eval-devel-each-epoch", action="store_true",
                     help="diagnostics only: also print devel F1 after each epoch "
                          "(never used for selection)")
@@ -924,7 +1065,18 @@ def main():
     types = DATASETS[args.dataset]["types"]
     labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
     label2id = {l: i for i, l in enumerate(labels)}
-    vocab = build_vocab(fit, args.max_words, args.min_word_freq, args.pieces)
+    extra = []
+    if args.vectors and args.corpus_words:
+        extra = vector_corpus_words(args.vectors, args.corpus_words, args.corpus_min_count)
+    vocab = build_vocab(fit, args.max_words, args.min_word_freq, args.pieces,
+                        extra_words=extra)
+    vectors, vinfo = None, None
+    if args.vectors:
+        tv = time.time()
+        vectors, vinfo = load_piece_vectors(args.vectors, vocab)
+        vinfo.update({"file": os.path.abspath(args.vectors), "mode": args.vectors_mode,
+                      "corpus_words": len(extra), "seconds": round(time.time() - tv, 1)})
+        print(f"vectors: {vinfo}", flush=True)
     wp = WordPiece(vocab)
     enc_fit = encode_sents(fit, wp, label2id)
     enc_held = encode_sents(held, wp, label2id)
@@ -942,11 +1094,13 @@ def main():
     model = BiLSTMForTokenClassification(len(vocab), len(labels), args.emb_dim,
                                          args.hidden, args.layers, args.dropout,
                                          args.emb_dropout, vocab, args.char_filters,
-                                         args.id_dropout)
+                                         args.id_dropout, vectors, args.vectors_mode)
     params = sum(p.numel() for p in model.parameters())
     train_params = params
     if model.char is not None:
         params -= sum(p.numel() for p in model.char.parameters())  # folded away at export
+    if model.vproj is not None:
+        params -= sum(p.numel() for p in model.vproj.parameters())  # folded away at export
     fpt = flops_per_token(args.emb_dim, args.hidden, args.layers, len(labels))
     print(f"model: {params:,} params exported ({train_params:,} while training), "
           f"{fpt / 1e6:.2f} MFLOPs/token", flush=True)
@@ -1018,11 +1172,11 @@ def main():
             break
     trained_seconds = time.time() - t_train
     model.load_state_dict(best[2])
-    if model.char is not None:
+    if model.char is not None or model.vproj is not None:
         probe = (enc_held or enc_fit)[:200]
         before = predict(model, probe, id2label)
         model.fold_char_features()
-        assert before == predict(model, probe, id2label), "char folding changed predictions"
+        assert before == predict(model, probe, id2label), "char/vector folding changed predictions"
     dres = evaluate([t for _, t in devel], predict(model, enc_dev, id2label))
     print(f"best epoch {best[1]} held-out F1 {best[0] if held else 'n/a'}; DEVEL strict F1 {dres['f1']} "
           f"(P {dres['precision']} R {dres['recall']})", flush=True)
@@ -1046,6 +1200,7 @@ def main():
         "vocab_size": len(vocab),
         "command": command,
         "torch": torch.__version__,
+        "vectors": vinfo,
         "devel": dres,
     }
     fixture = args.fixture or f"/tmp/bioner-{args.dataset}-fixture.json"

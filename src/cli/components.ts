@@ -46,6 +46,10 @@ function packagePath(path: string): string {
   return existsSync(resolve(path)) ? resolve(path) : resolve(packageRoot, path);
 }
 
+function costModelOptions(config: RouterConfig): Parameters<typeof createRouter>[0]['costModel'] {
+  return { halfLifeObservations: config.routing.costHalfLife, failureMemoryMs: config.routing.costFailureMemoryMs };
+}
+
 function routerSettings(config: RouterConfig): Parameters<typeof createRouter>[0]['settings'] {
   return { granularity: config.routing.granularity, minGain: config.routing.minGain, cascade: config.routing.cascade };
 }
@@ -66,7 +70,7 @@ export async function loadRouter(config: RouterConfig, logger?: Logger): Promise
     if (routing.lengthEstimator !== undefined || existsSync(path)) estimator = await loadLengthEstimator(path);
     else logger?.warn('no entity-length estimator for the domain; routing on average gains', { domain: routing.domain });
   }
-  return createRouter({ policy: routing.policy, calibration, estimator, settings: routerSettings(config), costModel: { halfLifeObservations: routing.costHalfLife } });
+  return createRouter({ policy: routing.policy, calibration, estimator, settings: routerSettings(config), costModel: costModelOptions(config) });
 }
 
 /**
@@ -75,7 +79,7 @@ export async function loadRouter(config: RouterConfig, logger?: Logger): Promise
  * policies then route nothing to the LLM.
  */
 export function createProcessor(config: RouterConfig, encoder: EncoderTagger, hooks: PipelineHooks = {}, llm?: LlmTagger, router?: Router): NoteProcessor {
-  const chosen = router ?? createRouter({ policy: config.routing.policy, calibration: null, settings: routerSettings(config), costModel: { halfLifeObservations: config.routing.costHalfLife } });
+  const chosen = router ?? createRouter({ policy: config.routing.policy, calibration: null, settings: routerSettings(config), costModel: costModelOptions(config) });
   return new NoteProcessor(chosen, llm === undefined ? { encoder } : { encoder, llm }, hooks, {
     // The LLM gets at most half the note's processing time; the rest is for the encoder fallback and publishing.
     llmMaxMs: Math.floor(config.processing.noteTimeoutMs / 2),

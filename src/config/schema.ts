@@ -197,6 +197,8 @@ export const RoutingSchema = z
     load: RoutingLoadSchema.prefault({}),
     /** Observations after which an observed latency's weight in the cost model has halved. */
     costHalfLife: z.number().int().positive().default(50),
+    /** How long a timed-out or budget-cut call's shortfall raises a route's predicted cost, unless a success comes first (ms). */
+    costFailureMemoryMs: z.number().int().positive().default(10_000),
   })
   .strict();
 

@@ -258,10 +258,10 @@ export class NoteProcessor {
           routeCounts.llm += list.length;
         }
       } else {
-        // A request that ran out of time says the LLM is at least that slow: the cost model should know.
+        // A request that ran out of time says the LLM is at least that slow: the cost model remembers it for a while (never in its fit).
         const code = errorCodeOf(outcome.failure);
         routeSpan.setAttributes({ [BionerAttr.ROUTE_FALLBACK]: true, [BionerAttr.ROUTE_FALLBACK_CODE]: errorType(outcome.failure) });
-        if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) this.router.costs.observe('llm', tokens, ms);
+        if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) this.router.costs.observeFailure('llm', tokens, ms);
         for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${code}`]) if (!reasons.includes(reason)) reasons.push(reason);
         if (decision.cascade) {
           // The encoder's spans for these sentences are already there; they now stand for the failed LLM call.

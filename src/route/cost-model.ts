@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * Predicted latency of a tagger call from its size in word tokens:
  * `overheadMs + msPerToken * tokens`, one line per route.
@@ -10,6 +12,14 @@
  * half-lives. The prior enters as two pseudo-observations on the calibrated
  * line; they decay like real ones. Wall time is what is observed, so queueing
  * at a remote LLM and waiting for a shared encoder batch both count.
+ *
+ * A failed call (timed out, or cut at the note's budget) only says the cost is
+ * at least what it took. It never enters the fitted line: its shortfall
+ * against the line is added to that route's predictions for
+ * `failureMemoryMs` of wall time (the largest shortfall inside the window
+ * wins), and the route's next success clears it at once. Without that expiry
+ * an outage that inflates the prediction keeps every sentence off the route,
+ * no call is made, nothing is observed, and the router never returns.
  */
 
 export type CostRoute = 'encoder' | 'llm';
@@ -26,10 +36,25 @@ export interface CostModelOptions {
   priorWeight?: number;
   /** Token counts at which the prior line is anchored (a short and a long call). */
   priorTokens?: readonly [number, number];
+  /** How long a failed call's shortfall keeps raising the route's predictions, unless a success comes first (ms). */
+  failureMemoryMs?: number;
+  /** Milliseconds clock for the failure memory (performance.now by default); tests pass a fake one. */
+  clock?: () => number;
 }
+
+/** Default `failureMemoryMs` (routing.costFailureMemoryMs). */
+export const DEFAULT_FAILURE_MEMORY_MS = 10_000;
 
 export interface CostSnapshot extends RouteCost {
   observations: number;
+  /** Extra ms every prediction carries while a failure is remembered (0 when none is). */
+  failurePenaltyMs: number;
+}
+
+/** The largest shortfall a failed call showed, and until when it counts. */
+interface FailurePenalty {
+  ms: number;
+  until: number;
 }
 
 /** Running weighted sums for one route's regression of ms on tokens. */
@@ -91,12 +116,17 @@ class WeightedLine {
 
 export class OnlineCostModel {
   private readonly lines: Record<CostRoute, WeightedLine>;
+  private readonly penalties: Record<CostRoute, FailurePenalty> = { encoder: { ms: 0, until: -Infinity }, llm: { ms: 0, until: -Infinity } };
+  private readonly failureMemoryMs: number;
+  private readonly now: () => number;
 
   constructor(initial: Record<CostRoute, RouteCost>, options: CostModelOptions = {}) {
     const halfLife = options.halfLifeObservations ?? 50;
     const decay = Math.pow(0.5, 1 / halfLife);
     const priorWeight = options.priorWeight ?? 2;
     const priorTokens = options.priorTokens ?? [20, 400];
+    this.failureMemoryMs = options.failureMemoryMs ?? DEFAULT_FAILURE_MEMORY_MS;
+    this.now = options.clock ?? (() => performance.now());
     this.lines = {
       encoder: new WeightedLine(initial.encoder, decay, priorWeight, priorTokens),
       llm: new WeightedLine(initial.llm, decay, priorWeight, priorTokens),
@@ -107,7 +137,7 @@ export class OnlineCostModel {
   predict(route: CostRoute, tokens: number): number {
     if (tokens <= 0) return 0;
     const c = this.lines[route].cost;
-    return c.overheadMs + c.msPerToken * tokens;
+    return c.overheadMs + c.msPerToken * tokens + this.penalty(route);
   }
 
   /** Predicted extra ms of adding `tokens` to a call that already happens. */
@@ -115,13 +145,29 @@ export class OnlineCostModel {
     return this.lines[route].cost.msPerToken * tokens;
   }
 
+  /** A successful call of `tokens` word tokens that took `ms`: fitted, and any remembered failure is forgotten. */
   observe(route: CostRoute, tokens: number, ms: number): void {
     if (!(tokens > 0) || !Number.isFinite(ms) || ms < 0) return;
     this.lines[route].observe(tokens, ms);
+    this.penalties[route] = { ms: 0, until: -Infinity };
+  }
+
+  /** A call that failed after `ms` (timeout, budget spent): the cost is at least that, for `failureMemoryMs`. */
+  observeFailure(route: CostRoute, tokens: number, ms: number): void {
+    if (!(tokens > 0) || !Number.isFinite(ms) || ms <= 0) return;
+    const c = this.lines[route].cost;
+    const shortfall = ms - (c.overheadMs + c.msPerToken * tokens);
+    if (shortfall <= 0) return;
+    this.penalties[route] = { ms: Math.max(shortfall, this.penalty(route)), until: this.now() + this.failureMemoryMs };
+  }
+
+  private penalty(route: CostRoute): number {
+    const p = this.penalties[route];
+    return this.now() < p.until ? p.ms : 0;
   }
 
   snapshot(): Record<CostRoute, CostSnapshot> {
-    const one = (r: CostRoute): CostSnapshot => ({ ...this.lines[r].cost, observations: this.lines[r].observations });
+    const one = (r: CostRoute): CostSnapshot => ({ ...this.lines[r].cost, observations: this.lines[r].observations, failurePenaltyMs: this.penalty(r) });
     return { encoder: one('encoder'), llm: one('llm') };
   }
 }

@@ -98,6 +98,8 @@ export interface FixtureProduceOptions {
   marker?: string;
   /** latency_budget_ms of note i (default none). */
   budget?: (i: number) => number | null;
+  /** Paced arrivals: one note per send, this many ms apart (default: all in one send). */
+  intervalMs?: number;
 }
 
 /** Produces `count` fixture notes (ids `<keyPrefix>-<i>`, cycling through the fixtures) as JSON to `topic`. */
@@ -105,16 +107,20 @@ export async function produceFixtureNotes(kafka: Kafka, topic: string, keyPrefix
   const notes = fixtureNotes();
   const producer = createProducer(kafka);
   await producer.connect();
+  const messages = Array.from({ length: count }, (_, i) => {
+    const noteId = `${keyPrefix}-${i}`;
+    const text = options.marker === undefined ? notes[i % notes.length].text : `${options.marker} ${notes[i % notes.length].text}`;
+    const patientId = options.marker === undefined ? null : `${options.marker}-patient`;
+    return { key: noteId, value: encodeNote({ noteId, text, source: null, latencyBudgetMs: options.budget?.(i) ?? null, patientId, metadata: null }, 'json') };
+  });
   try {
-    await producer.send({
-      topic,
-      messages: Array.from({ length: count }, (_, i) => {
-        const noteId = `${keyPrefix}-${i}`;
-        const text = options.marker === undefined ? notes[i % notes.length].text : `${options.marker} ${notes[i % notes.length].text}`;
-        const patientId = options.marker === undefined ? null : `${options.marker}-patient`;
-        return { key: noteId, value: encodeNote({ noteId, text, source: null, latencyBudgetMs: options.budget?.(i) ?? null, patientId, metadata: null }, 'json') };
-      }),
-    });
+    if (options.intervalMs === undefined) await producer.send({ topic, messages });
+    else {
+      for (const [i, message] of messages.entries()) {
+        if (i > 0) await new Promise((r) => setTimeout(r, options.intervalMs));
+        await producer.send({ topic, messages: [message] });
+      }
+    }
   } finally {
     await producer.disconnect();
   }

@@ -89,6 +89,57 @@ describe('cost model', () => {
     for (const v of Object.values(model.snapshot().encoder)) assert.ok(Number.isFinite(v) && v >= 0);
   });
 
+  test('an outage of timeouts keeps the LLM off only for failureMemoryMs; then the plan returns to it with the cost successes confirmed', () => {
+    let now = 0;
+    const memory = 10_000;
+    const router = createRouter({ policy: 'llm', calibration, costModel: { failureMemoryMs: memory, clock: () => now } });
+    const model = router.costs;
+    const note = [sentence(0, words(50))];
+    const plan = (): ReturnType<typeof router.plan> => router.plan({ sentences: note, budget: budget(1000), elapsedMs: 0 });
+    for (let i = 0; i < 10; i++) model.observe('llm', 50, 55);
+    const healthy = model.predict('llm', 50);
+    assert.ok(Math.abs(healthy - 55) < 1e-6, `healthy prediction ${healthy}`);
+    assert.deepEqual(plan().sentenceRoutes, ['llm']);
+    // Outage: every call times out at 2 x 2000 ms (two attempts); the calls keep coming for 3 s.
+    for (let i = 0; i < 6; i++) {
+      now = i * 500;
+      model.observeFailure('llm', 40 + i * 10, 4000);
+    }
+    const lastFailure = now;
+    assert.ok(model.predict('llm', 50) >= 3900, `while the failures are remembered the LLM looks slow (${model.predict('llm', 50)} ms)`);
+    const during = plan();
+    assert.deepEqual(during.sentenceRoutes, ['encoder']);
+    assert.ok(during.reasons.includes(Reasons.budgetExhausted));
+    // Failures never enter the fitted line: successes' figures are intact.
+    const snap = model.snapshot().llm;
+    assert.equal(snap.observations, 10);
+    assert.ok(Math.abs(snap.overheadMs + snap.msPerToken * 50 - 55) < 1e-6);
+    // No LLM call is made while the plan avoids it; the memory still ends on time, and the LLM is tried again.
+    now = lastFailure + memory - 1;
+    assert.deepEqual(plan().sentenceRoutes, ['encoder']);
+    now = lastFailure + memory;
+    assert.ok(Math.abs(model.predict('llm', 50) - healthy) < 1e-6, `prediction back to ${healthy} ms`);
+    assert.equal(model.snapshot().llm.failurePenaltyMs, 0);
+    assert.deepEqual(plan().sentenceRoutes, ['llm']);
+  });
+
+  test('a success forgets a remembered failure at once; the largest shortfall in the window counts; a call within the line is no failure', () => {
+    let now = 0;
+    const model = new OnlineCostModel({ encoder: { overheadMs: 0, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } }, { failureMemoryMs: 1000, clock: () => now });
+    model.observeFailure('llm', 100, 50); // faster than predicted (budget cut early): says nothing
+    assert.equal(model.predict('llm', 100), 100);
+    model.observeFailure('llm', 100, 900);
+    assert.equal(model.predict('llm', 100), 900);
+    now = 500;
+    model.observeFailure('llm', 100, 300); // a smaller shortfall does not lower the remembered one, and extends the window
+    assert.equal(model.predict('llm', 10), 10 + 800);
+    now = 1400;
+    assert.equal(model.predict('llm', 100), 900, 'the window runs from the latest failure');
+    model.observe('llm', 100, 100);
+    assert.equal(model.predict('llm', 100), 100, 'a success clears the failure');
+    assert.equal(model.predict('encoder', 100), 10, 'the other route is untouched');
+  });
+
   test('the calibration file gives costs and length-bucket gains', () => {
     const c = parseCalibration(
       {
