@@ -23,7 +23,7 @@ import { MockKafkaCluster, ensureMockKafkaBinary } from '../src/embedded/mock-cl
 import { readTopics, type ReadRecord } from '../src/embedded/read-topic.js';
 import { readMtsamplesCsv, readNotesFile } from '../src/eval/datasets.js';
 import { encodeNote } from '../src/ingest/decode.js';
-import { createKafka, createProducer } from '../src/ingest/kafka.js';
+import { createKafka, createProducer } from '../src/kafka/index.js';
 import { RouterService } from '../src/pipeline/service.js';
 import { decodeTaggedNote } from '../src/publish/tagged-note.js';
 import { POLICY_NAMES, type NoteBudget } from '../src/route/index.js';
@@ -36,8 +36,8 @@ import { onnxSessionOptions } from '../src/taggers/onnx-backend.js';
 import type { Kafka } from 'kafkajs';
 import { createLogger } from '../src/telemetry/logger.js';
 import { prepareText } from '../src/text/index.js';
-import { startLlmServer } from '../src/cli/serve-llm.js';
-import { createProcessor, loadRouter } from '../src/cli/components.js';
+import { startLlmServer } from '../src/taggers/llm/reference-server.js';
+import { createProcessor, loadRouter } from '../src/pipeline/compose.js';
 import type { Sentence } from '../src/types.js';
 
 const quick = process.argv.includes('--quick');

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Re-trains the three reference encoder bundles in models/ from scratch on CPU
-# (see training/README.md). Uses Debian's torch (/usr/bin/python3); as root it
-# installs python3-torch python3-onnx libopenblas0-pthread with apt-get when
+# Re-trains the three reference encoder bundles on CPU (see training/README.md):
+# by default with pretrained fastText sub-word vectors into /tmp/bioner-new-models,
+# or (RECIPE=scratch) the committed from-scratch recipe into models/. Uses
+# Debian's torch (/usr/bin/python3) and fasttext; as root it installs
+# python3-torch python3-onnx libopenblas0-pthread fasttext with apt-get when
 # they are missing, otherwise it says what is missing.
 #
 #   scripts/train-encoders.sh                 # all three
 #   scripts/train-encoders.sh bc5cdr jnlpba   # a subset
+#   RECIPE=scratch scripts/train-encoders.sh  # the committed from-scratch bundles
+#   OUT_ROOT=DIR PRETRAIN_DIR=DIR ...         # where bundles / corpus+vectors go
 #
 # Logs go to ${LOG_DIR:-/tmp/bioner-train-logs}/<dataset>.log. Each bundle is
 # verified with training/verify_bundle.mjs (Node tokenizer + onnxruntime-node)
@@ -20,30 +24,69 @@ mkdir -p "$log_dir"
 
 have_deps() {
   [[ -x "$PY" ]] && "$PY" -c 'import torch, onnx, numpy' >/dev/null 2>&1 &&
-    ls /usr/lib/*/libopenblas*.so* /usr/lib/*/openblas-pthread/* >/dev/null 2>&1
+    ls /usr/lib/*/libopenblas*.so* /usr/lib/*/openblas-pthread/* >/dev/null 2>&1 &&
+    command -v fasttext >/dev/null 2>&1
 }
 if ! have_deps; then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "train-encoders: installing python3-torch python3-onnx python3-numpy libopenblas0-pthread" >&2
+    echo "train-encoders: installing python3-torch python3-onnx python3-numpy libopenblas0-pthread fasttext" >&2
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3-torch python3-onnx python3-numpy libopenblas0-pthread
+      python3-torch python3-onnx python3-numpy libopenblas0-pthread fasttext
   else
-    echo "train-encoders: need Debian packages python3-torch python3-onnx python3-numpy libopenblas0-pthread (run as root or install them)" >&2
+    echo "train-encoders: need Debian packages python3-torch python3-onnx python3-numpy libopenblas0-pthread fasttext (run as root or install them)" >&2
     exit 1
   fi
 fi
 
-# The exact commands used for the committed bundles (nice 5, one torch thread:
-# measured >2x faster than two threads for this model on the shared 2-core box).
+# RECIPE=pretrained (default): the pretrained-vector recipe of issue 13
+# (training/README.md, "Pretrained sub-word vectors"). training/train_vectors.sh
+# first builds the unlabeled corpus and the fastText vectors (skipped when
+# $PRETRAIN_DIR/ft96.bin exists), then the exact final commands train into
+# $OUT_ROOT (default /tmp/bioner-new-models; OUT_ROOT=models replaces the
+# committed bundles, but note that models/bc5cdr-llm reuses the committed
+# bc5cdr-encoder tokenizer, which the pretrained recipe's larger vocabulary changes).
+# RECIPE=scratch: the exact from-scratch commands of the committed bundles
+# (into models/ unless OUT_ROOT is set).
+# nice 5, one torch thread: measured >2x faster than two for this model on the
+# shared 2-core box.
+recipe="${RECIPE:-pretrained}"
+pretrain_dir="${PRETRAIN_DIR:-/tmp/bioner-pretrain}"
+vectors="$pretrain_dir/ft96.bin"
+case "$recipe" in
+  pretrained) out_root="${OUT_ROOT:-/tmp/bioner-new-models}" ;;
+  scratch) out_root="${OUT_ROOT:-models}" ;;
+  *) echo "train-encoders: RECIPE must be pretrained or scratch" >&2; exit 2 ;;
+esac
+mkdir -p "$out_root"
+if [[ "$recipe" == pretrained && ! -s "$vectors" ]]; then
+  echo "train-encoders: building corpus + fastText vectors (log $log_dir/vectors.log)" >&2
+  PRETRAIN_DIR="$pretrain_dir" training/train_vectors.sh >"$log_dir/vectors.log" 2>&1 ||
+    { echo "train-encoders: vectors failed, see $log_dir/vectors.log" >&2; exit 1; }
+  grep -E '^(pubmed|BC5CDR|NCBI|JNLPBA|extra|mtsamples|total|train_vectors)' "$log_dir/vectors.log" || true
+fi
+
 train() {
+  local fx="$out_root/$1-fixture.json"
+  if [[ "$recipe" == scratch ]]; then
+    case "$1" in
+      bc5cdr)
+        nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --out "$out_root/bc5cdr-encoder" --fixture "$fx" ;;
+      ncbi-disease)
+        nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --epochs 18 --seed 13 --threads 1 --out "$out_root/ncbi-disease-encoder" --fixture "$fx" ;;
+      jnlpba)
+        nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --seed 13 --threads 1 --out "$out_root/jnlpba-encoder" --fixture "$fx" ;;
+      *) echo "unknown dataset $1" >&2; return 2 ;;
+    esac
+    return
+  fi
   case "$1" in
     bc5cdr)
-      nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --out models/bc5cdr-encoder ;;
+      nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr __BC5CDR_ARGS__ --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/bc5cdr-encoder" --fixture "$fx" ;;
     ncbi-disease)
-      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --epochs 18 --seed 13 --threads 1 --out models/ncbi-disease-encoder ;;
+      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease __NCBI_ARGS__ --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/ncbi-disease-encoder" --fixture "$fx" ;;
     jnlpba)
-      nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --seed 13 --threads 1 --out models/jnlpba-encoder ;;
+      nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba __JNLPBA_ARGS__ --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/jnlpba-encoder" --fixture "$fx" ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }
@@ -54,9 +97,9 @@ for d in "${datasets[@]}"; do
   echo "train-encoders: $d (log $log_dir/$d.log)" >&2
   rc=0
   train "$d" >"$log_dir/$d.log" 2>&1 || rc=$?
-  grep -E '^(data|model|epoch|best|padding|bundle|done)' "$log_dir/$d.log" || true
+  grep -E '^(vectors|data|model|epoch|best|padding|bundle|done)' "$log_dir/$d.log" || true
   [[ $rc == 0 ]] || { echo "train-encoders: $d failed (rc $rc), see $log_dir/$d.log" >&2; exit 1; }
   if [[ -d node_modules/onnxruntime-node && -d node_modules/@huggingface/tokenizers ]]; then
-    node training/verify_bundle.mjs "models/$d-encoder" "/tmp/bioner-$d-fixture.json"
+    node training/verify_bundle.mjs "$out_root/$d-encoder" "$out_root/$d-fixture.json"
   fi
 done

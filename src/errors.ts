@@ -26,8 +26,9 @@ export const ErrorCodes = {
   LLM_BUDGET_EXCEEDED: 'LLM_BUDGET_EXCEEDED',
   /** The LLM circuit breaker is open: calls fail fast without a request until it half-opens (retriable later). */
   CIRCUIT_OPEN: 'CIRCUIT_OPEN',
+  /** A note's tagging and publishing outlasted processing.noteTimeoutMs; its work is cancelled (retriable). */
+  NOTE_TIMEOUT: 'NOTE_TIMEOUT',
   PUBLISH_FAILED: 'PUBLISH_FAILED',
-  KAFKA_ERROR: 'KAFKA_ERROR',
   MOCK_CLUSTER_FAILED: 'MOCK_CLUSTER_FAILED',
   DATA_FORMAT: 'DATA_FORMAT',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
@@ -38,6 +39,10 @@ export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 /** Pipeline stage an error belongs to; recorded in DLQ headers. */
 export type Stage = 'config' | 'ingest' | 'decode' | 'validate' | 'text' | 'route' | 'tag' | 'publish' | 'embedded' | 'eval';
 
+/**
+ * The one constructor shape: `(code, message, options)`, or `(message, options)`
+ * for a class with a fixed code. Options are named, never positional.
+ */
 export interface RouterErrorOptions {
   retriable?: boolean;
   stage?: Stage;
@@ -58,58 +63,69 @@ export class RouterError extends Error {
   }
 }
 
+type CauseOnly = Pick<RouterErrorOptions, 'cause'>;
+type RetriableAndCause = Pick<RouterErrorOptions, 'retriable' | 'cause'>;
+
 /** Configuration is wrong; `field` is the dotted path of the offending option. */
 export class ConfigError extends RouterError {
   readonly field: string;
-  constructor(field: string, message: string) {
-    super(ErrorCodes.CONFIG_INVALID, `config field "${field}": ${message}`, { stage: 'config' });
+  constructor(field: string, message: string, options: CauseOnly = {}) {
+    super(ErrorCodes.CONFIG_INVALID, `config field "${field}": ${message}`, { stage: 'config', cause: options.cause });
     this.field = field;
   }
 }
 
 /** A single input record is unusable; it goes to the dead-letter topic, never retried. */
 export class InvalidRecordError extends RouterError {
-  constructor(code: ErrorCode, message: string, stage: Stage = 'validate', cause?: unknown) {
-    super(code, message, { retriable: false, stage, cause });
+  constructor(code: ErrorCode, message: string, options: Pick<RouterErrorOptions, 'stage' | 'cause'> = {}) {
+    super(code, message, { retriable: false, stage: options.stage ?? 'validate', cause: options.cause });
   }
 }
 
 export class ModelLoadError extends RouterError {
-  constructor(message: string, cause?: unknown) {
-    super(ErrorCodes.MODEL_LOAD_FAILED, message, { retriable: false, stage: 'tag', cause });
+  constructor(message: string, options: CauseOnly = {}) {
+    super(ErrorCodes.MODEL_LOAD_FAILED, message, { retriable: false, stage: 'tag', cause: options.cause });
   }
 }
 
+/** A tagger failed (the encoder, or no tagger configured). LLM request failures are LlmError. */
 export class TaggerError extends RouterError {
-  constructor(code: ErrorCode, message: string, retriable: boolean, cause?: unknown) {
-    super(code, message, { retriable, stage: 'tag', cause });
+  constructor(code: ErrorCode, message: string, options: RetriableAndCause = {}) {
+    super(code, message, { retriable: options.retriable ?? false, stage: 'tag', cause: options.cause });
   }
 }
 
-/** A failed call to a remote LLM; `status` is the HTTP status when the server answered one. */
+/** A failed call to an LLM; `status` is the HTTP status when the server answered one. */
 export class LlmError extends TaggerError {
   readonly status: number | undefined;
-  constructor(code: ErrorCode, message: string, retriable: boolean, options: { status?: number; cause?: unknown } = {}) {
-    super(code, message, retriable, options.cause);
+  constructor(code: ErrorCode, message: string, options: RetriableAndCause & { status?: number } = {}) {
+    super(code, message, options);
     this.status = options.status;
   }
 }
 
+/** The note outlasted processing.noteTimeoutMs; its tagging was cancelled. Retriable: a later attempt may be faster. */
+export class NoteTimeoutError extends RouterError {
+  constructor(message: string) {
+    super(ErrorCodes.NOTE_TIMEOUT, message, { retriable: true, stage: 'tag' });
+  }
+}
+
 export class PublishError extends RouterError {
-  constructor(message: string, retriable: boolean, cause?: unknown) {
-    super(ErrorCodes.PUBLISH_FAILED, message, { retriable, stage: 'publish', cause });
+  constructor(message: string, options: RetriableAndCause = {}) {
+    super(ErrorCodes.PUBLISH_FAILED, message, { retriable: options.retriable ?? false, stage: 'publish', cause: options.cause });
   }
 }
 
 export class EmbeddedKafkaError extends RouterError {
-  constructor(message: string, cause?: unknown) {
-    super(ErrorCodes.MOCK_CLUSTER_FAILED, message, { retriable: false, stage: 'embedded', cause });
+  constructor(message: string, options: CauseOnly = {}) {
+    super(ErrorCodes.MOCK_CLUSTER_FAILED, message, { retriable: false, stage: 'embedded', cause: options.cause });
   }
 }
 
 export class DataFormatError extends RouterError {
-  constructor(message: string, cause?: unknown) {
-    super(ErrorCodes.DATA_FORMAT, message, { retriable: false, stage: 'eval', cause });
+  constructor(message: string, options: CauseOnly = {}) {
+    super(ErrorCodes.DATA_FORMAT, message, { retriable: false, stage: 'eval', cause: options.cause });
   }
 }
 

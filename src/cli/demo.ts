@@ -7,7 +7,7 @@ import { MockKafkaCluster, ensureMockKafkaBinary } from '../embedded/mock-cluste
 import { readTopics, type ReadRecord } from '../embedded/read-topic.js';
 import { readNotesFile } from '../eval/datasets.js';
 import { encodeNote } from '../ingest/decode.js';
-import { createKafka, createProducer } from '../ingest/kafka.js';
+import { createKafka, createProducer } from '../kafka/index.js';
 import { RouterService } from '../pipeline/service.js';
 import { DlqHeaders, headerString } from '../publish/dlq.js';
 import { decodeTaggedNote } from '../publish/tagged-note.js';
@@ -17,7 +17,7 @@ import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, METRIC_SERIES, serviceSources } from '../telemetry/metrics.js';
 import { telemetryIdentity } from '../telemetry/otel-env.js';
 import { setupTracing } from '../telemetry/tracing.js';
-import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../pipeline/compose.js';
 import type { PolicyName } from '../route/index.js';
 
 export interface DemoOptions {
@@ -31,6 +31,8 @@ export interface DemoOptions {
   llmModel?: string;
   /** Where the table and summaries go (default stdout); tests capture it. */
   write?: (text: string) => void;
+  /** Where progress and the closing hints go, a line at a time (default stderr); counts and paths only, never note text. */
+  progress?: (line: string) => void;
 }
 
 export const DEMO_FIXTURE = 'test/fixtures/mtsamples/notes.jsonl';
@@ -58,6 +60,7 @@ function percentile(sorted: number[], p: number): number {
  */
 export async function demoCommand(opts: DemoOptions): Promise<Record<string, number>> {
   const started = performance.now();
+  const progress = opts.progress ?? ((line: string) => process.stderr.write(line + '\n'));
   const logger = createLogger('warn');
   const source = opts.notesFile ?? resolve(packageRoot, DEMO_FIXTURE);
   const pool = (await readNotesFile(source)).filter((n) => n.text.trim() !== '');
@@ -68,6 +71,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
   });
   const bad = opts.format === 'json' ? malformedRecords() : malformedRecords().filter((b) => b.expect !== 'INVALID_UTF8');
 
+  progress('demo: starting embedded Kafka (3 brokers)...');
   await ensureMockKafkaBinary();
   const topics = { input: 'clinical-notes', output: 'tagged-notes', dlq: 'clinical-notes.dlq' };
   const cluster = await MockKafkaCluster.start({ brokers: 3, topics: [{ name: topics.input, partitions: 3 }, { name: topics.output, partitions: 3 }, { name: topics.dlq, partitions: 1 }] });
@@ -83,6 +87,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     });
     const kafka = createKafka(config.kafka, logger);
     const producer = createProducer(kafka);
+    progress(`demo: producing ${notes.length} notes and ${bad.length} malformed records...`);
     await producer.connect();
     await producer.send({
       topic: topics.input,
@@ -93,6 +98,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     });
     await producer.disconnect();
 
+    progress('demo: loading models...');
     const encoder = await loadEncoder(config.encoder);
     const llm = await loadLlm(config, logger);
     const router = await loadRouter(config, logger);
@@ -106,13 +112,16 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
       metrics.observe(serviceSources(service, llm));
       await service.start();
       const expected = notes.length + bad.length;
-      const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => rs.length >= expected, 120_000);
+      const tally = taggingProgress(notes.length, topics.output, progress);
+      const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => tally(rs) && rs.length >= expected, 120_000);
       await service.close();
       await encoder.close();
       await llm?.close();
       await tracing.forceFlush();
       const summaries = [...routingSummary(spans.getFinishedSpans(), topics.input), ...metricsSummary(await metrics.collectPrometheus())];
-      return printSummary(records, topics, notes.length, performance.now() - started, summaries, opts.write);
+      const summary = printSummary(records, topics, notes.length, performance.now() - started, summaries, opts.write);
+      for (const line of DEMO_NEXT_STEPS) progress(line);
+      return summary;
     } finally {
       await metrics.shutdown();
       await tracing.shutdown();
@@ -257,3 +266,39 @@ function printSummary(
   return summary;
 }
 
+/**
+ * Reports "tagging N notes: k/N" as published records arrive (about ten
+ * lines whatever N is); returns a readTopics predicate part that is always
+ * true, so the caller's own condition decides when reading stops.
+ */
+export function taggingProgress(total: number, outputTopic: string, progress: (line: string) => void): (records: readonly ReadRecord[]) => true {
+  const step = Math.max(1, Math.ceil(total / 10));
+  let counted = 0;
+  let published = 0;
+  let shown = -1;
+  const show = (): void => {
+    if (published === shown || (published % step !== 0 && published < total)) return;
+    shown = published;
+    progress(`demo: tagging ${total} notes: ${Math.min(published, total)}/${total}`);
+  };
+  show();
+  return (records) => {
+    // readTopics passes its growing list: look only at what is new since the last call.
+    for (; counted < records.length; counted++) {
+      if (records[counted].topic === outputTopic) {
+        published++;
+        show();
+      }
+    }
+    return true;
+  };
+}
+
+/** What the demo ends with (on the progress stream, after the JSON line): where to go from here. */
+export const DEMO_NEXT_STEPS: readonly string[] = [
+  'what to try next:',
+  '  bioner-router tag FILE                                  tag a text file of your own (or stdin) and print its spans as JSON',
+  '  bioner-router run --config deploy/router.example.yaml   the same router against a real Kafka (set kafka.brokers first)',
+  '  bioner-router <command> --help                          every command and option',
+  '  README.md: "CLI" explains this table and the JSON line, "Output: schemas/tagged-note.avsc" the records, "Tracing" the summaries',
+];

@@ -10,7 +10,7 @@ import { loadLengthEstimator, type LogisticLengthEstimator } from '../route/leng
 import { packageRoot } from '../schemas.js';
 import { createLlmTagger } from '../taggers/llm/index.js';
 import type { Tagger } from '../taggers/types.js';
-import { loadEncoder, resolveExistingModelDir } from './components.js';
+import { loadEncoder, resolveExistingModelDir } from '../pipeline/compose.js';
 import { reportJson } from './eval.js';
 
 export interface RouterEvalOptions {

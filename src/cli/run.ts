@@ -1,13 +1,13 @@
 import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
-import { kafkaSecurityOptions } from '../ingest/kafka-security.js';
+import { kafkaSecurityOptions } from '../kafka/security.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
 import { telemetryIdentity } from '../telemetry/otel-env.js';
 import { routerReadiness, startTelemetryServer, type Readiness } from '../telemetry/server.js';
 import { setupTracing } from '../telemetry/tracing.js';
-import { createProcessor, loadEncoder, loadLlm, loadRouter } from './components.js';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../pipeline/compose.js';
 
 /** `bioner-router run --config FILE`: the long-running consumer. */
 export async function runCommand(configFile: string | undefined): Promise<void> {

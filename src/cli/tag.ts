@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { ConfigSchema } from '../config/schema.js';
-import { createProcessor, loadEncoder } from './components.js';
+import { createProcessor, loadEncoder } from '../pipeline/compose.js';
 import { makeOffsetConverter } from '../text/codepoints.js';
 
 async function readStdin(): Promise<string> {

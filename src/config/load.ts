@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { ConfigSchema, crossFieldRules, type RouterConfig } from './schema.js';
 
@@ -80,20 +81,99 @@ export function applyEnvironment(raw: JsonObject, env: NodeJS.ProcessEnv): JsonO
   return result;
 }
 
-/** Validates an already-parsed object (file content after env overrides) into a full config. */
+type Problem = [field: string, message: string];
+
+/**
+ * Every zod issue as [field, message]; an unknown-keys issue gives one problem
+ * per key. Only a field's first issue is kept: later checks on the same value
+ * follow from it (a broker without a port also fails the port-range check).
+ */
+function schemaProblems(issues: readonly z.core.$ZodIssue[]): Problem[] {
+  const out: Problem[] = [];
+  for (const issue of issues) {
+    const at = issue.path.map(String);
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) out.push([[...at, key].join('.'), 'unknown option; check its spelling against the config reference']);
+    } else if (!out.some(([field]) => field === (at.join('.') || '(root)'))) {
+      out.push([at.join('.') || '(root)', issue.message.replace(/\s*\n\s*/g, ' ')]);
+    }
+  }
+  return out;
+}
+
+const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * A copy of `raw` without the options zod refused (an array with a bad
+ * element goes whole; a missing required option takes its parent object), so
+ * the cross-field rules can still run on the rest, with the dotted paths
+ * dropped; undefined when the root itself is wrong.
+ */
+function withoutRefused(raw: unknown, issues: readonly z.core.$ZodIssue[]): { rest: Record<string, unknown>; dropped: string[] } | undefined {
+  if (!isMapping(raw)) return undefined;
+  const paths = issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => [...i.path.map(String), k]) : [i.path.map(String)]));
+  const dropped = new Set<string>();
+  for (const path of paths) {
+    if (path.length === 0) return undefined;
+    // Decided on the original, so one drop cannot change where the next one lands.
+    let node: Record<string, unknown> = raw;
+    let i = 0;
+    while (i < path.length - 1 && isMapping(node[path[i]])) {
+      node = node[path[i]] as Record<string, unknown>;
+      i++;
+    }
+    if (!(path[i] in node) && i > 0) i--;
+    dropped.add(path.slice(0, i + 1).join('.'));
+  }
+  let rest: Record<string, unknown>;
+  try {
+    rest = structuredClone(raw);
+  } catch {
+    return undefined;
+  }
+  for (const d of dropped) {
+    const keys = d.split('.');
+    let node: unknown = rest;
+    for (const k of keys.slice(0, -1)) node = isMapping(node) ? node[k] : undefined;
+    if (isMapping(node)) delete node[keys[keys.length - 1]];
+  }
+  return { rest, dropped: [...dropped] };
+}
+
+/** Whether `text` names the option `path` or one below it (kafka.tls names kafka.tls.enabled, not kafka.tlsX). */
+function mentions(text: string, path: string): boolean {
+  for (let at = text.indexOf(path); at >= 0; at = text.indexOf(path, at + 1)) {
+    if (!/[A-Za-z0-9_]/.test(text.charAt(at + path.length)) && !/[A-Za-z0-9_.]/.test(text.charAt(at - 1))) return true;
+  }
+  return false;
+}
+
+/**
+ * Validates an already-parsed object (file content after env overrides) into a full config.
+ * Every problem is reported at once: all schema issues, then the cross-field
+ * rules over the options that passed (a rule that involves a refused option
+ * is left out: it would judge the default standing in for it). The error's
+ * `field` is the first problem's; its message has one line per problem.
+ */
 export function validateConfig(raw: unknown): RouterConfig {
   const parsed = ConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    let field = issue.path.map(String).join('.');
-    if (issue.code === 'unrecognized_keys') field = [...issue.path.map(String), issue.keys[0]].filter((s) => s !== '').join('.');
-    const more = parsed.error.issues.length > 1 ? ` (and ${parsed.error.issues.length - 1} more problem(s))` : '';
-    const message = issue.code === 'unrecognized_keys' ? 'unknown option; check its spelling against the config reference' : issue.message;
-    throw new ConfigError(field || '(root)', message + more);
+  let problems: Problem[];
+  if (parsed.success) {
+    problems = crossFieldRules(parsed.data);
+  } else {
+    problems = schemaProblems(parsed.error.issues);
+    const partial = withoutRefused(raw, parsed.error.issues);
+    const reparsed = partial === undefined ? undefined : ConfigSchema.safeParse(partial.rest);
+    if (partial !== undefined && reparsed?.success === true) {
+      for (const p of crossFieldRules(reparsed.data)) {
+        if (!partial.dropped.some((d) => mentions(`${p[0]} ${p[1]}`, d))) problems.push(p);
+      }
+    }
   }
-  const problems = crossFieldRules(parsed.data);
-  if (problems.length > 0) throw new ConfigError(problems[0][0], problems[0][1]);
-  return parsed.data;
+  if (problems.length === 0 && parsed.success) return parsed.data;
+  const unique = problems.filter((p, i) => problems.findIndex((q) => q[0] === p[0] && q[1] === p[1]) === i);
+  const [[field, first], ...others] = unique;
+  throw new ConfigError(field, [first, ...others.map(([f, m]) => `config field "${f}": ${m}`)].join('\n'));
 }
 
 export function parseConfigText(text: string, fileName: string): JsonObject {

@@ -109,7 +109,7 @@ export async function ensureMockKafkaBinary(): Promise<string> {
     const script = fileURLToPath(new URL('../../scripts/build-mock-kafka.sh', import.meta.url));
     execFile('bash', [script], { cwd: packageRoot() }, (err, _stdout, stderr) => {
       building = undefined;
-      if (err) reject(new EmbeddedKafkaError(`building the mock Kafka launcher failed: ${stderr.trim() || err.message}`, err));
+      if (err) reject(new EmbeddedKafkaError(`building the mock Kafka launcher failed: ${stderr.trim() || err.message}`, { cause: err }));
       else resolve(bin);
     });
   });
@@ -190,7 +190,7 @@ export class MockKafkaCluster {
         clearTimeout(timer);
         child.kill('SIGKILL');
         const tail = stderrTail.text.trim();
-        reject(new EmbeddedKafkaError(`mock Kafka failed to start: ${why}${tail ? ` (stderr: ${tail.slice(-500)})` : ''}`, cause));
+        reject(new EmbeddedKafkaError(`mock Kafka failed to start: ${why}${tail ? ` (stderr: ${tail.slice(-500)})` : ''}`, { cause }));
       };
       const timer = setTimeout(() => fail(`no BOOTSTRAP line within ${timeoutMs} ms`), timeoutMs);
       child.once('error', (err) => {

@@ -6,7 +6,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { DataFormatError } from '../errors.js';
-import { splitTag } from '../taggers/bio.js';
 import { makeOffsetConverter } from '../text/codepoints.js';
 import type { TokenSpan } from '../types.js';
 
@@ -42,7 +41,7 @@ async function readText(path: string): Promise<string> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new DataFormatError(`cannot read ${path}`, err);
+    throw new DataFormatError(`cannot read ${path}`, { cause: err });
   }
   // A BOM is not content; dropping it keeps offsets of BOM-less and BOM files equal.
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
@@ -69,9 +68,7 @@ export async function readIob(path: string): Promise<IobSentence[]> {
     }
     const fields = line.split('\t');
     if (fields.length !== 2 || fields[0].length === 0 || !IOB_TAG.test(fields[1])) {
-      throw new DataFormatError(
-        `${path}:${i + 1}: expected "token<TAB>tag" with tag O, B-X or I-X (got ${fields.length} field(s))`,
-      );
+      throw new DataFormatError(`${path}:${i + 1}: expected "token<TAB>tag" with tag O or B-/I-/E-/S-/L-/U-X (got ${fields.length} field(s))`);
     }
     tokens.push(fields[0]);
     tags.push(fields[1]);
@@ -80,22 +77,90 @@ export async function readIob(path: string): Promise<IobSentence[]> {
   return out;
 }
 
-/** Entity spans of a tag sequence, conlleval convention: I-X after O or another type starts a new entity. */
+/** A tag's chunk role: `L-` (last) reads as `E-`, `U-` (unit) as `S-`, as in IOBES. */
+export type ChunkPrefix = 'O' | 'B' | 'I' | 'E' | 'S';
+
+export interface ChunkTag {
+  prefix: ChunkPrefix;
+  /** Entity type; '' for `O`. */
+  type: string;
+}
+
+const CHUNK_TAG = /^([BIESLU])-(.+)$/;
+
+/**
+ * Reads one tag without folding schemes onto BIO (bio.ts folds `E-` into `I-`,
+ * which merges IOE chunks). A bare type `X` is `I-X`, as conlleval -r reads it.
+ */
+export function chunkTag(tag: string): ChunkTag {
+  if (tag === 'O') return { prefix: 'O', type: '' };
+  const m = CHUNK_TAG.exec(tag);
+  if (m === null) return { prefix: 'I', type: tag };
+  const p = m[1];
+  return { prefix: p === 'L' ? 'E' : p === 'U' ? 'S' : (p as ChunkPrefix), type: m[2] };
+}
+
+/**
+ * conlleval's endOfChunk, in its IOBES extension (the rules seqeval also uses):
+ * did a chunk end between the previous tag and this one?
+ */
+export function endOfChunk(prev: ChunkTag, cur: ChunkTag): boolean {
+  const p = prev.prefix;
+  const c = cur.prefix;
+  if (p === 'O') return false;
+  if (p === 'E' || p === 'S') return true;
+  // p is B or I: the chunk goes on through I/E of the same type only.
+  if (c === 'O' || c === 'B' || c === 'S') return true;
+  return prev.type !== cur.type;
+}
+
+/** conlleval's startOfChunk (IOBES extension): does a chunk start at this tag? */
+export function startOfChunk(prev: ChunkTag, cur: ChunkTag): boolean {
+  const p = prev.prefix;
+  const c = cur.prefix;
+  if (c === 'O') return false;
+  if (c === 'B' || c === 'S') return true;
+  // c is I or E: it opens a chunk after O, after a closed chunk (E/S), or on a type change.
+  if (p === 'O' || p === 'E' || p === 'S') return true;
+  return prev.type !== cur.type;
+}
+
+const OUTSIDE: ChunkTag = { prefix: 'O', type: '' };
+
+/**
+ * Entity spans of a tag sequence, read as conlleval reads chunks: IOB1, IOB2,
+ * IOE1/IOE2 and IOBES/BILOU all work. A sentence starts and ends as if after and
+ * before an `O`, so an `I-X` after `O`, at sentence start or after another type
+ * starts a chunk, `E-`/`L-` ends one and `S-`/`U-` is a one-token chunk.
+ */
 export function iobSpans(tags: readonly string[]): IobSpan[] {
   const spans: IobSpan[] = [];
-  let open: IobSpan | undefined;
-  for (let t = 0; t < tags.length; t++) {
-    const { prefix, type } = splitTag(tags[t]);
-    if (prefix === 'O') {
-      open = undefined;
-    } else if (prefix === 'B' || open === undefined || open.label !== type) {
-      open = { first: t, last: t, label: type };
-      spans.push(open);
-    } else {
-      open.last = t;
+  let prev = OUTSIDE;
+  let first = -1;
+  for (let t = 0; t <= tags.length; t++) {
+    const cur = t < tags.length ? chunkTag(tags[t]) : OUTSIDE;
+    if (first >= 0 && endOfChunk(prev, cur)) {
+      spans.push({ first, last: t - 1, label: prev.type });
+      first = -1;
     }
+    if (startOfChunk(prev, cur)) first = t;
+    prev = cur;
   }
   return spans;
+}
+
+/**
+ * IOB2 tags (`B-X` then `I-X`) for spans over `length` tokens: what the
+ * predictions file writes for a tagger's spans. The taggers' spans never
+ * overlap; if some did, the later span's tokens would win.
+ */
+export function iob2Tags(length: number, spans: readonly IobSpan[]): string[] {
+  const tags = new Array<string>(length).fill('O');
+  const sorted = [...spans].sort((a, b) => a.first - b.first || a.last - b.last);
+  for (const s of sorted) {
+    for (let t = s.first; t <= s.last && t < length; t++) tags[t] = `${t === s.first ? 'B' : 'I'}-${s.label}`;
+  }
+  return tags;
 }
 
 const RANGE = /^(\d+) (\d+)$/;
@@ -150,7 +215,7 @@ export async function readStandoffDir(dir: string): Promise<StandoffDoc[]> {
   try {
     names = await readdir(dir);
   } catch (err) {
-    throw new DataFormatError(`cannot read directory ${dir}`, err);
+    throw new DataFormatError(`cannot read directory ${dir}`, { cause: err });
   }
   const txt = new Set<string>();
   const ann = new Set<string>();

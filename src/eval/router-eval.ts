@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { DataFormatError } from '../errors.js';
 import { NoteProcessor } from '../pipeline/processor.js';
 import { resolveBudget, type BudgetSettings } from '../route/budget.js';
 import type { DomainCalibration } from '../route/calibration.js';
@@ -105,12 +106,12 @@ async function runRouter(inputs: RunInputs): Promise<RouterEvalReport> {
   let over = 0;
   for (const note of notes) {
     const budget = resolveBudget({ noteBudgetMs: null }, budgetSettings(setting.budgetMs));
-    const out = await processor.tagSentences(note.id, note.sentences, budget, now());
+    const out = await processor.tagSentences(note.id, note.sentences, budget, { receivedAt: now() });
     const noteWords = note.sentences.flatMap((s) => s.tokens);
     sentences += note.sentences.length;
     words += noteWords.length;
-    llmSentences += out.routeCounts.llm;
-    const ms = out.taggerMs.encoder + out.taggerMs.llm;
+    llmSentences += out.routing.sentencesLlm;
+    const ms = out.routing.actualEncoderMs + out.routing.actualLlmMs;
     taggerMs += ms;
     if (ms > budget.effectiveMs) over++;
     scorer.add(note.gold, out.spans.map((p) => ({ start: p.start, end: p.end, label: p.label, words: wordsIn(noteWords, p.start, p.end) })));
@@ -187,7 +188,7 @@ class ReplayTagger implements Tagger {
     this.clock.t += this.cost.overheadMs + this.cost.msPerToken * words;
     return sentences.map((s) => {
       const a = this.answers.get(s);
-      if (a === undefined) throw new Error('replay: sentence not in the tagged corpus');
+      if (a === undefined) throw new DataFormatError('replay: sentence not in the tagged corpus');
       return a;
     });
   }

@@ -1,16 +1,20 @@
 /**
- * Strict entity-level scoring: a prediction counts only with exact start, end and
- * label. Only labels that occur in the gold data are scored; predictions with any
- * other label are ignored (a Chemical+Disease model on NCBI-disease is scored on
- * Disease only). Gold labels are known only after the last document, so counts are
- * kept per label and resolved in `result()`, unless the constructor is given them.
+ * Strict entity-level scoring, as conlleval and seqeval count: a prediction counts
+ * only with exact start, end and label, and every prediction counts. A label the
+ * gold data never uses is a false positive each time it is predicted (a
+ * Chemical+Disease model on NCBI-disease loses precision for its Chemical spans);
+ * it shows in `by_label` with zero support. Dropping such predictions would
+ * report a score no standard tool reproduces.
  */
 
 export interface EvalSpan {
   start: number;
   end: number;
   label: string;
-  /** Entity length in words (bucketed as 1, 2, 3+). */
+  /**
+   * Entity length in tokens: the pipeline's word split (bucketed as 1, 2, 3+).
+   * The field keeps its old name because src/eval/router-eval.ts builds spans too.
+   */
   words: number;
 }
 
@@ -33,13 +37,13 @@ export interface EvalResult extends PRF {
 
 const BUCKETS: readonly LengthBucket[] = ['1', '2', '3+'];
 
-function bucketIndex(words: number): number {
-  return words <= 1 ? 0 : words === 2 ? 1 : 2;
+function bucketIndex(tokens: number): number {
+  return tokens <= 1 ? 0 : tokens === 2 ? 1 : 2;
 }
 
 /**
- * Counts for one label. Length buckets are counted on each side with that side's
- * own `words`: precision per bucket is over predicted spans of that length, recall
+ * Counts for one label. Length buckets (in tokens) are counted on each side with
+ * that side's own length: precision per bucket is over predicted spans of that length, recall
  * over gold spans of that length.
  */
 interface LabelCounts {
@@ -77,11 +81,15 @@ function dedupe(spans: readonly EvalSpan[]): Map<string, EvalSpan> {
 
 export class StrictScorer {
   private readonly counts = new Map<string, LabelCounts>();
-  private readonly fixedLabels: Set<string> | undefined;
+  private readonly listed: Set<string>;
 
-  /** `goldLabels`, when given, is the exact set of labels scored (listed even with no support). */
-  constructor(goldLabels?: Iterable<string>) {
-    this.fixedLabels = goldLabels === undefined ? undefined : new Set(goldLabels);
+  /**
+   * `labels` are listed in `by_label` even when neither side has them (e.g. a
+   * model's whole label set). They never restrict scoring: every gold and
+   * predicted label is scored.
+   */
+  constructor(labels: Iterable<string> = []) {
+    this.listed = new Set(labels);
   }
 
   private countsFor(label: string): LabelCounts {
@@ -117,8 +125,7 @@ export class StrictScorer {
   }
 
   result(): EvalResult {
-    const scored = this.fixedLabels ?? new Set([...this.counts].filter(([, c]) => c.gold > 0).map(([l]) => l));
-    const labels = [...scored].sort();
+    const labels = [...new Set([...this.listed, ...this.counts.keys()])].sort();
     const total = emptyCounts();
     const by_label: Record<string, ScoredPRF> = {};
     for (const label of labels) {

@@ -18,9 +18,9 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * DLQ headers and logs.
  */
 export function decodeNote(value: Buffer | null, options: DecodeOptions): ClinicalNote {
-  if (value === null || value.length === 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record has no value (null or empty)', 'decode');
+  if (value === null || value.length === 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record has no value (null or empty)', { stage: 'decode' });
   if (value.length > options.maxNoteBytes) {
-    throw new InvalidRecordError(ErrorCodes.NOTE_TOO_LARGE, `record value is ${value.length} bytes, above the configured limit of ${options.maxNoteBytes} (input.maxNoteBytes)`, 'validate');
+    throw new InvalidRecordError(ErrorCodes.NOTE_TOO_LARGE, `record value is ${value.length} bytes, above the configured limit of ${options.maxNoteBytes} (input.maxNoteBytes)`);
   }
   const raw = options.format === 'json' ? decodeJson(value) : decodeAvro(value, options.avroWireFormat ?? 'raw');
   return validateNote(raw);
@@ -31,21 +31,21 @@ function decodeJson(value: Buffer): unknown {
   try {
     text = utf8.decode(value);
   } catch {
-    throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'record value is not valid UTF-8', 'decode');
+    throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'record value is not valid UTF-8', { stage: 'decode' });
   }
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
     // JSON.parse messages can quote the input: keep only the position.
     const position = /position (\d+)/.exec((err as Error).message)?.[1];
-    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `record value is not valid JSON${position === undefined ? '' : ` (at character ${position})`}`, 'decode');
+    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `record value is not valid JSON${position === undefined ? '' : ` (at character ${position})`}`, { stage: 'decode' });
   }
 }
 
 function decodeAvro(value: Buffer, wire: 'raw' | 'confluent'): unknown {
   let body = value;
   if (wire === 'confluent') {
-    if (value.length < 5 || value[0] !== 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record lacks the Schema Registry header (magic byte 0 + schema id)', 'decode');
+    if (value.length < 5 || value[0] !== 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record lacks the Schema Registry header (magic byte 0 + schema id)', { stage: 'decode' });
     body = value.subarray(5);
   }
   const type = avroType('clinical-note');
@@ -54,11 +54,11 @@ function decodeAvro(value: Buffer, wire: 'raw' | 'confluent'): unknown {
     // fromBuffer rejects truncated records and trailing bytes.
     decoded = type.fromBuffer(body);
   } catch {
-    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record value is not a valid Avro ClinicalNote (truncated, trailing bytes or another schema)', 'decode');
+    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record value is not a valid Avro ClinicalNote (truncated, trailing bytes or another schema)', { stage: 'decode' });
   }
   // avsc replaces invalid UTF-8 with U+FFFD; when one shows up, a re-encode that differs from the input proves the bytes were invalid.
   if (containsReplacementChar(decoded) && !type.toBuffer(decoded).equals(body)) {
-    throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'a string field of the Avro record is not valid UTF-8', 'decode');
+    throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'a string field of the Avro record is not valid UTF-8', { stage: 'decode' });
   }
   return decoded;
 }

@@ -3,28 +3,24 @@ import { performance } from 'node:perf_hooks';
 import type { Span } from '@opentelemetry/api';
 import { ErrorCodes, LlmError, TaggerError, errorCodeOf } from '../errors.js';
 import type { ClinicalNote, RecordPosition } from '../ingest/note.js';
-import { buildTaggedNote, type TaggedNoteRecord } from '../publish/tagged-note.js';
-import { NO_LOAD, resolveBudget, type BudgetSettings, type LoadSnapshot, type NoteBudget } from '../route/budget.js';
+import type { NoteOutcome } from '../publish/outcome.js';
+import { DEFAULT_BUDGET_SETTINGS, llmDeadlineMs, NO_LOAD, resolveBudget, type BudgetSettings, type LoadSnapshot, type NoteBudget } from '../route/budget.js';
 import type { EncoderEvidence, RouteDecision, Router } from '../route/policy.js';
+import type { RoutingRecord } from '../route/record.js';
 import type { SentenceTagging, Tagger } from '../taggers/types.js';
+import { abortError } from '../taggers/token-classifier.js';
 import { toEntitySpans } from '../taggers/types.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
-import { BionerAttr } from '../telemetry/attributes.js';
 import { silentLogger } from '../telemetry/logger.js';
-import { errorType, recordFailure, tracer } from '../telemetry/tracing.js';
+import { describeRoute, markRouteFallback, withRouteSpan, withTaggerSpan, withTextSpan } from '../telemetry/pipeline-spans.js';
 import { prepareText } from '../text/index.js';
 import type { EntitySpan, Route, Sentence, TokenSpan } from '../types.js';
-
-export interface ProcessedNote {
-  record: TaggedNoteRecord;
-  spans: EntitySpan[];
-}
 
 export interface NoteProcessorOptions {
   /**
    * Longest the LLM part of a note may take, whatever the note's budget says
-   * (components.ts sets half of processing.noteTimeoutMs, leaving the rest for
-   * the encoder fallback and publishing). Default: the budget alone.
+   * (the composition root sets half of processing.noteTimeoutMs, leaving the
+   * rest for the encoder fallback and publishing). Default: the budget alone.
    */
   llmMaxMs?: number;
   /** Budget sources and the load-shedding rule (routing.* in the config). */
@@ -37,32 +33,33 @@ export interface NoteProcessorOptions {
 
 /** Per-note inputs that do not come from the note body. */
 export interface ProcessContext {
+  /** When the record reached the router (the processor's clock); the budget counts from here. Default: now. */
+  receivedAt?: number;
   /** Budget from the Kafka header `routing.budgetHeader`, when present and valid. */
   headerBudgetMs?: number | null;
+  /**
+   * Aborted when the caller stops waiting (the note's processing timeout):
+   * queued encoder windows are dropped, LLM requests cancelled, and the call
+   * rejects with the abort reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** Reason codes added to `routing.reasons` when LLM sentences went to the encoder instead. */
 export const FALLBACK_REASON = 'llm_fallback';
 
-const DEFAULT_BUDGET: BudgetSettings = { defaultBudgetMs: 5000, topicBudgets: {}, load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 } };
-
-/** What tagging a note's sentences produced, before the output record is built. */
+/** What tagging a note's sentences produced. */
 export interface TaggedSentences {
   spans: EntitySpan[];
   decision: RouteDecision;
-  /** Sentence positions that ended up tagged by the LLM (after any fallback). */
-  llmSentences: number[];
-  routeCounts: Record<Route, number>;
-  reasons: string[];
-  taggerMs: { encoder: number; llm: number };
-  predictedLlmMs: number;
-  estimatedGain: number;
+  routing: RoutingRecord;
   routeMs: number;
 }
 
 /**
- * Text -> route -> tag -> output record for one note, with no Kafka in sight:
- * the same path serves the consumer, `tag` and `eval`.
+ * Text -> route -> tag -> outcome for one note, with no Kafka in sight: the
+ * same path serves the consumer, `tag` and `eval`. It returns a domain
+ * outcome; publish/ maps it to the Avro record.
  *
  * Routing: the router (src/route) plans each sentence's route within the
  * note's effective budget. Encoder sentences are tagged first (for `cascade`,
@@ -72,13 +69,14 @@ export interface TaggedSentences {
  * encoder's for exactly those sentences. Observed tagger latencies feed the
  * cost model.
  *
- * Fallback rule (the one place it lives): the LLM call is bounded by what is
- * left of the note's effective budget (counted from receipt, capped by
+ * Fallback rule (the one place it lives): the LLM call is bounded by the
+ * router's deadline for it (what is left of the effective budget, capped by
  * `llmMaxMs`). If it fails for any reason (server down or refusing, request
  * timeout, 5xx, circuit open, unreadable answer, budget spent, no LLM
  * configured), those sentences keep (cascade) or get the encoder's spans with
  * route `encoder_fallback`, and the note's reasons get `llm_fallback` and
- * `llm_fallback:<ERROR_CODE>`. Only an encoder failure fails the note.
+ * `llm_fallback:<ERROR_CODE>`. Only an encoder failure (or the caller's abort)
+ * fails the note.
  */
 export class NoteProcessor {
   private readonly hooks: Required<PipelineHooks>;
@@ -93,7 +91,7 @@ export class NoteProcessor {
     private readonly options: NoteProcessorOptions = {},
   ) {
     this.hooks = safeHooks(hooks, silentLogger);
-    this.budgetSettings = options.budget ?? DEFAULT_BUDGET;
+    this.budgetSettings = options.budget ?? DEFAULT_BUDGET_SETTINGS;
     this.load = options.load;
     this.now = options.clock ?? (() => performance.now());
   }
@@ -107,93 +105,37 @@ export class NoteProcessor {
     return { id: this.taggers.encoder.model.id, version: this.taggers.encoder.model.version };
   }
 
-  async process(note: ClinicalNote, position: RecordPosition, receivedAtArg?: number, context: ProcessContext = {}): Promise<ProcessedNote> {
-    const receivedAt = receivedAtArg ?? this.now();
+  async process(note: ClinicalNote, position: RecordPosition, context: ProcessContext = {}): Promise<NoteOutcome> {
+    const receivedAt = context.receivedAt ?? this.now();
     const t0 = this.now();
-    const prepared = tracer().startActiveSpan('text', (span) => {
-      try {
-        const out = prepareText(note.text);
-        span.setAttributes({
-          [BionerAttr.NOTE_ID]: note.noteId,
-          [BionerAttr.NOTE_CHARS]: note.text.length,
-          [BionerAttr.TEXT_SENTENCES]: out.sentences.length,
-          [BionerAttr.TEXT_WORDS]: out.sentences.reduce((n, s) => n + s.tokens.length, 0),
-        });
-        return out;
-      } catch (err) {
-        recordFailure(span, err);
-        throw err;
-      } finally {
-        span.end();
-      }
-    });
+    const prepared = withTextSpan(note.noteId, note.text.length, () => prepareText(note.text));
     const t1 = this.now();
     const budget = resolveBudget({ noteBudgetMs: note.latencyBudgetMs, headerBudgetMs: context.headerBudgetMs ?? null, topic: position.topic }, this.budgetSettings, this.load?.() ?? NO_LOAD);
-    const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, receivedAt);
-    const { decision } = tagged;
-    const record = buildTaggedNote({
+    const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, { receivedAt, signal: context.signal });
+    return {
       noteId: note.noteId,
       source: note.source,
-      text: note.text,
+      metadata: note.metadata,
       position,
       model: this.model,
       spans: tagged.spans,
-      routing: {
-        policy: decision.policy,
-        budget_ms: Math.round(budget.budgetMs),
-        sentences: prepared.sentences.length,
-        sentences_encoder: tagged.routeCounts.encoder + tagged.routeCounts.encoder_fallback,
-        sentences_llm: tagged.routeCounts.llm,
-        reasons: tagged.reasons,
-        granularity: decision.granularity,
-        budget_source: budget.source,
-        effective_budget_ms: Math.round(budget.effectiveMs),
-        load_factor: budget.loadFactor,
-        predicted_encoder_ms: decision.predictedEncoderMs,
-        predicted_llm_ms: tagged.predictedLlmMs,
-        actual_encoder_ms: tagged.taggerMs.encoder,
-        actual_llm_ms: tagged.taggerMs.llm,
-        llm_sentences: tagged.llmSentences,
-        estimated_gain: tagged.estimatedGain,
-      },
-      timings: {
-        text_ms: t1 - t0,
-        route_ms: tagged.routeMs,
-        encoder_ms: tagged.taggerMs.encoder,
-        llm_ms: tagged.taggerMs.llm,
-        total_ms: this.now() - receivedAt,
-      },
-      metadata: note.metadata,
-    });
-    return { record, spans: tagged.spans };
+      routing: tagged.routing,
+      timings: { textMs: t1 - t0, routeMs: tagged.routeMs, encoderMs: tagged.routing.actualEncoderMs, llmMs: tagged.routing.actualLlmMs, totalMs: this.now() - receivedAt },
+    };
   }
 
   /**
    * Routes and tags already-prepared sentences (the consumer path after the
    * text stage; `eval --tagger router` calls it with corpus sentences).
    */
-  async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAtArg?: number): Promise<TaggedSentences> {
-    // One `route <policy>` span covers the decision and the tagger calls it led to (their `tag <route>` spans are its children).
-    return tracer().startActiveSpan(`route ${this.router.policy}`, async (span) => {
-      try {
-        const out = await this.routeAndTag(noteId, sentences, budget, receivedAtArg, span);
-        describeRoute(span, out, budget, sentences.length);
-        return out;
-      } catch (err) {
-        recordFailure(span, err);
-        throw err;
-      } finally {
-        span.end();
-      }
-    });
+  async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, context: Pick<ProcessContext, 'receivedAt' | 'signal'> = {}): Promise<TaggedSentences> {
+    return withRouteSpan(this.router.policy, noteId, this.router.policy === 'cascade', (span) => this.routeAndTag(noteId, sentences, budget, context.receivedAt ?? this.now(), context.signal, span));
   }
 
-  private async routeAndTag(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAtArg: number | undefined, routeSpan: Span): Promise<TaggedSentences> {
-    const receivedAt = receivedAtArg ?? this.now();
+  private async routeAndTag(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAt: number, signal: AbortSignal | undefined, routeSpan: Span): Promise<TaggedSentences> {
     const tr = this.now();
     const decision = this.router.plan({ sentences, budget, elapsedMs: tr - receivedAt });
     let routeMs = this.now() - tr;
-    routeSpan.setAttributes({ [BionerAttr.NOTE_ID]: noteId, [BionerAttr.ROUTE_POLICY]: decision.policy, [BionerAttr.ROUTE_CASCADE]: decision.cascade });
     const routeCounts: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
     for (const r of decision.sentenceRoutes) routeCounts[r]++;
     this.hooks.routeDecided({ noteId, policy: decision.policy, budgetMs: budget.budgetMs, sentences: sentences.length, routes: { ...routeCounts }, reasons: [...decision.reasons] });
@@ -210,7 +152,7 @@ export class NoteProcessor {
     // Encoder first: cheap, and its answer is what a failed LLM falls back on.
     let evidence: EncoderEvidence[] = [];
     if (encoderList.length > 0) {
-      const { tagged: detailed, ms } = await this.runEncoder(noteId, 'encoder', encoderList, decision.cascade);
+      const { tagged: detailed, ms } = await this.runEncoder(noteId, 'encoder', encoderList, decision.cascade, signal);
       taggerMs.encoder += ms;
       put(encoderList, detailed.map((d) => d.spans), 'encoder');
       evidence = detailed.map((d) => ({ minConfidence: d.minConfidence, hasLongSpan: d.spans.some((sp) => sp.last - sp.first + 1 >= 3) }));
@@ -230,37 +172,32 @@ export class NoteProcessor {
     }
 
     const llmSentences: number[] = [];
+    let fellBack = false;
     if (llmTargets.length > 0) {
       const list = llmTargets.map((i) => sentences[i]);
       const tokens = list.reduce((n, s) => n + s.tokens.length, 0);
-      const { outcome, ms } = await tracer().startActiveSpan('tag llm', async (span) => {
-        span.setAttributes({ [BionerAttr.TAGGER_ROUTE]: 'llm', [BionerAttr.TAGGER_SENTENCES]: list.length, [BionerAttr.TAGGER_WORDS]: tokens });
-        if (this.taggers.llm !== undefined) span.setAttribute(BionerAttr.TAGGER_MODEL, this.taggers.llm.model.id);
-        const start = this.now();
-        try {
-          const result = await this.tryLlm(list, budget.effectiveMs - (start - receivedAt));
-          const took = this.now() - start;
-          span.setAttributes({ [BionerAttr.TAGGER_MS]: took, [BionerAttr.TAGGER_OK]: result.ok !== undefined });
-          if (result.ok === undefined) recordFailure(span, result.failure);
-          return { outcome: result, ms: took };
-        } finally {
-          span.end();
-        }
+      const call = { route: 'llm' as const, sentences: list.length, words: tokens, model: this.taggers.llm?.model.id };
+      const { value: answer, failure, ms } = await withTaggerSpan(call, this.now, async () => {
+        const result = await this.tryLlm(list, llmDeadlineMs(budget, this.now() - receivedAt, this.options.llmMaxMs), signal);
+        return result.ok === undefined ? { value: undefined, failure: result.failure } : { value: result.ok };
       });
       taggerMs.llm += ms;
-      this.hooks.taggerCalled({ noteId, route: 'llm', sentences: list.length, ms, ok: outcome.ok !== undefined });
-      if (outcome.ok !== undefined) {
+      this.hooks.taggerCalled({ noteId, route: 'llm', sentences: list.length, ms, ok: failure === undefined });
+      if (answer !== undefined) {
         this.router.costs.observe('llm', tokens, ms);
-        put(list, outcome.ok, 'llm');
+        put(list, answer, 'llm');
         llmSentences.push(...llmTargets);
         if (decision.cascade) {
           routeCounts.encoder -= list.length;
           routeCounts.llm += list.length;
         }
       } else {
+        // The caller stopped waiting for the whole note: no fallback, the note fails with the abort reason.
+        if (signal?.aborted === true) throw abortError(signal);
         // A request that ran out of time says the LLM is at least that slow: the cost model remembers it for a while (never in its fit).
-        const code = errorCodeOf(outcome.failure);
-        routeSpan.setAttributes({ [BionerAttr.ROUTE_FALLBACK]: true, [BionerAttr.ROUTE_FALLBACK_CODE]: errorType(outcome.failure) });
+        const code = errorCodeOf(failure);
+        markRouteFallback(routeSpan, failure);
+        fellBack = true;
         if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) this.router.costs.observeFailure('llm', tokens, ms);
         for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${code}`]) if (!reasons.includes(reason)) reasons.push(reason);
         if (decision.cascade) {
@@ -269,7 +206,7 @@ export class NoteProcessor {
           routeCounts.encoder -= list.length;
         } else {
           routeCounts.llm -= list.length;
-          const again = await this.runEncoder(noteId, 'encoder_fallback', list, false);
+          const again = await this.runEncoder(noteId, 'encoder_fallback', list, false, signal);
           taggerMs.encoder += again.ms;
           put(list, again.tagged.map((d) => d.spans), 'encoder_fallback');
         }
@@ -278,66 +215,90 @@ export class NoteProcessor {
       }
     }
     const spans = [...spansBySentence.values()].flat().sort((a, b) => a.start - b.start || a.end - b.end);
-    // The router's choice (for cascade, its refine step's): all encoder, all LLM, or some of each.
-    const chosen = llmTargets.length === 0 ? 'encoder' : llmTargets.length >= sentences.length ? 'llm' : 'mixed';
-    routeSpan.setAttributes({ [BionerAttr.ROUTE_SENTENCES_PLANNED_LLM]: llmTargets.length, [BionerAttr.ROUTE_CHOSEN]: chosen });
-    return { spans, decision, llmSentences, routeCounts, reasons, taggerMs, predictedLlmMs, estimatedGain, routeMs };
+    const routing: RoutingRecord = {
+      policy: decision.policy,
+      granularity: decision.granularity,
+      budgetMs: budget.budgetMs,
+      budgetSource: budget.source,
+      effectiveBudgetMs: budget.effectiveMs,
+      loadFactor: budget.loadFactor,
+      sentences: sentences.length,
+      sentencesEncoder: routeCounts.encoder + routeCounts.encoder_fallback,
+      sentencesLlm: routeCounts.llm,
+      llmSentences,
+      reasons,
+      predictedEncoderMs: decision.predictedEncoderMs,
+      predictedLlmMs,
+      actualEncoderMs: taggerMs.encoder,
+      actualLlmMs: taggerMs.llm,
+      estimatedGain,
+    };
+    // The router's choice (for cascade, its refine step's) goes on the span: all encoder, all LLM, or some of each.
+    describeRoute(routeSpan, routing, routeCounts.encoder_fallback, llmTargets.length, routeMs, fellBack);
+    return { spans, decision, routing, routeMs };
   }
 
   /** One encoder call: timed, reported to the hooks, and (when it succeeds) fed to the cost model. */
-  private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean): Promise<{ tagged: SentenceTagging[]; ms: number }> {
+  private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean, signal: AbortSignal | undefined): Promise<{ tagged: SentenceTagging[]; ms: number }> {
     const tagger = this.taggers.encoder;
     const words = list.reduce((n, s) => n + s.tokens.length, 0);
-    return tracer().startActiveSpan(`tag ${route}`, async (span) => {
-      span.setAttributes({ [BionerAttr.TAGGER_ROUTE]: route, [BionerAttr.TAGGER_SENTENCES]: list.length, [BionerAttr.TAGGER_WORDS]: words, [BionerAttr.TAGGER_MODEL]: tagger.model.id });
-      const start = this.now();
-      let ok = false;
-      try {
+    let ok = false;
+    const start = this.now();
+    let ms = 0;
+    try {
+      const out = await withTaggerSpan({ route, sentences: list.length, words, model: tagger.model.id }, this.now, async () => {
         let tagged: SentenceTagging[];
-        if (detailed && tagger.tagSentencesDetailed !== undefined) tagged = await tagger.tagSentencesDetailed(list);
-        else tagged = (await tagger.tagSentences(list)).map((s) => ({ spans: s, minConfidence: s.reduce((m, sp) => Math.min(m, sp.score), 1) }));
-        ok = true;
-        return { tagged, ms: this.now() - start };
-      } catch (err) {
-        recordFailure(span, err);
-        throw err;
-      } finally {
-        const ms = this.now() - start;
-        span.setAttributes({ [BionerAttr.TAGGER_MS]: ms, [BionerAttr.TAGGER_OK]: ok });
-        span.end();
-        this.hooks.taggerCalled({ noteId, route, sentences: list.length, ms, ok });
-        if (ok) this.router.costs.observe('encoder', words, ms);
-      }
-    });
+        if (detailed && tagger.tagSentencesDetailed !== undefined) tagged = await tagger.tagSentencesDetailed(list, { signal });
+        else tagged = (await tagger.tagSentences(list, { signal })).map((s) => ({ spans: s, minConfidence: s.reduce((m, sp) => Math.min(m, sp.score), 1) }));
+        return { value: tagged };
+      });
+      ok = true;
+      ms = out.ms;
+      return { tagged: out.value, ms };
+    } finally {
+      if (!ok) ms = this.now() - start;
+      this.hooks.taggerCalled({ noteId, route, sentences: list.length, ms, ok });
+      if (ok) this.router.costs.observe('encoder', words, ms);
+    }
   }
 
   /**
-   * Runs the LLM call within `remainingMs` (capped by llmMaxMs): its spans, or
-   * the failure to fall back on. The call is cancelled (queued windows
-   * dropped, requests aborted) once it is no longer awaited, and a late answer
-   * is discarded.
+   * Runs the LLM call within `limitMs` (the router's deadline for it): its
+   * spans, or the failure to fall back on. The call is cancelled (queued
+   * windows dropped, requests aborted) once it is no longer awaited or the
+   * caller's `signal` aborts, and a late answer is discarded.
    */
-  private async tryLlm(sentences: Sentence[], remainingMs: number): Promise<{ ok: TokenSpan[][]; failure?: undefined } | { ok?: undefined; failure: unknown }> {
+  private async tryLlm(sentences: Sentence[], limitMs: number, parent: AbortSignal | undefined): Promise<{ ok: TokenSpan[][]; failure?: undefined } | { ok?: undefined; failure: unknown }> {
     const tagger = this.taggers.llm;
-    if (tagger === undefined) return { failure: new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the routing policy chose the LLM but no LLM tagger is configured', false) };
-    const limitMs = Math.floor(Math.min(remainingMs, this.options.llmMaxMs ?? Infinity));
-    if (limitMs <= 0) return { failure: new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the note's budget was spent before the LLM was called (${sentences.length} sentences)`, false) };
+    if (tagger === undefined) return { failure: new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the routing policy chose the LLM but no LLM tagger is configured') };
+    if (limitMs <= 0) return { failure: new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the note's budget was spent before the LLM was called (${sentences.length} sentences)`) };
     const controller = new AbortController();
     // Every request of the note listens on this one signal (removed when it ends); above 10 Node would warn of a leak that is not one.
     setMaxListeners(0, controller.signal);
-    const overBudget = new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the LLM did not answer within the note's remaining budget (${limitMs} ms)`, false);
+    const overBudget = new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the LLM did not answer within the note's remaining budget (${limitMs} ms)`);
     let timer: NodeJS.Timeout | undefined;
+    let onParentAbort: (() => void) | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         controller.abort(overBudget);
         reject(overBudget);
       }, limitMs);
+      if (parent !== undefined) {
+        onParentAbort = (): void => {
+          const reason = abortError(parent);
+          controller.abort(reason);
+          reject(reason);
+        };
+        if (parent.aborted) onParentAbort();
+        else parent.addEventListener('abort', onParentAbort, { once: true });
+      }
     });
     let work: Promise<TokenSpan[][]>;
     try {
       work = tagger.tagSentences(sentences, { signal: controller.signal });
     } catch (err) {
       clearTimeout(timer);
+      if (onParentAbort !== undefined) parent?.removeEventListener('abort', onParentAbort);
       return { failure: err };
     }
     work.catch(() => undefined); // when the deadline wins, the late failure is expected
@@ -347,29 +308,8 @@ export class NoteProcessor {
       return { failure: err };
     } finally {
       clearTimeout(timer);
-      if (!controller.signal.aborted) controller.abort(new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'the note no longer waits for the LLM', false));
+      if (onParentAbort !== undefined) parent?.removeEventListener('abort', onParentAbort);
+      if (!controller.signal.aborted) controller.abort(new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'the note no longer waits for the LLM'));
     }
   }
-}
-
-/** The decision attributes of a `route <policy>` span, from what tagging the note produced. */
-function describeRoute(span: Span, out: TaggedSentences, budget: NoteBudget, sentences: number): void {
-  const { decision, routeCounts } = out;
-  span.setAttributes({
-    [BionerAttr.ROUTE_GRANULARITY]: decision.granularity,
-    [BionerAttr.ROUTE_BUDGET_MS]: budget.budgetMs,
-    [BionerAttr.ROUTE_EFFECTIVE_BUDGET_MS]: budget.effectiveMs,
-    [BionerAttr.ROUTE_BUDGET_SOURCE]: budget.source,
-    [BionerAttr.ROUTE_LOAD_FACTOR]: budget.loadFactor,
-    [BionerAttr.ROUTE_PREDICTED_ENCODER_MS]: decision.predictedEncoderMs,
-    [BionerAttr.ROUTE_PREDICTED_LLM_MS]: out.predictedLlmMs,
-    [BionerAttr.ROUTE_SENTENCES]: sentences,
-    [BionerAttr.ROUTE_SENTENCES_LLM]: routeCounts.llm,
-    [BionerAttr.ROUTE_SENTENCES_ENCODER]: routeCounts.encoder,
-    [BionerAttr.ROUTE_SENTENCES_FALLBACK]: routeCounts.encoder_fallback,
-    [BionerAttr.ROUTE_ESTIMATED_GAIN]: out.estimatedGain,
-    [BionerAttr.ROUTE_REASONS]: [...out.reasons],
-    [BionerAttr.ROUTE_DECISION_MS]: out.routeMs,
-    [BionerAttr.ROUTE_FALLBACK]: out.reasons.includes(FALLBACK_REASON),
-  });
 }

@@ -1,7 +1,7 @@
-import type { RecordPosition } from '../ingest/note.js';
 import { avroType } from '../schemas.js';
 import { makeOffsetConverter } from '../text/codepoints.js';
-import type { EntitySpan, Route } from '../types.js';
+import type { Route } from '../types.js';
+import type { NoteOutcome } from './outcome.js';
 
 /** The Avro TaggedNote record (schemas/tagged-note.avsc) as a plain object. */
 export interface TaggedNoteRecord {
@@ -35,28 +35,22 @@ export interface TaggedNoteRecord {
   produced_at: number;
 }
 
-export interface TaggedNoteParts {
-  noteId: string;
-  source: string | null;
-  text: string;
-  position: RecordPosition;
-  model: { id: string; version: string };
-  spans: readonly EntitySpan[];
-  routing: TaggedNoteRecord['routing'];
-  timings: TaggedNoteRecord['timings'];
-  metadata: Record<string, string> | null;
-}
-
-/** Builds the output record, converting span offsets from UTF-16 units to code points. */
-export function buildTaggedNote(parts: TaggedNoteParts, now: Date = new Date()): TaggedNoteRecord {
-  const conv = makeOffsetConverter(parts.text);
+/**
+ * The output record of a note: span offsets converted from UTF-16 units to
+ * code points of `text` (the note's original text), fields in the schema's
+ * names. The one place the domain outcome meets the Avro schema.
+ */
+export function toTaggedNoteRecord(outcome: NoteOutcome, text: string, now: Date = new Date()): TaggedNoteRecord {
+  const conv = makeOffsetConverter(text);
+  const r = outcome.routing;
+  const t = outcome.timings;
   return {
-    note_id: parts.noteId,
-    source: parts.source,
-    input: { topic: parts.position.topic, partition: parts.position.partition, offset: Number(parts.position.offset) },
-    model: parts.model,
-    text_length: conv.toCodePoint(parts.text.length),
-    spans: parts.spans.map((s) => ({
+    note_id: outcome.noteId,
+    source: outcome.source,
+    input: { topic: outcome.position.topic, partition: outcome.position.partition, offset: Number(outcome.position.offset) },
+    model: outcome.model,
+    text_length: conv.toCodePoint(text.length),
+    spans: outcome.spans.map((s) => ({
       start: conv.toCodePoint(s.start),
       end: conv.toCodePoint(s.end),
       label: s.label,
@@ -64,9 +58,26 @@ export function buildTaggedNote(parts: TaggedNoteParts, now: Date = new Date()):
       route: s.route,
       sentence_index: s.sentenceIndex,
     })),
-    routing: parts.routing,
-    timings: parts.timings,
-    metadata: parts.metadata,
+    routing: {
+      policy: r.policy,
+      budget_ms: Math.round(r.budgetMs),
+      sentences: r.sentences,
+      sentences_encoder: r.sentencesEncoder,
+      sentences_llm: r.sentencesLlm,
+      reasons: r.reasons,
+      granularity: r.granularity,
+      budget_source: r.budgetSource,
+      effective_budget_ms: Math.round(r.effectiveBudgetMs),
+      load_factor: r.loadFactor,
+      predicted_encoder_ms: r.predictedEncoderMs,
+      predicted_llm_ms: r.predictedLlmMs,
+      actual_encoder_ms: r.actualEncoderMs,
+      actual_llm_ms: r.actualLlmMs,
+      llm_sentences: r.llmSentences,
+      estimated_gain: r.estimatedGain,
+    },
+    timings: { text_ms: t.textMs, route_ms: t.routeMs, encoder_ms: t.encoderMs, llm_ms: t.llmMs, total_ms: t.totalMs },
+    metadata: outcome.metadata,
     produced_at: now.getTime(),
   };
 }

@@ -85,3 +85,16 @@ export function resolveBudget(
   const factor = loadFactor(load, settings.load);
   return { budgetMs, source, effectiveMs: budgetMs * factor, loadFactor: factor };
 }
+
+/** Budget settings when none are given (library use, tests): 5 s per note, no per-topic budgets, no load shedding. */
+export const DEFAULT_BUDGET_SETTINGS: BudgetSettings = { defaultBudgetMs: 5000, topicBudgets: {}, load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 } };
+
+/**
+ * How long the LLM call of a note may take: what is left of its effective
+ * budget (counted from receipt) at the moment of the call, never more than
+ * `llmMaxMs` (half of processing.noteTimeoutMs in the service, so the
+ * encoder fallback and publishing still fit). 0 or less: no time left.
+ */
+export function llmDeadlineMs(budget: NoteBudget, elapsedMs: number, llmMaxMs = Infinity): number {
+  return Math.floor(Math.min(budget.effectiveMs - elapsedMs, llmMaxMs));
+}

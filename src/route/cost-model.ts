@@ -36,7 +36,7 @@ export interface CostModelOptions {
   priorWeight?: number;
   /** Token counts at which the prior line is anchored (a short and a long call). */
   priorTokens?: readonly [number, number];
-  /** How long a failed call's shortfall keeps raising the route's predictions, unless a success comes first (ms). */
+  /** How long a failed call's shortfall keeps raising the route's predictions, unless a success comes first (ms); 0: failures are not remembered. */
   failureMemoryMs?: number;
   /** Milliseconds clock for the failure memory (performance.now by default); tests pass a fake one. */
   clock?: () => number;
@@ -154,7 +154,7 @@ export class OnlineCostModel {
 
   /** A call that failed after `ms` (timeout, budget spent): the cost is at least that, for `failureMemoryMs`. */
   observeFailure(route: CostRoute, tokens: number, ms: number): void {
-    if (!(tokens > 0) || !Number.isFinite(ms) || ms <= 0) return;
+    if (!(tokens > 0) || !Number.isFinite(ms) || ms <= 0 || !(this.failureMemoryMs > 0)) return;
     const c = this.lines[route].cost;
     const shortfall = ms - (c.overheadMs + c.msPerToken * tokens);
     if (shortfall <= 0) return;

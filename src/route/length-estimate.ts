@@ -306,13 +306,13 @@ export async function loadLengthEstimator(path: string): Promise<LogisticLengthE
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new ModelLoadError(`cannot read length estimator ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, err);
+    throw new ModelLoadError(`cannot read length estimator ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new ModelLoadError(`length estimator ${path} is not valid JSON: ${(err as Error).message}`, err);
+    throw new ModelLoadError(`length estimator ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   validateLengthEstimatorFile(value, `length estimator ${path}`);
   return new LogisticLengthEstimator(value);

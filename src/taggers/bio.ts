@@ -262,13 +262,9 @@ function spansFromTags(probs: Float32Array, n: number, s: Scheme, tags: Int32Arr
 }
 
 function checkInput(probs: Float32Array, numWords: number, labels: readonly string[]): void {
-  if (labels.length === 0) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, 'decodeBio: empty label list', false);
+  if (labels.length === 0) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, 'decodeBio: empty label list');
   if (!Number.isInteger(numWords) || numWords < 0 || probs.length < numWords * labels.length) {
-    throw new TaggerError(
-      ErrorCodes.INFERENCE_FAILED,
-      `decodeBio: probs has ${probs.length} values, need ${numWords} words x ${labels.length} labels`,
-      false,
-    );
+    throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `decodeBio: probs has ${probs.length} values, need ${numWords} words x ${labels.length} labels`);
   }
 }
 

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelLoadError } from '../errors.js';
+import { packageRoot } from '../schemas.js';
 import { entityTypes, parseLabels } from './bio.js';
 import type { ModelInfo } from './types.js';
 
@@ -60,7 +61,7 @@ async function readJson<T>(dir: string, name: string, required: boolean): Promis
     return JSON.parse(await readFile(join(dir, name), 'utf8')) as T;
   } catch (err) {
     if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ModelLoadError(`cannot read ${name} in model directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, err);
+    throw new ModelLoadError(`cannot read ${name} in model directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
 }
 
@@ -93,7 +94,7 @@ export async function loadModelBundle(dir: string): Promise<ModelBundle> {
   try {
     tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
   } catch (err) {
-    throw new ModelLoadError(`tokenizer.json in ${modelDir} could not be loaded: ${(err as Error).message}`, err);
+    throw new ModelLoadError(`tokenizer.json in ${modelDir} could not be loaded: ${(err as Error).message}`, { cause: err });
   }
   const idOf = (candidates: Array<string | undefined>, role: string): number => {
     for (const c of candidates) {
@@ -128,4 +129,18 @@ export async function loadModelBundle(dir: string): Promise<ModelBundle> {
     modelLimit,
     spacePrefixed: preTokenizer.includes('ByteLevel'),
   };
+}
+
+/** A model directory as given (relative to the working directory), else inside the package (the bundled models). */
+export async function resolveExistingModelDir(dir: string): Promise<string> {
+  const { access } = await import('node:fs/promises');
+  for (const candidate of [resolve(dir), resolve(packageRoot, dir)]) {
+    try {
+      await access(resolve(candidate, 'config.json'));
+      return candidate;
+    } catch {
+      // try the next candidate
+    }
+  }
+  return resolve(dir);
 }

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
-import { ModelLoadError } from '../errors.js';
+import { ErrorCodes, ModelLoadError, TaggerError } from '../errors.js';
 import type { LogitsBackend } from './token-classifier.js';
 
 /**
@@ -51,7 +51,7 @@ export class OnnxBackend implements LogitsBackend {
     try {
       session = await ort.InferenceSession.create(join(modelDir, 'model.onnx'), onnxSessionOptions(options.intraOpThreads ?? 0));
     } catch (err) {
-      throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, err);
+      throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
     }
     for (const input of ['input_ids', 'attention_mask']) {
       if (!session.inputNames.includes(input)) {
@@ -85,7 +85,7 @@ export class OnnxBackend implements LogitsBackend {
     const numLabels = this.options.numLabels;
     const dims = logitsTensor.dims;
     if (dims.length !== 3 || dims[0] !== rows || dims[1] !== cols || dims[2] !== numLabels) {
-      throw new Error(`logits have shape [${dims.join(', ')}], expected [${rows}, ${cols}, ${numLabels}]`);
+      throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `logits have shape [${dims.join(', ')}], expected [${rows}, ${cols}, ${numLabels}]`);
     }
     return batch.map((ids, r) => logits.slice(r * cols * numLabels, (r * cols + ids.length) * numLabels));
   }

@@ -1,4 +1,4 @@
-import { ErrorCodes, ModelLoadError, RouterError, TaggerError } from '../errors.js';
+import { ErrorCodes, LlmError, ModelLoadError, RouterError, TaggerError } from '../errors.js';
 import { planWindows, type TextWindow } from '../text/windows.js';
 import type { Route, Sentence, TokenSpan } from '../types.js';
 import { decodeBio, type BioMode } from './bio.js';
@@ -47,7 +47,7 @@ const PIECE_CACHE_LIMIT = 200_000;
 export function abortError(signal: AbortSignal): RouterError {
   const reason: unknown = signal.reason;
   if (reason instanceof RouterError) return reason;
-  return new TaggerError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'tagging was cancelled before it finished', false, reason);
+  return new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'tagging was cancelled before it finished', { cause: reason });
 }
 
 /**
@@ -64,6 +64,8 @@ export class TokenClassifierTagger implements Tagger {
   readonly maxSequenceLength: number;
 
   private readonly queue: RowJob[] = [];
+  /** Windows run through the backend, and windows dropped before running because their caller gave up. */
+  readonly stats = { windowsRun: 0, windowsDropped: 0 };
   private readonly pieceCache = new Map<string, number[]>();
   private active = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -109,20 +111,20 @@ export class TokenClassifierTagger implements Tagger {
   }
 
   async tagSentences(sentences: readonly Sentence[], options: TagOptions = {}): Promise<TokenSpan[][]> {
-    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
     if (options.signal?.aborted === true) throw abortError(options.signal);
     return (await this.tagSentencesDetailed(sentences, options)).map((t) => t.spans);
   }
 
   async tagSentencesDetailed(sentences: readonly Sentence[], options: TagOptions = {}): Promise<SentenceTagging[]> {
-    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
     if (options.signal?.aborted === true) throw abortError(options.signal);
     return Promise.all(sentences.map((s) => this.tagSentence(s, options.signal)));
   }
 
   /** Raw logits for rows of ids (specials included), through the same batching queue as tagging. */
   async logits(rows: readonly number[][], signal?: AbortSignal): Promise<Float32Array[]> {
-    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`, false);
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
     return Promise.all(rows.map((ids) => this.enqueue(ids, signal)));
   }
 
@@ -142,7 +144,7 @@ export class TokenClassifierTagger implements Tagger {
         const { ids, firstPiece } = this.assemble(pieces, w);
         const logits = await this.enqueue(ids, signal);
         if (logits.length < ids.length * numLabels) {
-          throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} returned ${logits.length} values for ${ids.length} positions x ${numLabels} labels`, false);
+          throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} returned ${logits.length} values for ${ids.length} positions x ${numLabels} labels`);
         }
         // Keep only the words this window owns, so overlaps never yield duplicated or split spans.
         for (let word = w.ownStart; word < w.ownEnd; word++) {
@@ -194,6 +196,7 @@ export class TokenClassifierTagger implements Tagger {
         const job = this.queue[i];
         if (job.signal?.aborted === true) {
           this.queue.splice(i, 1);
+          this.stats.windowsDropped++;
           job.reject(abortError(job.signal));
         }
       }
@@ -201,6 +204,7 @@ export class TokenClassifierTagger implements Tagger {
       // Similar lengths together waste less padding.
       if (this.queue.length > this.settings.batchSize) this.queue.sort((a, b) => a.ids.length - b.ids.length);
       const batch = this.queue.splice(0, this.settings.batchSize);
+      this.stats.windowsRun += batch.length;
       this.active++;
       void this.runBatch(batch).finally(() => {
         this.active--;
@@ -213,10 +217,10 @@ export class TokenClassifierTagger implements Tagger {
     try {
       // A one-row batch belongs to one caller, whose signal may cancel the request itself.
       const out = await this.backend.run(batch.map((j) => j.ids), batch.length === 1 ? batch[0].signal : undefined);
-      if (out.length !== batch.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`, false);
+      if (out.length !== batch.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`);
       batch.forEach((job, r) => job.resolve(out[r]));
     } catch (err) {
-      const failure = err instanceof RouterError ? err : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, false, err);
+      const failure = err instanceof RouterError ? err : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, { cause: err });
       for (const job of batch) job.reject(failure);
     }
   }

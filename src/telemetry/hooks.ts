@@ -1,25 +1,6 @@
+import type { RoutingRecord } from '../route/record.js';
 import type { Route } from '../types.js';
 import type { Logger } from './logger.js';
-
-/** The decision record as published (Avro `routing`); mirrors TaggedNoteRecord['routing'] without importing the publish stage. */
-export interface NoteRouting {
-  policy: string;
-  budget_ms: number;
-  sentences: number;
-  sentences_encoder: number;
-  sentences_llm: number;
-  reasons: string[];
-  granularity: string;
-  budget_source: string;
-  effective_budget_ms: number;
-  load_factor: number;
-  predicted_encoder_ms: number;
-  predicted_llm_ms: number;
-  actual_encoder_ms: number;
-  actual_llm_ms: number;
-  llm_sentences: number[];
-  estimated_gain: number;
-}
 
 /**
  * Observation points of the pipeline, for tracing and metrics (the telemetry
@@ -31,8 +12,8 @@ export interface PipelineHooks {
   noteReceived?(e: { topic: string; partition: number; offset: string; bytes: number }): void;
   routeDecided?(e: { noteId: string; policy: string; budgetMs: number; sentences: number; routes: Record<Route, number>; reasons: string[] }): void;
   taggerCalled?(e: { noteId: string; route: Route; sentences: number; ms: number; ok: boolean }): void;
-  /** `routes` counts spans by route; `routing` is the note's published decision record (codes, counts and timings only). */
-  notePublished?(e: { noteId: string; topic: string; spans: number; totalMs: number; routes: Record<Route, number>; routing: NoteRouting }): void;
+  /** `routes` counts spans by route; `routing` is the note's decision record (as published in Avro `routing`) (codes, counts and timings only). */
+  notePublished?(e: { noteId: string; topic: string; spans: number; totalMs: number; routes: Record<Route, number>; routing: RoutingRecord }): void;
   noteDeadLettered?(e: { topic: string; partition: number; offset: string; code: string; stage: string }): void;
   inFlightChanged?(e: { inFlight: number; paused: boolean }): void;
 }

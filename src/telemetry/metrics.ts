@@ -2,7 +2,8 @@ import type { Attributes, ObservableResult } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type { Route } from '../types.js';
-import type { NoteRouting, PipelineHooks } from './hooks.js';
+import type { RoutingRecord } from '../route/record.js';
+import type { PipelineHooks } from './hooks.js';
 import { DEFAULT_SERVICE_NAME, telemetryIdentity, telemetryResource } from './otel-env.js';
 
 /**
@@ -163,19 +164,19 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   // noteId is only a transient in-memory key (never a label): it ties a failed LLM call to its note's record.
   const pendingFallbacks = new Map<string, number>();
 
-  const recordRouting = (routing: NoteRouting, totalMs: number, fallbackSentences: number): void => {
+  const recordRouting = (routing: RoutingRecord, totalMs: number, fallbackSentences: number): void => {
     const policy = token(routing.policy);
-    const fallback = Math.min(fallbackSentences, routing.sentences_encoder);
-    const counts: Record<Route, number> = { encoder: routing.sentences_encoder - fallback, llm: routing.sentences_llm, encoder_fallback: fallback };
+    const fallback = Math.min(fallbackSentences, routing.sentencesEncoder);
+    const counts: Record<Route, number> = { encoder: routing.sentencesEncoder - fallback, llm: routing.sentencesLlm, encoder_fallback: fallback };
     for (const r of ROUTES) if (counts[r] > 0) sentences.add(counts[r], { route: r, policy });
     noteDuration.record(Math.max(0, totalMs), { policy });
-    if (routing.effective_budget_ms > 0) {
-      effectiveBudget.record(routing.effective_budget_ms, { policy });
-      if (totalMs > routing.effective_budget_ms) overruns.add(1, { policy });
+    if (routing.effectiveBudgetMs > 0) {
+      effectiveBudget.record(routing.effectiveBudgetMs, { policy });
+      if (totalMs > routing.effectiveBudgetMs) overruns.add(1, { policy });
     }
-    if (routing.sentences > 0) llmShare.record(Math.min(1, Math.max(0, routing.sentences_llm / routing.sentences)), { policy });
-    if (Number.isFinite(routing.estimated_gain) && routing.estimated_gain !== 0) {
-      gain.add(Math.abs(routing.estimated_gain), { policy, sign: routing.estimated_gain > 0 ? 'positive' : 'negative' });
+    if (routing.sentences > 0) llmShare.record(Math.min(1, Math.max(0, routing.sentencesLlm / routing.sentences)), { policy });
+    if (Number.isFinite(routing.estimatedGain) && routing.estimatedGain !== 0) {
+      gain.add(Math.abs(routing.estimatedGain), { policy, sign: routing.estimatedGain > 0 ? 'positive' : 'negative' });
     }
     for (const reason of routing.reasons) {
       if (reason.startsWith('llm_fallback:')) fallbacks.add(1, { code: code(reason.slice('llm_fallback:'.length)) });

@@ -9,7 +9,7 @@ import type { RouterConfig } from '../../src/config/schema.js';
 import type { ReadRecord } from '../../src/embedded/read-topic.js';
 import { tallyRecords, topicOffsets, type OffsetTally } from '../../src/embedded/oracle.js';
 import { encodeNote } from '../../src/ingest/decode.js';
-import { createProducer } from '../../src/ingest/kafka.js';
+import { createProducer } from '../../src/kafka/index.js';
 
 export interface FixtureNote {
   id: string;

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Kafka } from 'kafkajs';
-import { createProcessor, loadEncoder } from '../../src/cli/components.js';
+import { createProcessor, loadEncoder } from '../../src/pipeline/compose.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { runOracle } from '../../src/embedded/oracle.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { createKafka, createProducer } from '../../src/kafka/index.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { DlqHeaders, headerString } from '../../src/publish/dlq.js';
 import { decodeTaggedNote } from '../../src/publish/tagged-note.js';

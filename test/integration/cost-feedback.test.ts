@@ -7,13 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/cli/components.js';
-import { startLlmServer, type LlmServer } from '../../src/cli/serve-llm.js';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/pipeline/compose.js';
+import { startLlmServer, type LlmServer } from '../../src/taggers/llm/reference-server.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { RouterConfig } from '../../src/config/schema.js';
 import { FaultProxy } from '../../src/embedded/fault-proxy.js';
 import type { ClinicalNote } from '../../src/ingest/note.js';
-import type { TaggedNoteRecord } from '../../src/publish/tagged-note.js';
+import { toTaggedNoteRecord, type TaggedNoteRecord } from '../../src/publish/tagged-note.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
 import { prepareText } from '../../src/text/index.js';
 import { fixtureNotes } from '../helpers/pipeline.js';
@@ -85,7 +85,7 @@ async function runNotes(delayMs: number): Promise<Run> {
   const before = router.costs.predict('llm', meanTokens);
   const records: TaggedNoteRecord[] = [];
   try {
-    for (const [i, note] of notes.entries()) records.push((await processor.process(note, { topic: 'cost-feedback', partition: 0, offset: String(i) })).record);
+    for (const [i, note] of notes.entries()) records.push(toTaggedNoteRecord(await processor.process(note, { topic: 'cost-feedback', partition: 0, offset: String(i) }), note.text));
   } finally {
     await llm.close();
   }

@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace';
-import { createProcessor, loadEncoder, loadLlm } from '../../src/cli/components.js';
-import { demoCommand, routingSummary } from '../../src/cli/demo.js';
+import { createProcessor, loadEncoder, loadLlm } from '../../src/pipeline/compose.js';
+import { DEMO_NEXT_STEPS, demoCommand, routingSummary } from '../../src/cli/demo.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { RouterConfig } from '../../src/config/schema.js';
 import { setupTracing } from '../../src/telemetry/tracing.js';
@@ -38,7 +42,7 @@ test('routingSummary counts routes, tagger calls and fallbacks from real spans',
     assert.ok(llm !== undefined);
     try {
       const out = await createProcessor(llmConfig, encoder, {}, llm).process(note('s-3'), { topic: 'notes', partition: 0, offset: '2' });
-      assert.ok(out.record.routing.reasons.includes('llm_fallback:LLM_UNAVAILABLE'), out.record.routing.reasons.join(','));
+      assert.ok(out.routing.reasons.includes('llm_fallback:LLM_UNAVAILABLE'), out.routing.reasons.join(','));
     } finally {
       await llm.close();
     }
@@ -74,7 +78,8 @@ test('routingSummary counts routes, tagger calls and fallbacks from real spans',
  */
 test('demo: the routing summary from traces and the metrics summary agree with the output', async () => {
   let out = '';
-  const summary = await demoCommand({ notes: 3, format: 'json', write: (t) => (out += t) });
+  const progress: string[] = [];
+  const summary = await demoCommand({ notes: 3, format: 'json', write: (t) => (out += t), progress: (l) => progress.push(l) });
   const lines = out.trimEnd().split('\n');
   assert.deepEqual(JSON.parse(lines.at(-1) ?? ''), summary, 'the JSON summary stays the last line');
   assert.equal(summary.published, 3);
@@ -97,4 +102,35 @@ test('demo: the routing summary from traces and the metrics summary agree with t
   assert.equal(/mean (\d+\.\d) ms/.exec(lines[metrics + 3])?.[1], /mean (\d+\.\d) ms/.exec(lines[traces + 2])?.[1]);
   for (const code of codes) assert.match(lines[metrics + 4], new RegExp(`${code}@(decode|validate) 1`));
   assert.match(lines[metrics + 4], /LLM fallbacks: none; budget overruns: \d+$/);
+
+  // Progress went to its own stream, in order, with the closing hints last; none of it reached the table's stream.
+  const steps = ['demo: starting embedded Kafka', 'demo: producing 3 notes and 5 malformed records', 'demo: loading models', 'demo: tagging 3 notes: 0/3', 'demo: tagging 3 notes: 3/3', 'what to try next:'];
+  const at = steps.map((s) => progress.findIndex((l) => l.startsWith(s)));
+  assert.ok(at.every((i, k) => i >= 0 && (k === 0 || i > at[k - 1])), progress.join('\n'));
+  assert.deepEqual(progress.slice(-DEMO_NEXT_STEPS.length), [...DEMO_NEXT_STEPS]);
+  assert.ok(!out.includes('demo: '), 'progress is not mixed into the output');
+});
+
+/** A few words from each note the demo cycles through and from its malformed records: none may show in its progress. */
+async function noteSnippets(): Promise<string[]> {
+  const notes = (await readFile(new URL('../../test/fixtures/mtsamples/notes.jsonl', import.meta.url), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { text: string }).text);
+  const words = notes.flatMap((t) => [t.slice(0, 24), t.slice(Math.floor(t.length / 2), Math.floor(t.length / 2) + 24)]).filter((s) => s.trim().length >= 12);
+  return [...words, 'unterminated', 'fever'];
+}
+
+test('demo from the CLI: progress and the closing hints on stderr (no note text), the JSON summary still the last stdout line', async () => {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'demo', '--notes', '3'], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
+  const last = JSON.parse(stdout.trimEnd().split('\n').at(-1) ?? '') as Record<string, number>;
+  assert.equal(last.published, 3);
+  const err = stderr.trimEnd().split('\n');
+  for (const step of ['demo: starting embedded Kafka (3 brokers)...', 'demo: loading models...', 'demo: tagging 3 notes: 3/3']) assert.ok(err.includes(step), `${step}\n${stderr}`);
+  // It ends with what to try next: tagging a file, the real-Kafka run, and where the README explains the output.
+  const next = err.slice(err.indexOf('what to try next:'));
+  assert.ok(err.includes('what to try next:') && next.length === DEMO_NEXT_STEPS.length, stderr);
+  assert.ok(next.some((l) => /^ {2}bioner-router tag FILE\s/.test(l)), stderr);
+  assert.ok(next.some((l) => /^ {2}bioner-router run --config deploy\/router\.example\.yaml\s.*real Kafka/.test(l)), stderr);
+  assert.ok(next.some((l) => /README\.md/.test(l)), stderr);
+  assert.equal(err.at(-1), DEMO_NEXT_STEPS.at(-1));
+  for (const snippet of await noteSnippets()) assert.ok(!stderr.includes(snippet), 'no note text on stderr');
 });

@@ -3,8 +3,10 @@ import { after, before, test } from 'node:test';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
 import { toEntitySpans } from '../../src/taggers/types.js';
 import { prepareText } from '../../src/text/index.js';
-import { ModelLoadError } from '../../src/errors.js';
-import { fixtureNotes } from '../helpers/pipeline.js';
+import { ModelLoadError, NoteTimeoutError } from '../../src/errors.js';
+import { NoteProcessor } from '../../src/pipeline/processor.js';
+import { createRouter } from '../../src/route/index.js';
+import { fixtureNotes, waitFor } from '../helpers/pipeline.js';
 
 const MODEL = new URL('../../models/bc5cdr-encoder', import.meta.url).pathname;
 let tagger: EncoderTagger;
@@ -90,4 +92,29 @@ test('sentences from concurrent notes are batched and each gets its own spans', 
 
 test('a directory that is not a token-classification export fails with a clear error', async () => {
   await assert.rejects(EncoderTagger.load('/nonexistent-model'), (e: unknown) => e instanceof ModelLoadError && /config\.json/.test(e.message) && e.code === 'MODEL_LOAD_FAILED');
+});
+
+test('a note whose caller gives up (process() signal aborted) releases the encoder: its queued windows are dropped, never run', async () => {
+  const small = await EncoderTagger.load(MODEL, { batchSize: 2, batchWaitMs: 0 });
+  try {
+    const processor = new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: small });
+    const text = fixtureNotes().slice(0, 4).map((n) => n.text).join('\n');
+    const windows = prepareText(text).sentences.filter((s) => s.tokens.length > 0).length;
+    assert.ok(windows > 10, `the note has many windows (${windows})`);
+    const controller = new AbortController();
+    const note = { noteId: 'cancelled', text, source: null, latencyBudgetMs: null, patientId: null, metadata: null };
+    const work = processor.process(note, { topic: 't', partition: 0, offset: '0' }, { signal: controller.signal });
+    controller.abort(new NoteTimeoutError('test: the note timed out'));
+    await assert.rejects(work, (err: unknown) => err instanceof NoteTimeoutError && err.code === 'NOTE_TIMEOUT');
+    await waitFor(() => small.stats.windowsRun + small.stats.windowsDropped >= windows, 10_000, 'every window run or dropped');
+    assert.ok(small.stats.windowsDropped > 0, `queued windows were dropped (${JSON.stringify(small.stats)} of ${windows})`);
+    assert.ok(small.stats.windowsRun < windows, 'not all windows ran');
+    // The encoder is free again: the next note is tagged in full.
+    const before = small.stats.windowsRun;
+    const next = await processor.process({ ...note, noteId: 'next', text: fixtureNotes()[0].text }, { topic: 't', partition: 0, offset: '1' });
+    assert.ok(next.spans.length > 0);
+    assert.ok(small.stats.windowsRun > before);
+  } finally {
+    await small.close();
+  }
 });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
-import { startLlmServer, type LlmServer } from '../../src/cli/serve-llm.js';
+import { startLlmServer, type LlmServer } from '../../src/taggers/llm/reference-server.js';
 import { validateConfig } from '../../src/config/load.js';
 import { TaggerError } from '../../src/errors.js';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
@@ -332,23 +332,23 @@ describe('fallback to the encoder', () => {
   async function expectFallback(llm: LlmTagger | undefined, code: string, budgetMs: number | null = null) {
     const out = await processWith(llm, budgetMs);
     const plain = await tagNote(encoder, TEXT);
-    assert.deepEqual(out.record.routing.reasons, ['llm_policy', 'llm_fallback', `llm_fallback:${code}`]);
-    assert.equal(out.record.routing.sentences_llm, 0);
-    assert.equal(out.record.routing.sentences_encoder, 2);
+    assert.deepEqual(out.routing.reasons, ['llm_policy', 'llm_fallback', `llm_fallback:${code}`]);
+    assert.equal(out.routing.sentencesLlm, 0);
+    assert.equal(out.routing.sentencesEncoder, 2);
     assert.ok(out.spans.length > 0, 'nothing is lost: the encoder tagged the sentences');
     assert.deepEqual(
       out.spans.map((s) => [s.start, s.end, s.label, s.route]),
       plain.spans.map((s) => [s.start, s.end, s.label, 'encoder_fallback']),
     );
-    for (const s of out.record.spans) assert.equal(s.route, 'encoder_fallback');
+    for (const s of out.spans) assert.equal(s.route, 'encoder_fallback');
     return out;
   }
 
   test('a healthy LLM tags the note itself (route llm, no fallback reason)', async () => {
     const chat = await llmTagger({ adapter: 'openai', baseUrl: server.url });
     const out = await processWith(chat);
-    assert.deepEqual(out.record.routing.reasons, ['llm_policy']);
-    assert.equal(out.record.routing.sentences_llm, 2);
+    assert.deepEqual(out.routing.reasons, ['llm_policy']);
+    assert.equal(out.routing.sentencesLlm, 2);
     // The trained bc5cdr decoder finds the diseases and drugs in TEXT, so the route check below covers real spans.
     assert.ok(out.spans.length > 0, 'the LLM found entities');
     for (const s of out.spans) assert.equal(s.route, 'llm');
@@ -420,7 +420,7 @@ describe('circuit breaker', () => {
     // In a note, an open circuit is a fallback like any other failure.
     const processor = new NoteProcessor(createRouter({ policy: 'llm', calibration: null }), { encoder, llm });
     const out = await processor.process({ noteId: 'c1', text: 'Cisplatin induced acute renal failure.', source: null, latencyBudgetMs: null, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '1' });
-    assert.ok(out.record.routing.reasons.includes('llm_fallback:CIRCUIT_OPEN'));
+    assert.ok(out.routing.reasons.includes('llm_fallback:CIRCUIT_OPEN'));
     assert.equal(flaky.requests, 3);
 
     // Half-open: after the reset timeout one trial request goes through; a failure opens the circuit again.

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Admin, Kafka } from 'kafkajs';
-import { createProcessor, loadEncoder } from '../../src/cli/components.js';
+import { createProcessor, loadEncoder } from '../../src/pipeline/compose.js';
 import { malformedRecords } from '../../src/cli/demo.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { createKafka, createProducer } from '../../src/kafka/index.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { decodeTaggedNote } from '../../src/publish/tagged-note.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';

@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import type { Kafka } from 'kafkajs';
-import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/cli/components.js';
+import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/pipeline/compose.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics, type ReadRecord } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { createKafka, createProducer } from '../../src/kafka/index.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { decodeTaggedNote, type TaggedNoteRecord } from '../../src/publish/tagged-note.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
@@ -144,9 +144,9 @@ test('load shedding over the broker: a burst above routing.load.inFlightHigh shr
     processing: { maxInFlight: 8, concurrency: 8 },
     routing: { policy: 'llm', load: { inFlightHigh: 1, minFactor: 0.1 } },
   });
-  // Calibrated costs held fixed (a prior no observation can move), so each plan below is known in advance:
+  // Calibrated costs held fixed (a prior no observation can move, no memory of failed calls), so each plan below is known in advance:
   // what is tested is the budget shrinking under load, not how the cost model drifts on a busy machine.
-  const router = createRouter({ policy: 'llm', calibration: await loadCalibration(join(ROOT, config.routing.calibrationFile), config.routing.domain), costModel: { priorWeight: 1e9 } });
+  const router = createRouter({ policy: 'llm', calibration: await loadCalibration(join(ROOT, config.routing.calibrationFile), config.routing.domain), costModel: { priorWeight: 1e9, failureMemoryMs: 0 } });
   const tokensOf = (text: string): number => prepareText(text).sentences.reduce((n, s) => n + s.tokens.length, 0);
   const allLlmMs = (text: string): number => router.costs.predict('llm', tokensOf(text));
   // Notes long enough that halving the plan matters (over 100 words each).

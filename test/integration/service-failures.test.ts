@@ -1,18 +1,18 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Admin, Kafka } from 'kafkajs';
-import { loadEncoder } from '../../src/cli/components.js';
+import { loadEncoder } from '../../src/pipeline/compose.js';
 import { ApiKeys, MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
-import { ErrorCodes, TaggerError } from '../../src/errors.js';
+import { ErrorCodes, errorCodeOf, TaggerError } from '../../src/errors.js';
 import { encodeNote } from '../../src/ingest/decode.js';
-import { createKafka, createProducer } from '../../src/ingest/kafka.js';
+import { createKafka, createProducer } from '../../src/kafka/index.js';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
 import { RouterService } from '../../src/pipeline/service.js';
 import { DlqHeaders, headerString } from '../../src/publish/dlq.js';
 import { createRouter } from '../../src/route/index.js';
 import type { EncoderTagger } from '../../src/taggers/encoder.js';
-import type { Tagger } from '../../src/taggers/types.js';
+import type { Tagger, TagOptions } from '../../src/taggers/types.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import type { Sentence } from '../../src/types.js';
 import { account, committedCoversAll, fixtureNotes, inputOffsets, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
@@ -47,7 +47,7 @@ class FailingTagger implements Tagger {
   async tagSentences(sentences: readonly Sentence[]) {
     if (sentences.some((s) => s.tokens.some((t) => t.text === this.trigger))) {
       this.calls++;
-      throw new TaggerError(ErrorCodes.INFERENCE_FAILED, 'injected failure', this.retriable);
+      throw new TaggerError(ErrorCodes.INFERENCE_FAILED, 'injected failure', { retriable: this.retriable });
     }
     return encoder.tagSentences(sentences);
   }
@@ -88,6 +88,54 @@ for (const retriable of [true, false]) {
     assert.equal(records.filter((r) => r.topic === names.output).length, 3);
   });
 }
+
+/** Never answers a trigger note by itself: it waits until the caller's signal aborts, then rejects with the reason. */
+class HangingTagger implements Tagger {
+  readonly route = 'encoder' as const;
+  calls = 0;
+  cancelled: string[] = [];
+  constructor(private readonly trigger: string) {}
+  get model() {
+    return encoder.model;
+  }
+  async tagSentences(sentences: readonly Sentence[], options: TagOptions = {}) {
+    if (!sentences.some((s) => s.tokens.some((t) => t.text === this.trigger))) return encoder.tagSentences(sentences, options);
+    this.calls++;
+    const signal = options.signal;
+    assert.ok(signal !== undefined, 'the service passes a signal down to the tagger');
+    return new Promise<never>((_, reject) => {
+      signal.addEventListener('abort', () => {
+        this.cancelled.push(errorCodeOf(signal.reason));
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+  async close() {}
+}
+
+test('a note past processing.noteTimeoutMs has its tagging cancelled (NOTE_TIMEOUT), is retried, then dead-lettered; its neighbours are published', async () => {
+  const names = await setup('timeout', [base[0], 'Zqxhang marker note .', base[1]]);
+  const config = testConfig(cluster.bootstrapServers, names, { processing: { noteTimeoutMs: 600, maxAttempts: 2 }, routing: { defaultBudgetMs: 500 }, llm: { timeoutMs: 300 } });
+  const tagger = new HangingTagger('Zqxhang');
+  const service = new RouterService(config, new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: tagger }), silentLogger);
+  await service.start();
+  try {
+    const records = await readTopics(kafka, [names.output, names.dlq], (rs) => rs.length >= 3, 60_000);
+    await waitFor(() => committedCoversAll(admin, names.group, names.input), 20_000, 'commits');
+    const dlq = records.filter((r) => r.topic === names.dlq);
+    assert.equal(dlq.length, 1);
+    assert.equal(headerString(dlq[0].headers, DlqHeaders.errorCode), 'NOTE_TIMEOUT');
+    assert.equal(headerString(dlq[0].headers, DlqHeaders.errorRetriable), 'true');
+    assert.equal(headerString(dlq[0].headers, DlqHeaders.sourceOffset), '1');
+    assert.equal(records.filter((r) => r.topic === names.output).length, 2);
+    // Each attempt's own work was cancelled by its timeout before the next attempt started.
+    assert.equal(tagger.calls, 2);
+    assert.deepEqual(tagger.cancelled, ['NOTE_TIMEOUT', 'NOTE_TIMEOUT']);
+    assert.equal(service.stats.retries, 1);
+  } finally {
+    await service.close();
+  }
+});
 
 test('a record the broker refuses for good (MESSAGE_TOO_LARGE) is dead-lettered, not retried forever', async () => {
   const names = await setup('toolarge', base.slice(0, 4));

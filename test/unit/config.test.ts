@@ -95,3 +95,47 @@ test('settings that would break delivery guarantees are refused', () => {
   expectField(() => validateConfig({ shutdown: { drainTimeoutMs: 1000 } }), 'shutdown.drainTimeoutMs', /noteTimeoutMs/);
   expectField(() => validateConfig({ input: { maxWaitTimeMs: 40000 } }), 'input.maxWaitTimeMs');
 });
+
+/** The problems a ConfigError lists: one `config field "..."` line each. */
+function problemLines(fn: () => unknown): string[] {
+  let lines: string[] = [];
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.code, 'CONFIG_INVALID');
+    lines = err.message.split('\n');
+    for (const line of lines) assert.match(line, /^config field "[^"]+": \S/);
+    return true;
+  });
+  return lines;
+}
+
+test('every problem is listed at once, one line each, the first one as the field', () => {
+  // A type error, a misspelt option and a cross-field rule: three lines.
+  const raw = { processing: { concurrency: 0 }, input: { topik: 'x' }, output: { topic: 'clinical-notes' } };
+  const lines = problemLines(() => validateConfig(raw));
+  assert.equal(lines.length, 3, lines.join('\n'));
+  // Schema problems come in the schema's order (input before processing), cross-field ones after them.
+  assert.match(lines[0], /^config field "input\.topik": unknown option/);
+  assert.match(lines[1], /^config field "processing\.concurrency": /);
+  assert.match(lines[2], /^config field "output\.topic": .*input\.topic/);
+  // `field` stays the first problem's, as callers matching one field expect.
+  expectField(() => validateConfig(raw), 'input.topik');
+
+  // Only cross-field rules broken: all of them, in rule order.
+  const cross = problemLines(() => validateConfig({ processing: { concurrency: 100, maxInFlight: 10 }, routing: { defaultBudgetMs: 60000 }, output: { dlqTopic: 'tagged-notes' } }));
+  assert.deepEqual(cross.map((l) => /"([^"]+)"/.exec(l)?.[1]), ['processing.concurrency', 'routing.defaultBudgetMs', 'output.dlqTopic']);
+
+  // Several unknown keys of one object are each named.
+  assert.deepEqual(problemLines(() => validateConfig({ bogus: {}, other: 1 })).map((l) => /"([^"]+)"/.exec(l)?.[1]), ['bogus', 'other']);
+});
+
+test('a rule over a refused option is not judged on its default; one line per field', () => {
+  // noteTimeoutMs is refused, so "defaultBudgetMs must not exceed noteTimeoutMs (20000)" would judge the default: left out.
+  const lines = problemLines(() => validateConfig({ processing: { noteTimeoutMs: 'long' }, routing: { defaultBudgetMs: 60000 }, kafka: { brokers: ['no-port'], tls: { caFile: '/ca.crt' } } }));
+  assert.equal(lines.length, 3, lines.join('\n'));
+  // A broker without a port fails only as such, not also the port-range check.
+  assert.equal(lines.filter((l) => l.includes('"kafka.brokers.0"')).length, 1);
+  assert.ok(lines.some((l) => l.startsWith('config field "processing.noteTimeoutMs"')));
+  assert.ok(lines.some((l) => l.startsWith('config field "kafka.tls.caFile": is set but kafka.tls.enabled is false')), 'rules over the valid options still run');
+  assert.ok(!lines.some((l) => l.includes('routing.defaultBudgetMs')), lines.join('\n'));
+});

@@ -5,7 +5,7 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { iobSpans, parseCsv, readIob, readMtsamplesCsv, readNotesFile, readStandoffDir } from '../../src/eval/datasets.js';
+import { chunkTag, iob2Tags, iobSpans, parseCsv, readIob, readMtsamplesCsv, readNotesFile, readStandoffDir, type IobSpan } from '../../src/eval/datasets.js';
 import { DataFormatError } from '../../src/errors.js';
 
 let dir = '';
@@ -48,6 +48,70 @@ test('iobSpans: conlleval convention', () => {
     { first: 6, last: 7, label: 'Y' },
   ]);
   assert.deepEqual(iobSpans([]), []);
+});
+
+/** Spans as `first-last:label` strings, for compact expectations. */
+const chunks = (tags: string[]): string[] => iobSpans(tags).map((sp) => `${sp.first}-${sp.last}:${sp.label}`);
+
+test('chunkTag: reads E-/L- as end and S-/U- as single, types may hold hyphens', () => {
+  assert.deepEqual(chunkTag('O'), { prefix: 'O', type: '' });
+  assert.deepEqual(chunkTag('B-X'), { prefix: 'B', type: 'X' });
+  assert.deepEqual(chunkTag('E-X'), { prefix: 'E', type: 'X' });
+  assert.deepEqual(chunkTag('L-X'), { prefix: 'E', type: 'X' });
+  assert.deepEqual(chunkTag('S-X'), { prefix: 'S', type: 'X' });
+  assert.deepEqual(chunkTag('U-X'), { prefix: 'S', type: 'X' });
+  assert.deepEqual(chunkTag('I-Gene-or-protein'), { prefix: 'I', type: 'Gene-or-protein' });
+  assert.deepEqual(chunkTag('Disease'), { prefix: 'I', type: 'Disease' });
+});
+
+test('iobSpans: I-X after O, at sentence start or after another type starts a chunk', () => {
+  assert.deepEqual(chunks(['I-X', 'I-X', 'O', 'I-X']), ['0-1:X', '3-3:X']);
+  assert.deepEqual(chunks(['B-Y', 'I-X', 'I-X', 'I-Y']), ['0-0:Y', '1-2:X', '3-3:Y']);
+  assert.deepEqual(chunks(['B-X', 'B-X', 'I-X', 'O', 'O', 'I-X']), ['0-0:X', '1-2:X', '5-5:X']);
+});
+
+test('iobSpans: IOB1 (B- only between two chunks of one type)', () => {
+  assert.deepEqual(chunks(['I-X', 'I-X', 'B-X', 'I-X', 'O', 'I-Y', 'B-Y']), ['0-1:X', '2-3:X', '5-5:Y', '6-6:Y']);
+});
+
+test('iobSpans: IOE1 and IOE2 (a chunk ends at E-)', () => {
+  // IOE1: E- only where the next token starts another chunk of the same type.
+  assert.deepEqual(chunks(['I-X', 'I-X', 'E-X', 'I-X', 'O', 'I-X', 'I-Y']), ['0-2:X', '3-3:X', '5-5:X', '6-6:Y']);
+  // IOE2: every chunk ends with E-; a lone E- is a one-token chunk.
+  assert.deepEqual(chunks(['E-X', 'I-X', 'E-X', 'O', 'I-Y', 'E-Y', 'E-Y']), ['0-0:X', '1-2:X', '4-5:Y', '6-6:Y']);
+  // Folding E- into I- (as bio.ts does for model labels) would merge these into one chunk.
+  assert.deepEqual(chunks(['E-X', 'E-X', 'E-X']), ['0-0:X', '1-1:X', '2-2:X']);
+});
+
+test('iobSpans: IOBES and BILOU (S-/U- one token, E-/L- end)', () => {
+  assert.deepEqual(chunks(['S-X', 'B-X', 'E-X', 'S-X', 'S-X', 'B-Y', 'I-Y', 'E-Y', 'O', 'S-Y']), ['0-0:X', '1-2:X', '3-3:X', '4-4:X', '5-7:Y', '9-9:Y']);
+  assert.deepEqual(chunks(['U-X', 'B-X', 'L-X', 'U-X', 'B-Y', 'I-Y', 'L-Y', 'I-Y']), ['0-0:X', '1-2:X', '3-3:X', '4-6:Y', '7-7:Y']);
+  // B- right after E-, and an I- after S-, start chunks; B-X I-X with no E- still ends at the sentence end.
+  assert.deepEqual(chunks(['B-X', 'E-X', 'B-X', 'I-X']), ['0-1:X', '2-3:X']);
+  assert.deepEqual(chunks(['S-X', 'I-X', 'E-X']), ['0-0:X', '1-2:X']);
+  // B-X followed by E-Y: the type changes, so two chunks.
+  assert.deepEqual(chunks(['B-X', 'E-Y']), ['0-0:X', '1-1:Y']);
+});
+
+test('readIob accepts IOBES and BILOU tag files', async () => {
+  const p = join(dir, 'iobes.tsv');
+  await writeFile(p, 'a\tS-X\nb\tB-Y\nc\tE-Y\n\nd\tU-X\ne\tL-X\n');
+  const data = await readIob(p);
+  assert.deepEqual(data.map((d) => d.tags), [['S-X', 'B-Y', 'E-Y'], ['U-X', 'L-X']]);
+  assert.deepEqual(chunks(data[0].tags), ['0-0:X', '1-2:Y']);
+  assert.deepEqual(chunks(data[1].tags), ['0-0:X', '1-1:X']);
+});
+
+test('iob2Tags: spans back to IOB2, which iobSpans reads back unchanged', () => {
+  const spans: IobSpan[] = [
+    { first: 3, last: 3, label: 'Y' },
+    { first: 0, last: 1, label: 'X' },
+    { first: 2, last: 2, label: 'X' },
+  ];
+  const tags = iob2Tags(5, spans);
+  assert.deepEqual(tags, ['B-X', 'I-X', 'B-X', 'B-Y', 'O']);
+  assert.deepEqual(iobSpans(tags), [spans[1], spans[2], spans[0]]);
+  assert.deepEqual(iob2Tags(2, []), ['O', 'O']);
 });
 
 test('readStandoffDir: code-point offsets, discontinuous spans, mismatches, sorted ids', async () => {

@@ -7,8 +7,8 @@ import { createServer, type TLSSocket } from 'node:tls';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { applyEnvironment, environmentOverrides, validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
-import { createKafka } from '../../src/ingest/kafka.js';
-import { kafkaSecurityOptions } from '../../src/ingest/kafka-security.js';
+import { createKafka } from '../../src/kafka/index.js';
+import { kafkaSecurityOptions } from '../../src/kafka/security.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 
 const silent = createLogger('silent');

@@ -90,7 +90,7 @@ test('a caller abort stops the request and is not counted against the server', a
   const s = await serve((_q, res) => setTimeout(() => json(res, 200, {}), 500));
   const c = client(s.url, { circuit: { failureThreshold: 1, resetTimeoutMs: 10000 } });
   const ctrl = new AbortController();
-  const reason = new LlmError('LLM_BUDGET_EXCEEDED', 'budget', false);
+  const reason = new LlmError('LLM_BUDGET_EXCEEDED', 'budget');
   setTimeout(() => ctrl.abort(reason), 50);
   await assert.rejects(c.postJson('/x', {}, ctrl.signal), (e: unknown) => e === reason);
   assert.equal(c.circuitState, 'closed');

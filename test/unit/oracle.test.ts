@@ -4,26 +4,25 @@ import { accountOffsets } from '../../src/embedded/oracle.js';
 import type { ReadRecord } from '../../src/embedded/read-topic.js';
 import { InvalidRecordError } from '../../src/errors.js';
 import { buildDlqMessage } from '../../src/publish/dlq.js';
-import { buildTaggedNote, encodeTaggedNote } from '../../src/publish/tagged-note.js';
+import { toTaggedNoteRecord, encodeTaggedNote } from '../../src/publish/tagged-note.js';
 
 const topics = { output: 'out', dlq: 'dlq' };
 
 /** A real Avro output record for the input record at partition:offset. */
 function output(partition: number, offset: number): ReadRecord {
-  const record = buildTaggedNote({
+  const record = toTaggedNoteRecord({
     noteId: `n-${partition}-${offset}`,
     source: null,
-    text: 'aspirin',
     position: { topic: 'in', partition, offset: String(offset) },
     model: { id: 'm', version: '1' },
     spans: [],
     routing: {
-      policy: 'encoder', budget_ms: 0, sentences: 1, sentences_encoder: 1, sentences_llm: 0, reasons: [], granularity: 'note', budget_source: 'default',
-      effective_budget_ms: 0, load_factor: 0, predicted_encoder_ms: 0, predicted_llm_ms: 0, actual_encoder_ms: 0, actual_llm_ms: 0, llm_sentences: [], estimated_gain: 0,
+      policy: 'encoder', budgetMs: 0, sentences: 1, sentencesEncoder: 1, sentencesLlm: 0, reasons: [], granularity: 'note', budgetSource: 'default',
+      effectiveBudgetMs: 0, loadFactor: 0, predictedEncoderMs: 0, predictedLlmMs: 0, actualEncoderMs: 0, actualLlmMs: 0, llmSentences: [], estimatedGain: 0,
     },
-    timings: { text_ms: 0, route_ms: 0, encoder_ms: 0, llm_ms: 0, total_ms: 0 },
+    timings: { textMs: 0, routeMs: 0, encoderMs: 0, llmMs: 0, totalMs: 0 },
     metadata: null,
-  });
+  }, 'aspirin');
   return { topic: 'out', partition: 0, offset: '0', key: null, value: encodeTaggedNote(record), headers: {}, timestamp: '0' };
 }
 

@@ -4,28 +4,27 @@ import { InvalidRecordError } from '../../src/errors.js';
 import { buildDlqMessage, DlqHeaders, headerString } from '../../src/publish/dlq.js';
 import { readFileSync } from 'node:fs';
 import avro from 'avsc';
-import { buildTaggedNote, decodeTaggedNote, encodeTaggedNote, type TaggedNoteRecord } from '../../src/publish/tagged-note.js';
+import { toTaggedNoteRecord, decodeTaggedNote, encodeTaggedNote, type TaggedNoteRecord } from '../../src/publish/tagged-note.js';
 
 test('span offsets are published in code points, not UTF-16 units', () => {
   // Two non-BMP characters (2 UTF-16 units each) before the entity.
   const text = '𝛼🧪 given cisplatin today';
   const start16 = text.indexOf('cisplatin');
   const end16 = start16 + 'cisplatin'.length;
-  const record = buildTaggedNote({
+  const record = toTaggedNoteRecord({
     noteId: 'n1',
     source: null,
-    text,
     position: { topic: 'in', partition: 2, offset: '41' },
     model: { id: 'm', version: '1' },
     spans: [{ start: start16, end: end16, label: 'Chemical', score: 0.9, sentenceIndex: 0, route: 'encoder' }],
     routing: {
-      policy: 'cascade', budget_ms: 100, sentences: 1, sentences_encoder: 0, sentences_llm: 1, reasons: ['flag_long_span'],
-      granularity: 'sentence', budget_source: 'header', effective_budget_ms: 50, load_factor: 0.5,
-      predicted_encoder_ms: 1.5, predicted_llm_ms: 9.25, actual_encoder_ms: 2, actual_llm_ms: 11, llm_sentences: [0], estimated_gain: 0.03,
+      policy: 'cascade', budgetMs: 100, sentences: 1, sentencesEncoder: 0, sentencesLlm: 1, reasons: ['flag_long_span'],
+      granularity: 'sentence', budgetSource: 'header', effectiveBudgetMs: 50, loadFactor: 0.5,
+      predictedEncoderMs: 1.5, predictedLlmMs: 9.25, actualEncoderMs: 2, actualLlmMs: 11, llmSentences: [0], estimatedGain: 0.03,
     },
-    timings: { text_ms: 0.1, route_ms: 0, encoder_ms: 2, llm_ms: 0, total_ms: 3 },
+    timings: { textMs: 0.1, routeMs: 0, encoderMs: 2, llmMs: 0, totalMs: 3 },
     metadata: null,
-  });
+  }, text);
   const cps = Array.from(text);
   assert.equal(record.text_length, cps.length);
   const span = record.spans[0];
@@ -68,7 +67,7 @@ test('decision-record fields evolve compatibly: records written before them deco
 
 test('DLQ record keeps the original bytes and adds PHI-free reason headers', () => {
   const value = Buffer.from('{"note_id":"n9","text":"PATIENT SECRET"', 'utf8');
-  const err = new InvalidRecordError('DECODE_FAILED', 'record value is not valid JSON', 'decode');
+  const err = new InvalidRecordError('DECODE_FAILED', 'record value is not valid JSON', { stage: 'decode' });
   const msg = buildDlqMessage({ key: Buffer.from('n9'), value, headers: { trace: 'abc' }, timestamp: '1700000000000' }, { topic: 'notes', partition: 1, offset: '17' }, err, 'decode');
   assert.equal(msg.value, value);
   assert.equal(msg.key?.toString(), 'n9');

@@ -138,6 +138,9 @@ describe('cost model', () => {
     model.observe('llm', 100, 100);
     assert.equal(model.predict('llm', 100), 100, 'a success clears the failure');
     assert.equal(model.predict('encoder', 100), 10, 'the other route is untouched');
+    const forgetful = new OnlineCostModel({ encoder: { overheadMs: 0, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } }, { failureMemoryMs: 0, clock: () => now });
+    forgetful.observeFailure('llm', 100, 5000);
+    assert.equal(forgetful.predict('llm', 100), 100, 'failureMemoryMs 0: failures are not remembered');
   });
 
   test('the calibration file gives costs and length-bucket gains', () => {
@@ -287,14 +290,14 @@ describe('processor with a fake clock', () => {
         const router = createRouter({ policy, calibration, estimator });
         const processor = new NoteProcessor(router, { encoder, llm }, {}, { clock: () => clock.t, budget: { ...settings, defaultBudgetMs: ms } });
         const sentences = [0, 1, 2, 3, 4, 5].map((i) => sentence(i, words(20, i === 1 || i === 4 ? 'LONG' : undefined), i * 200));
-        const out = await processor.tagSentences('n', sentences, resolveBudget({ noteBudgetMs: null }, { ...settings, defaultBudgetMs: ms }), clock.t);
+        const out = await processor.tagSentences('n', sentences, resolveBudget({ noteBudgetMs: null }, { ...settings, defaultBudgetMs: ms }), { receivedAt: clock.t });
         const spent = clock.t - 1000;
         assert.ok(spent <= ms + 1e-9, `${policy} budget ${ms}: spent ${spent}`);
         // Each sentence's spans come from exactly one tagger, on that sentence's own words.
         for (const s of sentences) {
           const own = out.spans.filter((sp) => sp.sentenceIndex === s.index);
           assert.equal(own.length, 1, `${policy} ${ms} sentence ${s.index}`);
-          const fromLlm = out.llmSentences.includes(s.index);
+          const fromLlm = out.routing.llmSentences.includes(s.index);
           assert.equal(own[0].label, fromLlm ? 'LLM' : 'ENC');
           assert.equal(own[0].route, fromLlm ? 'llm' : 'encoder');
           assert.ok(own[0].start >= s.start && own[0].end <= s.end);
@@ -302,8 +305,8 @@ describe('processor with a fake clock', () => {
           assert.equal(own[0].start, s.tokens[at >= 0 ? at : 2].start);
           assert.equal(own[0].end, s.tokens[at >= 0 ? at + 2 : 2].end);
         }
-        assert.equal(out.routeCounts.llm, out.llmSentences.length);
-        if (ms >= 400) assert.ok(out.llmSentences.length >= 2, `${policy} uses the LLM when the budget allows`);
+        assert.equal(out.routing.sentencesLlm, out.routing.llmSentences.length);
+        if (ms >= 400) assert.ok(out.routing.llmSentences.length >= 2, `${policy} uses the LLM when the budget allows`);
       }
     }
   });

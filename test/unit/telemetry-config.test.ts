@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import type { NoteRouting } from '../../src/telemetry/hooks.js';
+import type { RoutingRecord } from '../../src/route/record.js';
 import { createRouterMetrics, METRIC_SERIES } from '../../src/telemetry/metrics.js';
 import { BionerAttr } from '../../src/telemetry/attributes.js';
 
@@ -64,9 +64,9 @@ test('the collector config drops every span attribute outside the allow-list in 
   assert.ok(eventPattern !== undefined && !eventPattern.test('exception.message') && eventPattern.test('exception.type'), 'span events keep no exception message');
 });
 
-const routing = (over: Partial<NoteRouting>): NoteRouting => ({
-  policy: 'length-aware', budget_ms: 1000, sentences: 4, sentences_encoder: 2, sentences_llm: 2, reasons: [], granularity: 'sentence', budget_source: 'default',
-  effective_budget_ms: 800, load_factor: 1, predicted_encoder_ms: 10, predicted_llm_ms: 100, actual_encoder_ms: 9, actual_llm_ms: 90, llm_sentences: [1, 2], estimated_gain: 0.02, ...over,
+const routing = (over: Partial<RoutingRecord>): RoutingRecord => ({
+  policy: 'length-aware', budgetMs: 1000, sentences: 4, sentencesEncoder: 2, sentencesLlm: 2, reasons: [], granularity: 'sentence', budgetSource: 'default',
+  effectiveBudgetMs: 800, loadFactor: 1, predictedEncoderMs: 10, predictedLlmMs: 100, actualEncoderMs: 9, actualLlmMs: 90, llmSentences: [1, 2], estimatedGain: 0.02, ...over,
 });
 
 /** Every series name the metrics module exposes after a few representative hook events. */
@@ -80,7 +80,7 @@ async function exportedSeries(): Promise<{ names: Set<string>; text: string }> {
   h.notePublished?.({ noteId: 'n1', topic: 'out', spans: 3, totalMs: 120, routes: { encoder: 1, llm: 2, encoder_fallback: 0 }, routing: routing({}) });
   h.taggerCalled?.({ noteId: 'n2', route: 'llm', sentences: 3, ms: 900, ok: false });
   h.taggerCalled?.({ noteId: 'n2', route: 'encoder_fallback', sentences: 3, ms: 12, ok: true });
-  h.notePublished?.({ noteId: 'n2', topic: 'out', spans: 1, totalMs: 950, routes: { encoder: 0, llm: 0, encoder_fallback: 1 }, routing: routing({ sentences: 5, sentences_encoder: 5, sentences_llm: 0, reasons: ['llm_fallback', 'llm_fallback:LLM_TIMEOUT'], estimated_gain: -0.01, llm_sentences: [] }) });
+  h.notePublished?.({ noteId: 'n2', topic: 'out', spans: 1, totalMs: 950, routes: { encoder: 0, llm: 0, encoder_fallback: 1 }, routing: routing({ sentences: 5, sentencesEncoder: 5, sentencesLlm: 0, reasons: ['llm_fallback', 'llm_fallback:LLM_TIMEOUT'], estimatedGain: -0.01, llmSentences: [] }) });
   h.noteDeadLettered?.({ topic: 'in', partition: 0, offset: '3', code: 'DECODE_FAILED', stage: 'decode' });
   h.inFlightChanged?.({ inFlight: 2, paused: false });
   m.observe({ circuitState: () => 'half-open', inFlight: () => 2, paused: () => false, consumerLag: () => 5 });

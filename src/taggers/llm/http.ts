@@ -150,7 +150,7 @@ export class LlmHttpClient {
       } catch (err) {
         if (err instanceof BrokenCircuitError) {
           this.stats.rejectedOpen++;
-          throw new LlmError(ErrorCodes.CIRCUIT_OPEN, `LLM circuit is open after ${this.options.circuit.failureThreshold} consecutive failures; next trial after ${this.options.circuit.resetTimeoutMs} ms`, true, { cause: err });
+          throw new LlmError(ErrorCodes.CIRCUIT_OPEN, `LLM circuit is open after ${this.options.circuit.failureThreshold} consecutive failures; next trial after ${this.options.circuit.resetTimeoutMs} ms`, { retriable: true, cause: err });
         }
         throw err;
       }
@@ -178,12 +178,12 @@ export class LlmHttpClient {
       const text = await res.text();
       if (!res.ok) {
         const retriable = res.status === 429 || res.status >= 500;
-        throw new LlmError(ErrorCodes.LLM_HTTP_ERROR, `${method} ${path} answered HTTP ${res.status}`, retriable, { status: res.status });
+        throw new LlmError(ErrorCodes.LLM_HTTP_ERROR, `${method} ${path} answered HTTP ${res.status}`, { retriable, status: res.status });
       }
       try {
         return JSON.parse(text) as unknown;
       } catch (err) {
-        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `${method} ${path} answered ${text.length} characters that are not JSON`, false, { status: res.status, cause: err });
+        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `${method} ${path} answered ${text.length} characters that are not JSON`, { status: res.status, cause: err });
       }
     } catch (err) {
       const failure = this.classify(err, method, path, timedOut, signal);
@@ -198,9 +198,9 @@ export class LlmHttpClient {
   private classify(err: unknown, method: string, path: string, timedOut: boolean, signal: AbortSignal | undefined): RouterError {
     if (err instanceof RouterError) return err;
     if (signal?.aborted === true) return abortError(signal);
-    if (timedOut) return new LlmError(ErrorCodes.LLM_TIMEOUT, `${method} ${path} took longer than ${this.options.timeoutMs} ms (llm.timeoutMs)`, true, { cause: err });
+    if (timedOut) return new LlmError(ErrorCodes.LLM_TIMEOUT, `${method} ${path} took longer than ${this.options.timeoutMs} ms (llm.timeoutMs)`, { retriable: true, cause: err });
     const code = networkErrorCode(err);
-    return new LlmError(ErrorCodes.LLM_UNAVAILABLE, `${method} ${path} could not reach the LLM server: ${code ?? (err instanceof Error ? err.name : 'network error')}`, true, { cause: err });
+    return new LlmError(ErrorCodes.LLM_UNAVAILABLE, `${method} ${path} could not reach the LLM server: ${code ?? (err instanceof Error ? err.name : 'network error')}`, { retriable: true, cause: err });
   }
 }
 

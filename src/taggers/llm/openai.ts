@@ -1,4 +1,4 @@
-import { ErrorCodes, TaggerError } from '../../errors.js';
+import { ErrorCodes, LlmError, TaggerError } from '../../errors.js';
 import type { Sentence, TokenSpan } from '../../types.js';
 import { abortError } from '../token-classifier.js';
 import type { ModelInfo, TagOptions, Tagger } from '../types.js';
@@ -41,7 +41,7 @@ export class OpenAiChatTagger implements Tagger {
   }
 
   async tagSentences(sentences: readonly Sentence[], options: TagOptions = {}): Promise<TokenSpan[][]> {
-    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'llm tagger is closed', false);
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'llm tagger is closed');
     if (options.signal?.aborted === true) throw abortError(options.signal);
     return Promise.all(sentences.map((s) => this.tagSentence(s, options.signal)));
   }
@@ -59,7 +59,7 @@ export class OpenAiChatTagger implements Tagger {
     if (this.options.structuredOutputs) body.structured_outputs = { json: this.schema };
     const answer = (await this.client.postJson('/v1/chat/completions', body, signal)) as ChatCompletion;
     const content = answer?.choices?.[0]?.message?.content;
-    if (typeof content !== 'string') throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, 'the chat completion has no choices[0].message.content string', false);
+    if (typeof content !== 'string') throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, 'the chat completion has no choices[0].message.content string');
     const parsed = parseAnswer(content);
     const { tags, stats } = realign(tokens, parsed.lines, this.labels, parsed.malformed);
     addStats(this.stats, stats);

@@ -1,4 +1,4 @@
-import { ErrorCodes, TaggerError } from '../../errors.js';
+import { ErrorCodes, LlmError } from '../../errors.js';
 import type { LogitsBackend } from '../token-classifier.js';
 import type { LlmHttpClient } from './http.js';
 
@@ -31,7 +31,7 @@ export class VllmPoolingBackend implements LogitsBackend {
     const answer = (await this.client.postJson('/pooling', body, signal)) as PoolingResponse | null;
     const data = answer?.data;
     if (!Array.isArray(data) || data.length !== rows.length) {
-      throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${Array.isArray(data) ? data.length : 'no'} data entries for ${rows.length} input(s)`, false);
+      throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${Array.isArray(data) ? data.length : 'no'} data entries for ${rows.length} input(s)`);
     }
     const ordered = [...data].sort((a, b) => (typeof a.index === 'number' && typeof b.index === 'number' ? a.index - b.index : 0));
     return rows.map((ids, r) => this.toLogits(ordered[r].data, ids.length));
@@ -40,16 +40,16 @@ export class VllmPoolingBackend implements LogitsBackend {
   private toLogits(value: unknown, positions: number): Float32Array {
     const L = this.numLabels;
     if (!Array.isArray(value) || value.length !== positions) {
-      throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${Array.isArray(value) ? value.length : 'no'} rows for ${positions} tokens`, false);
+      throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${Array.isArray(value) ? value.length : 'no'} rows for ${positions} tokens`);
     }
     const out = new Float32Array(positions * L);
     value.forEach((row: unknown, p) => {
       if (!Array.isArray(row) || row.length !== L) {
-        throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling row ${p} has ${Array.isArray(row) ? row.length : 'no'} values; the local model has ${L} labels (check llm.modelDir matches the served model)`, false);
+        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling row ${p} has ${Array.isArray(row) ? row.length : 'no'} values; the local model has ${L} labels (check llm.modelDir matches the served model)`);
       }
       for (let k = 0; k < L; k++) {
         const v: unknown = row[k];
-        if (typeof v !== 'number' || Number.isNaN(v)) throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling row ${p} holds a non-number`, false);
+        if (typeof v !== 'number' || Number.isNaN(v)) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling row ${p} holds a non-number`);
         out[p * L + k] = v;
       }
     });

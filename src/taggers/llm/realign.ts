@@ -4,7 +4,7 @@
  * `token<TAB>TAG` lines), and the realignment of that answer onto the input
  * tokens. Pure functions; the OpenAI adapter and the reference server share them.
  */
-import { ErrorCodes, TaggerError } from '../../errors.js';
+import { ErrorCodes, LlmError } from '../../errors.js';
 import type { TokenSpan } from '../../types.js';
 import { decodeBio, splitTag } from '../bio.js';
 
@@ -174,7 +174,7 @@ export function parseAnswer(content: string): ParsedAnswer {
     if (json) {
       const parsed = fromJson(value);
       if (parsed === undefined || (parsed.lines.length === 0 && parsed.malformed > 0)) {
-        throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, 'the LLM answered JSON without a "lines" list of {token, tag}', false);
+        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, 'the LLM answered JSON without a "lines" list of {token, tag}');
       }
       return parsed;
     }
@@ -183,7 +183,7 @@ export function parseAnswer(content: string): ParsedAnswer {
     for (const m of text.matchAll(JSON_ENTRY)) {
       salvaged.push({ token: (JSON.parse(m[1]) as string).trim(), tag: (JSON.parse(m[2]) as string).trim() });
     }
-    if (salvaged.length === 0) throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`, false);
+    if (salvaged.length === 0) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`);
     return { lines: salvaged, malformed: 1, format: 'json' };
   }
   const lines: AnswerLine[] = [];
@@ -213,7 +213,7 @@ export function parseAnswer(content: string): ParsedAnswer {
     lines.push({ token, tag });
   }
   if (lines.length === 0) {
-    throw new TaggerError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answer has no token<TAB>TAG line (${malformed} unreadable line(s))`, false);
+    throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answer has no token<TAB>TAG line (${malformed} unreadable line(s))`);
   }
   return { lines, malformed, format: 'lines' };
 }

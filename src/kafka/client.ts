@@ -1,7 +1,7 @@
 import { Kafka, logLevel as KafkaLogLevel, Partitioners, type LogEntry, type logCreator, type Producer } from 'kafkajs';
 import type { RouterConfig } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
-import type { KafkaSecurityOptions } from './kafka-security.js';
+import type { KafkaSecurityOptions } from './security.js';
 import type { Logger } from '../telemetry/logger.js';
 
 /**

@@ -1,28 +1,26 @@
-import type { RouterConfig } from '../config/schema.js';
-import { resolve } from 'node:path';
-import { packageRoot } from '../schemas.js';
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { RouterConfig } from '../config/schema.js';
+import type { KafkaSecurityOptions } from '../kafka/security.js';
+import { packageRoot } from '../schemas.js';
 import { createRouter, loadCalibration, policyUsesLlm, type Router } from '../route/index.js';
 import { loadLengthEstimator } from '../route/length-estimate.js';
 import { EncoderTagger } from '../taggers/encoder.js';
+import { resolveExistingModelDir } from '../taggers/model-bundle.js';
+
+export { resolveExistingModelDir };
 import { createLlmTagger, type LlmTagger } from '../taggers/llm/index.js';
-import { NoteProcessor } from '../pipeline/processor.js';
 import type { PipelineHooks } from '../telemetry/hooks.js';
 import type { Logger } from '../telemetry/logger.js';
+import { NoteProcessor } from './processor.js';
+import { RouterService } from './service.js';
 
+/**
+ * The composition root: the one place that turns a validated config into the
+ * running parts (models, router, processor, service). `run`, `demo` and
+ * `bench` all build through `composeRouter`; tests pick single loaders.
+ */
 
-export async function resolveExistingModelDir(dir: string): Promise<string> {
-  const { access } = await import('node:fs/promises');
-  for (const candidate of [resolve(dir), resolve(packageRoot, dir)]) {
-    try {
-      await access(resolve(candidate, 'config.json'));
-      return candidate;
-    } catch {
-      // try the next candidate
-    }
-  }
-  return resolve(dir);
-}
 
 export async function loadEncoder(config: RouterConfig['encoder']): Promise<EncoderTagger> {
   return EncoderTagger.load(await resolveExistingModelDir(config.modelDir), {
@@ -90,4 +88,44 @@ export function createProcessor(config: RouterConfig, encoder: EncoderTagger, ho
       load: { ...config.routing.load, inFlightHigh: config.routing.load.inFlightHigh ?? Math.max(1, Math.floor(config.processing.maxInFlight / 2)) },
     },
   });
+}
+
+export interface ComposeOptions {
+  logger: Logger;
+  hooks?: PipelineHooks;
+  /** kafkaSecurityOptions(config.kafka), read once at start-up. */
+  kafkaSecurity?: KafkaSecurityOptions;
+  /** An encoder already loaded (shared between services in one process); loaded from config.encoder otherwise. */
+  encoder?: EncoderTagger;
+  /** Told as each part is ready (the CLI logs it, the demo shows progress). */
+  onLoaded?: (part: 'encoder' | 'llm' | 'router', detail: Record<string, string | number>) => void;
+}
+
+export interface ComposedRouter {
+  service: RouterService;
+  processor: NoteProcessor;
+  encoder: EncoderTagger;
+  llm: LlmTagger | undefined;
+  router: Router;
+  /** Drains and stops the service, then releases the models it loaded (not a caller's encoder). */
+  close(): Promise<void>;
+}
+
+/** Loads the models and the router of `config` and builds the streaming service over them (not started). */
+export async function composeRouter(config: RouterConfig, options: ComposeOptions): Promise<ComposedRouter> {
+  const { logger } = options;
+  const encoder = options.encoder ?? (await loadEncoder(config.encoder));
+  options.onLoaded?.('encoder', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
+  const llm = await loadLlm(config, logger);
+  if (llm !== undefined) options.onLoaded?.('llm', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
+  const router = await loadRouter(config, logger);
+  options.onLoaded?.('router', { policy: router.policy, domain: config.routing.domain });
+  const processor = createProcessor(config, encoder, options.hooks ?? {}, llm, router);
+  const service = new RouterService(config, processor, logger, options.hooks ?? {}, options.kafkaSecurity ?? {});
+  const close = async (): Promise<void> => {
+    await service.close();
+    if (options.encoder === undefined) await encoder.close();
+    await llm?.close();
+  };
+  return { service, processor, encoder, llm, router, close };
 }
