@@ -24,7 +24,6 @@ import { readTopics, type ReadRecord } from '../src/embedded/read-topic.js';
 import { readMtsamplesCsv, readNotesFile } from '../src/eval/datasets.js';
 import { encodeNote } from '../src/ingest/decode.js';
 import { createKafka, createProducer } from '../src/kafka/index.js';
-import { RouterService } from '../src/pipeline/service.js';
 import { decodeTaggedNote } from '../src/publish/tagged-note.js';
 import { POLICY_NAMES, type NoteBudget } from '../src/route/index.js';
 import { packageRoot } from '../src/schemas.js';
@@ -37,7 +36,7 @@ import type { Kafka } from 'kafkajs';
 import { createLogger } from '../src/telemetry/logger.js';
 import { prepareText } from '../src/text/index.js';
 import { startLlmServer } from '../src/taggers/llm/reference-server.js';
-import { createProcessor, loadRouter } from '../src/pipeline/compose.js';
+import { composeRouter, loadRouter } from '../src/pipeline/compose.js';
 import type { Sentence } from '../src/types.js';
 
 const quick = process.argv.includes('--quick');
@@ -321,14 +320,13 @@ async function benchPipeline(texts: string[]): Promise<number[]> {
 
     const encoder = await EncoderTagger.load(ENCODER_DIR, { intraOpThreads: THREADS });
     await encoder.tagSentences(prepareText(texts[0]).sentences);
-    const router = await loadRouter(config, logger);
     let firstAt = 0;
     const hooks = { noteReceived: () => void (firstAt ||= Date.now()) };
-    const service = new RouterService(config, createProcessor(config, encoder, hooks, undefined, router), logger, hooks);
-    await service.start();
+    const parts = await composeRouter(config, { logger, hooks, encoder });
+    await parts.service.start();
     const ours = await lastTimestamp(kafka, [t.output, t.dlq], n);
     const pipeMs = ours.at - firstAt;
-    await service.close();
+    await parts.close();
     await encoder.close();
 
     const tagged = ours.records.filter((r) => r.topic === t.output && r.value !== null).map((r) => decodeTaggedNote(r.value as Buffer));

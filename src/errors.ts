@@ -29,15 +29,25 @@ export const ErrorCodes = {
   /** A note's tagging and publishing outlasted processing.noteTimeoutMs; its work is cancelled (retriable). */
   NOTE_TIMEOUT: 'NOTE_TIMEOUT',
   PUBLISH_FAILED: 'PUBLISH_FAILED',
+  /** The Schema Registry has no schema with the record's schema id (HTTP 404): the record is dead-lettered. At start-up (schemaRegistry.autoRegister: false): the TaggedNote schema is not registered under the output subject. */
+  SCHEMA_NOT_FOUND: 'SCHEMA_NOT_FOUND',
+  /** A writer schema from the registry cannot be read as a ClinicalNote (not Avro, uses references, or no Avro resolution to the router's schema): the record is dead-lettered. At start-up: the registry refused the TaggedNote schema (HTTP 409/422). */
+  SCHEMA_INCOMPATIBLE: 'SCHEMA_INCOMPATIBLE',
+  /** The Schema Registry could not be reached, timed out, or answered 5xx, 429, 401 or 403 (retriable: the partition waits and the record is redelivered, never dead-lettered). */
+  SCHEMA_REGISTRY_UNAVAILABLE: 'SCHEMA_REGISTRY_UNAVAILABLE',
   MOCK_CLUSTER_FAILED: 'MOCK_CLUSTER_FAILED',
   DATA_FORMAT: 'DATA_FORMAT',
+  /** A command line that cannot be run as given (unknown option, bad value). */
+  USAGE: 'USAGE',
+  /** A file or directory named on the command line or in the config does not exist or cannot be read. */
+  INPUT_NOT_FOUND: 'INPUT_NOT_FOUND',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /** Pipeline stage an error belongs to; recorded in DLQ headers. */
-export type Stage = 'config' | 'ingest' | 'decode' | 'validate' | 'text' | 'route' | 'tag' | 'publish' | 'embedded' | 'eval';
+export type Stage = 'cli' | 'config' | 'ingest' | 'decode' | 'validate' | 'text' | 'route' | 'tag' | 'publish' | 'embedded' | 'eval';
 
 /**
  * The one constructor shape: `(code, message, options)`, or `(message, options)`
@@ -66,12 +76,37 @@ export class RouterError extends Error {
 type CauseOnly = Pick<RouterErrorOptions, 'cause'>;
 type RetriableAndCause = Pick<RouterErrorOptions, 'retriable' | 'cause'>;
 
-/** Configuration is wrong; `field` is the dotted path of the offending option. */
+export interface ConfigProblem {
+  field: string;
+  message: string;
+}
+
+/**
+ * Configuration is wrong; `field` is the dotted path of the (first) offending
+ * option, `problems` every one found (the message lists them, one per line).
+ */
 export class ConfigError extends RouterError {
   readonly field: string;
-  constructor(field: string, message: string, options: CauseOnly = {}) {
-    super(ErrorCodes.CONFIG_INVALID, `config field "${field}": ${message}`, { stage: 'config', cause: options.cause });
+  readonly problems: readonly ConfigProblem[];
+  constructor(field: string, message: string, options: CauseOnly & { more?: readonly ConfigProblem[] } = {}) {
+    const problems = [{ field, message }, ...(options.more ?? [])];
+    super(ErrorCodes.CONFIG_INVALID, problems.map((p) => `config field "${p.field}": ${p.message}`).join('\n'), { stage: 'config', cause: options.cause });
     this.field = field;
+    this.problems = problems;
+  }
+}
+
+/** The command line cannot be run as given; the CLI prints the command's usage and exits 2. */
+export class UsageError extends RouterError {
+  constructor(message: string) {
+    super(ErrorCodes.USAGE, message, { stage: 'cli' });
+  }
+}
+
+/** A named input file or directory is missing or unreadable: one line, exit 1. */
+export class InputNotFoundError extends RouterError {
+  constructor(message: string, options: CauseOnly = {}) {
+    super(ErrorCodes.INPUT_NOT_FOUND, message, { stage: 'cli', cause: options.cause });
   }
 }
 
@@ -114,6 +149,19 @@ export class NoteTimeoutError extends RouterError {
 export class PublishError extends RouterError {
   constructor(message: string, options: RetriableAndCause = {}) {
     super(ErrorCodes.PUBLISH_FAILED, message, { retriable: options.retriable ?? false, stage: 'publish', cause: options.cause });
+  }
+}
+
+/**
+ * A Schema Registry call failed, or what it answered cannot be used. `status`
+ * is the HTTP status when the registry answered one. Retriable only for
+ * SCHEMA_REGISTRY_UNAVAILABLE: the record's own schema is not at fault then.
+ */
+export class SchemaRegistryError extends RouterError {
+  readonly status: number | undefined;
+  constructor(code: ErrorCode, message: string, options: RouterErrorOptions & { status?: number } = {}) {
+    super(code, message, { retriable: options.retriable ?? code === ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE, stage: options.stage ?? 'decode', cause: options.cause });
+    this.status = options.status;
   }
 }
 

@@ -3,12 +3,12 @@ import { resolve } from 'node:path';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { validateConfig } from '../config/load.js';
+import { DataFormatError } from '../errors.js';
 import { MockKafkaCluster, ensureMockKafkaBinary } from '../embedded/mock-cluster.js';
 import { readTopics, type ReadRecord } from '../embedded/read-topic.js';
 import { readNotesFile } from '../eval/datasets.js';
 import { encodeNote } from '../ingest/decode.js';
 import { createKafka, createProducer } from '../kafka/index.js';
-import { RouterService } from '../pipeline/service.js';
 import { DlqHeaders, headerString } from '../publish/dlq.js';
 import { decodeTaggedNote } from '../publish/tagged-note.js';
 import { packageRoot } from '../schemas.js';
@@ -17,7 +17,7 @@ import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, METRIC_SERIES, serviceSources } from '../telemetry/metrics.js';
 import { telemetryIdentity } from '../telemetry/otel-env.js';
 import { setupTracing } from '../telemetry/tracing.js';
-import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../pipeline/compose.js';
+import { composeRouter } from '../pipeline/compose.js';
 import type { PolicyName } from '../route/index.js';
 
 export interface DemoOptions {
@@ -64,7 +64,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
   const logger = createLogger('warn');
   const source = opts.notesFile ?? resolve(packageRoot, DEMO_FIXTURE);
   const pool = (await readNotesFile(source)).filter((n) => n.text.trim() !== '');
-  if (pool.length === 0) throw new Error(`no notes with text in ${source}`);
+  if (pool.length === 0) throw new DataFormatError(`no notes with text in ${source}`);
   const notes = Array.from({ length: opts.notes }, (_, i) => {
     const base = pool[i % pool.length];
     return { noteId: `demo-${String(i + 1).padStart(4, '0')}`, text: base.text, source: base.id ?? 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: { fixture: base.id ?? String(i % pool.length) } };
@@ -99,24 +99,19 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     await producer.disconnect();
 
     progress('demo: loading models...');
-    const encoder = await loadEncoder(config.encoder);
-    const llm = await loadLlm(config, logger);
-    const router = await loadRouter(config, logger);
     // The demo traces to memory and records metrics as `run` does, then summarises the routing from both.
     const spans = new InMemorySpanExporter();
     const identity = telemetryIdentity(config.telemetry);
     const tracing = setupTracing(config.telemetry, { exporter: spans, identity });
     const metrics = createRouterMetrics(identity);
     try {
-      const service = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), logger, metrics.hooks);
-      metrics.observe(serviceSources(service, llm));
-      await service.start();
+      const parts = await composeRouter(config, { logger, hooks: metrics.hooks });
+      metrics.observe(serviceSources(parts.service, parts.llm));
+      await parts.service.start();
       const expected = notes.length + bad.length;
       const tally = taggingProgress(notes.length, topics.output, progress);
       const records = await readTopics(kafka, [topics.output, topics.dlq], (rs) => tally(rs) && rs.length >= expected, 120_000);
-      await service.close();
-      await encoder.close();
-      await llm?.close();
+      await parts.close();
       await tracing.forceFlush();
       const summaries = [...routingSummary(spans.getFinishedSpans(), topics.input), ...metricsSummary(await metrics.collectPrometheus())];
       const summary = printSummary(records, topics, notes.length, performance.now() - started, summaries, opts.write);

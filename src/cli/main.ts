@@ -3,7 +3,8 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { RouterError } from '../errors.js';
+import { InputNotFoundError, RouterError, UsageError } from '../errors.js';
+import { LLM_ADAPTERS } from '../config/schema.js';
 import { POLICY_NAMES, type PolicyName } from '../route/index.js';
 import { packageRoot } from '../schemas.js';
 import { demoCommand } from './demo.js';
@@ -101,7 +102,7 @@ const COMMANDS = {
       format: { type: 'string', default: 'iob', arg: 'iob|standoff', help: 'format of --data' },
       json: { type: 'boolean', default: false, help: 'also print the scores as one JSON line (the last line)' },
       tagger: { type: 'string', default: 'encoder', arg: 'encoder|llm|router', help: 'what to score' },
-      'llm-adapter': { type: 'string', arg: 'onnx|openai|vllm-pooling', help: 'with --tagger llm: in-process (onnx, default) or a server at --llm-url' },
+      'llm-adapter': { type: 'string', arg: LLM_ADAPTERS.join('|'), help: 'with --tagger llm: in-process (onnx, default) or a server at --llm-url' },
       'llm-url': { type: 'string', arg: 'URL', help: 'server root for the openai and vllm-pooling adapters' },
       // Not path-checked here: a served model name with a remote adapter, a bundle directory with --tagger router.
       'llm-model': { type: 'string', arg: 'NAME|DIR', help: 'remote adapters: the served model name; --tagger router: the LLM bundle (default models/bc5cdr-llm)' },
@@ -187,10 +188,6 @@ function commandHelp(command: CommandName): string {
   ].join('\n');
 }
 
-class UsageError extends Error {}
-
-/** Missing or unreadable input: one line, exit 1 (the command was well formed; the file system disagrees). */
-class InputPathError extends Error {}
 
 /** The command whose arguments are being read, so a usage error can show that command's usage. */
 let activeCommand: CommandName | undefined;
@@ -210,7 +207,7 @@ function parseCommand<O extends NonNullable<ParseArgsConfig['options']>>(command
 
 const REASONS: Record<string, string> = { EACCES: 'permission denied', EPERM: 'permission denied', ENOTDIR: 'not found', ENOENT: 'not found', ELOOP: 'too many symbolic links' };
 
-/** The one check of an input path; throws InputPathError naming the option and the path as given. */
+/** The one check of an input path; throws InputNotFoundError naming the option and the path as given. */
 async function checkPath(what: string, path: string, kind: PathKind): Promise<void> {
   const noun = kind === 'model' ? 'model directory' : kind === 'data' ? 'file or directory' : 'file';
   const candidates = kind === 'model' ? [resolve(path), resolve(packageRoot, path)] : [resolve(path)];
@@ -230,17 +227,17 @@ async function checkPath(what: string, path: string, kind: PathKind): Promise<vo
   }
   if (found === undefined) {
     const reason = REASONS[failure] ?? failure;
-    throw new InputPathError(reason === 'not found' ? `${what}: ${noun} not found: ${path}` : `${what}: cannot read ${path} (${reason})`);
+    throw new InputNotFoundError(reason === 'not found' ? `${what}: ${noun} not found: ${path}` : `${what}: cannot read ${path} (${reason})`);
   }
-  if (kind === 'file' && found.isDirectory) throw new InputPathError(`${what}: is a directory, expected a file: ${path}`);
-  if (kind === 'model' && !found.isDirectory) throw new InputPathError(`${what}: not a directory, expected a model bundle: ${path}`);
+  if (kind === 'file' && found.isDirectory) throw new InputNotFoundError(`${what}: is a directory, expected a file: ${path}`);
+  if (kind === 'model' && !found.isDirectory) throw new InputNotFoundError(`${what}: not a directory, expected a model bundle: ${path}`);
   const target = kind === 'model' ? join(found.at, 'config.json') : found.at;
   try {
     await access(target, constants.R_OK | (found.isDirectory && kind !== 'model' ? constants.X_OK : 0));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    if (kind === 'model' && code === 'ENOENT') throw new InputPathError(`${what}: not a model bundle (no config.json): ${path}`);
-    throw new InputPathError(`${what}: cannot read ${path} (${REASONS[code] ?? code})`);
+    if (kind === 'model' && code === 'ENOENT') throw new InputNotFoundError(`${what}: not a model bundle (no config.json): ${path}`);
+    throw new InputNotFoundError(`${what}: cannot read ${path} (${REASONS[code] ?? code})`);
   }
 }
 
@@ -310,8 +307,9 @@ async function main(argv: string[]): Promise<void> {
       }
       if (values.policy !== undefined || values['budget-ms'] !== undefined) throw new UsageError('--policy and --budget-ms need --tagger router');
       if (values.tagger !== 'encoder' && values.tagger !== 'llm') throw new UsageError('--tagger must be encoder, llm or router');
-      const adapter = values['llm-adapter'];
-      if (adapter !== undefined && adapter !== 'onnx' && adapter !== 'openai' && adapter !== 'vllm-pooling') throw new UsageError('--llm-adapter must be onnx, openai or vllm-pooling');
+      const adapterName = values['llm-adapter'];
+      const adapter = LLM_ADAPTERS.find((a) => a === adapterName);
+      if (adapterName !== undefined && adapter === undefined) throw new UsageError(`--llm-adapter must be one of ${LLM_ADAPTERS.join(', ')}`);
       if (values.tagger !== 'llm' && (adapter !== undefined || values['llm-url'] !== undefined)) throw new UsageError('--llm-adapter and --llm-url need --tagger llm');
       if ((adapter === 'openai' || adapter === 'vllm-pooling') && values['llm-url'] === undefined) throw new UsageError(`--llm-adapter ${adapter} needs --llm-url URL`);
       await checkInputs('eval', values);
@@ -363,7 +361,7 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(`bioner-router: ${err.message}\n\n${usage}`);
     process.exit(2);
   }
-  if (err instanceof InputPathError) {
+  if (err instanceof InputNotFoundError) {
     process.stderr.write(`bioner-router: ${err.message}\n`);
     process.exit(1);
   }

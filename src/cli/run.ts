@@ -7,7 +7,7 @@ import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
 import { telemetryIdentity } from '../telemetry/otel-env.js';
 import { routerReadiness, startTelemetryServer, type Readiness } from '../telemetry/server.js';
 import { setupTracing } from '../telemetry/tracing.js';
-import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../pipeline/compose.js';
+import { composeRouter } from '../pipeline/compose.js';
 
 /** `bioner-router run --config FILE`: the long-running consumer. */
 export async function runCommand(configFile: string | undefined): Promise<void> {
@@ -31,15 +31,16 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const ready = (): Readiness => (service === undefined ? { ok: false, checks: { kafka: false, models: modelsLoaded } } : routerReadiness(service, () => modelsLoaded)());
   const server = config.telemetry.port === -1 ? undefined : await startTelemetryServer({ port: config.telemetry.port, host: config.telemetry.host, metrics, ready });
   if (server !== undefined) logger.info('telemetry server listening', { url: server.url, paths: '/metrics /healthz /readyz' });
-  const encoder = await loadEncoder(config.encoder);
-  logger.info('encoder loaded', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
-  const llm = await loadLlm(config, logger);
-  if (llm !== undefined) logger.info('llm tagger ready', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
-  const router = await loadRouter(config, logger);
+  const parts = await composeRouter(config, {
+    logger,
+    hooks: metrics.hooks,
+    kafkaSecurity,
+    onLoaded: (part, detail) => logger.info(part === 'encoder' ? 'encoder loaded' : part === 'llm' ? 'llm tagger ready' : 'router ready', detail),
+  });
   modelsLoaded = true;
-  const running = new RouterService(config, createProcessor(config, encoder, metrics.hooks, llm, router), logger, metrics.hooks, kafkaSecurity);
+  const running = parts.service;
   service = running;
-  metrics.observe(serviceSources(running, llm));
+  metrics.observe(serviceSources(running, parts.llm));
 
   let exiting = false;
   const shutdown = (code: number): void => {
@@ -47,10 +48,8 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
     exiting = true;
     // Past the drain budget (plus time to disconnect) exit anyway; the orchestrator's grace period must be longer.
     setTimeout(() => process.exit(code === 0 ? 1 : code), config.shutdown.drainTimeoutMs + 10_000).unref();
-    void running
+    void parts
       .close()
-      .then(() => encoder.close())
-      .then(() => llm?.close())
       .then(() => server?.close())
       .then(() => metrics.shutdown())
       // Export the spans of the last notes; a collector that is down holds the exit up for at most 3 s.

@@ -173,7 +173,7 @@ export function validateConfig(raw: unknown): RouterConfig {
   if (problems.length === 0 && parsed.success) return parsed.data;
   const unique = problems.filter((p, i) => problems.findIndex((q) => q[0] === p[0] && q[1] === p[1]) === i);
   const [[field, first], ...others] = unique;
-  throw new ConfigError(field, [first, ...others.map(([f, m]) => `config field "${f}": ${m}`)].join('\n'));
+  throw new ConfigError(field, first, { more: others.map(([f, m]) => ({ field: f, message: m })) });
 }
 
 export function parseConfigText(text: string, fileName: string): JsonObject {

@@ -10,40 +10,37 @@ const brokerAddress = z
   .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
 
-/** TLS to the brokers; certificates are read from files (mounted Kubernetes secrets) at start-up. */
+/** The enum lists, in one place: the CLI, the router and the docs read them from here. */
+export const POLICY_NAMES = ['encoder', 'llm', 'length-aware', 'cascade'] as const;
+export const LLM_ADAPTERS = ['onnx', 'openai', 'vllm-pooling'] as const;
+export const GRANULARITIES = ['sentence', 'note'] as const;
+
 export const KafkaTlsSchema = z
   .object({
-    enabled: z.boolean().default(false),
-    /** PEM CA bundle that signs the brokers' certificates; default: Node's bundled CAs. */
-    caFile: z.string().min(1).optional(),
-    /** PEM client certificate for mutual TLS (with keyFile). */
-    certFile: z.string().min(1).optional(),
-    /** PEM private key of certFile. */
-    keyFile: z.string().min(1).optional(),
-    /** Verify the brokers' certificates; false only for testing. */
-    rejectUnauthorized: z.boolean().default(true),
-    /** SNI / name checked in the broker certificate when it differs from the broker host. */
-    servername: z.string().min(1).optional(),
+    enabled: z.boolean().default(false).describe('TLS to the brokers; certificates are read from files (mounted Kubernetes secrets) at start-up. Alone it means Node\'s bundled CAs with full verification.'),
+    caFile: z.string().min(1).optional().describe('PEM CA bundle that signs the brokers\' certificates; default: Node\'s bundled CAs.'),
+    certFile: z.string().min(1).optional().describe('PEM client certificate for mutual TLS (with keyFile).'),
+    keyFile: z.string().min(1).optional().describe('PEM private key of certFile.'),
+    rejectUnauthorized: z.boolean().default(true).describe('Verify the brokers\' certificates; false only for testing.'),
+    servername: z.string().min(1).optional().describe('SNI / name checked in the broker certificate when it differs from the broker host.'),
   })
   .strict();
 
-/** SASL authentication; username and password are read from files at start-up (trailing newline trimmed), never logged. */
 export const KafkaSaslSchema = z
   .object({
-    mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
-    usernameFile: z.string().min(1),
-    passwordFile: z.string().min(1),
+    mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).describe('SASL mechanism (no SASL when kafka.sasl is absent); `plain` needs TLS.'),
+    usernameFile: z.string().min(1).describe('File holding the SASL username; read once at start-up, one trailing newline trimmed, never logged.'),
+    passwordFile: z.string().min(1).describe('File holding the SASL password; read once at start-up, one trailing newline trimmed, never logged.'),
   })
   .strict();
 
 export const KafkaSchema = z
   .object({
-    clientId: z.string().min(1).default('bioner-router'),
-    brokers: z.array(brokerAddress).min(1).default(['localhost:9092']),
-    connectionTimeoutMs: z.number().int().positive().default(3000),
-    requestTimeoutMs: z.number().int().positive().default(30000),
-    /** kafkajs client retries before an operation fails (then our own logic decides). */
-    retries: z.number().int().min(0).default(8),
+    clientId: z.string().min(1).default('bioner-router').describe('Kafka client id.'),
+    brokers: z.array(brokerAddress).min(1).default(['localhost:9092']).describe('Bootstrap servers, each host:port.'),
+    connectionTimeoutMs: z.number().int().positive().default(3000).describe('TCP connect timeout (ms).'),
+    requestTimeoutMs: z.number().int().positive().default(30000).describe('Per-request timeout (ms).'),
+    retries: z.number().int().min(0).default(8).describe('kafkajs client retries before an operation fails (then our own logic decides).'),
     tls: KafkaTlsSchema.prefault({}),
     sasl: KafkaSaslSchema.optional(),
   })
@@ -51,62 +48,46 @@ export const KafkaSchema = z
 
 export const InputSchema = z
   .object({
-    topic: z.string().min(1).default('clinical-notes'),
-    groupId: z.string().min(1).default('bioner-router'),
-    /** Wire format of input records: JSON objects or Avro binary of schemas/clinical-note.avsc. */
-    format: z.enum(['json', 'avro']).default('json'),
-    /** `confluent` strips the 5-byte Schema Registry header (magic byte + schema id) before Avro decoding. */
-    avroWireFormat: z.enum(['raw', 'confluent']).default('raw'),
-    fromBeginning: z.boolean().default(true),
-    /** Records larger than this (bytes, raw value) are dead-lettered as NOTE_TOO_LARGE. */
-    maxNoteBytes: z.number().int().positive().default(1_000_000),
-    /** Real brokers accept 6000-300000 by default (group.min/max.session.timeout.ms); the embedded mock accepts less. */
-    sessionTimeoutMs: z.number().int().positive().default(30000),
-    heartbeatIntervalMs: z.number().int().positive().default(3000),
-    /** Longest a fetch waits for data. Real brokers answer as soon as data arrives; the embedded mock waits the whole time, so the demo and tests use 100. */
-    maxWaitTimeMs: z.number().int().min(10).default(1000),
-    /** Partitions processed at once by this consumer (kafkajs partitionsConsumedConcurrently). */
-    partitionsConsumedConcurrently: z.number().int().positive().default(3),
+    topic: z.string().min(1).default('clinical-notes').describe('Topic of ClinicalNote records.'),
+    groupId: z.string().min(1).default('bioner-router').describe('Consumer group id.'),
+    format: z.enum(['json', 'avro']).default('json').describe('Wire format of input records: JSON objects or Avro binary of schemas/clinical-note.avsc.'),
+    avroWireFormat: z.enum(['raw', 'confluent']).default('raw').describe('`confluent` strips the 5-byte Schema Registry header (magic byte + schema id) before Avro decoding; the schema id is not looked up.'),
+    fromBeginning: z.boolean().default(true).describe('Where a new consumer group starts: the earliest offset (true) or the latest (false).'),
+    maxNoteBytes: z.number().int().positive().default(1_000_000).describe('Records larger than this (bytes, raw value) are dead-lettered as NOTE_TOO_LARGE, before parsing.'),
+    sessionTimeoutMs: z.number().int().positive().default(30000).describe('Consumer group session timeout (ms). Real brokers accept 6000-300000 by default (group.min/max.session.timeout.ms); the embedded mock accepts less.'),
+    heartbeatIntervalMs: z.number().int().positive().default(3000).describe('Consumer heartbeat interval (ms); at most a third of input.sessionTimeoutMs.'),
+    maxWaitTimeMs: z.number().int().min(10).default(1000).describe('Longest a fetch waits for data (ms). Real brokers answer as soon as data arrives; the embedded mock waits the whole time, so the demo and tests use 100.'),
+    partitionsConsumedConcurrently: z.number().int().positive().default(3).describe('Partitions processed at once by this consumer (kafkajs partitionsConsumedConcurrently).'),
   })
   .strict();
 
 export const OutputSchema = z
   .object({
-    topic: z.string().min(1).default('tagged-notes'),
-    dlqTopic: z.string().min(1).default('clinical-notes.dlq'),
-    /** -1 = all in-sync replicas, 1 = leader only; offsets are committed only after this acknowledgement (0 would ack nothing, so it is refused). */
-    acks: z.union([z.literal(-1), z.literal(1)]).default(-1),
-    compression: z.enum(['none', 'gzip']).default('none'),
+    topic: z.string().min(1).default('tagged-notes').describe('TaggedNote output topic (schemas/tagged-note.avsc), keyed by note id.'),
+    dlqTopic: z.string().min(1).default('clinical-notes.dlq').describe('Dead-letter topic: unusable records, original bytes, the reason in headers.'),
+    acks: z.union([z.literal(-1), z.literal(1)]).default(-1).describe('-1 = all in-sync replicas, 1 = leader only; offsets are committed only after this acknowledgement (0 would ack nothing, so it is refused).'),
+    compression: z.enum(['none', 'gzip']).default('none').describe('Compression of produced records.'),
   })
   .strict();
 
 export const ProcessingSchema = z
   .object({
-    /** Notes tagged at once (p-limit). */
-    concurrency: z.number().int().positive().default(8),
-    /** Notes fetched but not yet committed; above this the consumer pauses fetching. */
-    maxInFlight: z.number().int().positive().default(64),
-    /** Per-note time limit for tagging + publishing; past it the attempt fails as retriable. */
-    noteTimeoutMs: z.number().int().positive().default(20000),
-    /** Attempts for a note whose failure is retriable before it is dead-lettered. */
-    maxAttempts: z.number().int().positive().max(10).default(3),
+    concurrency: z.number().int().positive().default(8).describe('Notes tagged at once (p-limit).'),
+    maxInFlight: z.number().int().positive().default(64).describe('Notes fetched but not yet committed; at this bound the consumer pauses fetching and resumes at half.'),
+    noteTimeoutMs: z.number().int().positive().default(20000).describe('Per-note time limit for tagging + publishing (ms); past it the note\'s work is cancelled and the attempt fails with NOTE_TIMEOUT (retriable).'),
+    maxAttempts: z.number().int().positive().max(10).default(3).describe('Attempts for a note whose failure is retriable before it is dead-lettered.'),
   })
   .strict();
 
 export const EncoderSchema = z
   .object({
-    /** A Hugging Face token-classification export: config.json, tokenizer.json, model.onnx. */
-    modelDir: z.string().min(1).default('models/bc5cdr-encoder'),
-    /** Overrides the model's max_position_embeddings / model_max_length (pieces incl. [CLS]/[SEP]). */
-    maxSequenceLength: z.number().int().min(8).optional(),
-    /** Words repeated between neighbouring windows of an over-long sentence. */
-    windowOverlapWords: z.number().int().min(0).default(16),
-    /** Windows per onnxruntime call, gathered across notes. */
-    batchSize: z.number().int().positive().default(32),
-    /** How long a partial batch waits for more windows before it runs. */
-    batchWaitMs: z.number().int().min(0).default(2),
-    intraOpThreads: z.number().int().min(0).default(0),
-    decode: z.enum(['viterbi', 'argmax']).default('viterbi'),
+    modelDir: z.string().min(1).default('models/bc5cdr-encoder').describe('A Hugging Face token-classification export: config.json, tokenizer.json, model.onnx (a relative path: the working directory, then the package).'),
+    maxSequenceLength: z.number().int().min(8).optional().describe('Pieces per window incl. [CLS]/[SEP]; overrides the model\'s max_position_embeddings / model_max_length (default: the model\'s limit, at most 512).'),
+    windowOverlapWords: z.number().int().min(0).default(16).describe('Words repeated between neighbouring windows of an over-long sentence.'),
+    batchSize: z.number().int().positive().default(32).describe('Windows per onnxruntime call, gathered across notes.'),
+    batchWaitMs: z.number().int().min(0).default(2).describe('How long a partial batch waits for more windows before it runs (ms).'),
+    intraOpThreads: z.number().int().min(0).default(0).describe('onnxruntime intra-op threads; 0 = onnxruntime\'s default.'),
+    decode: z.enum(['viterbi', 'argmax']).default('viterbi').describe('`viterbi`: constrained BIO decoding (never an invalid sequence); `argmax`: each word\'s best tag, repaired with the conlleval rule.'),
   })
   .strict();
 
@@ -114,118 +95,90 @@ const httpUrl = z.string().regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'expecte
 
 export const LlmCircuitSchema = z
   .object({
-    /** Consecutive failed LLM requests after which the circuit opens (calls then fail fast and fall back). */
-    failureThreshold: z.number().int().positive().default(5),
-    /** How long the circuit stays open before one trial request is let through (half-open). */
-    resetTimeoutMs: z.number().int().positive().default(30000),
+    failureThreshold: z.number().int().positive().default(5).describe('Consecutive failed LLM requests after which the circuit opens (calls then fail fast and fall back).'),
+    resetTimeoutMs: z.number().int().positive().default(30000).describe('How long the circuit stays open before one trial request is let through (half-open) (ms).'),
   })
   .strict();
 
 export const LlmSchema = z
   .object({
-    /** `onnx`: the reference decoder in-process; `openai`: chat completions (vLLM, OpenAI-compatible); `vllm-pooling`: vLLM /pooling token_classify. */
-    adapter: z.enum(['onnx', 'openai', 'vllm-pooling']).default('onnx'),
-    /** HF-layout model directory: the model itself for `onnx`; tokenizer.json + id2label for `vllm-pooling`; the label set for `openai`. */
-    modelDir: z.string().min(1).default('models/bc5cdr-llm'),
-    /** Server root for the remote adapters (no /v1: paths are appended). */
-    baseUrl: httpUrl.optional(),
-    /** Model name sent in requests (vLLM's served model name); omitted when unset. */
-    model: z.string().min(1).optional(),
-    /** File holding the API key, sent as `Authorization: Bearer`; never logged. */
-    apiKeyFile: z.string().min(1).optional(),
-    /** Labels for the `openai` adapter's prompt and schema; default: id2label of llm.modelDir. */
-    labels: z.array(z.string().regex(/^\S+$/, 'labels have no spaces')).min(1).optional(),
-    /** Per-request limit (ms); must stay below processing.noteTimeoutMs. */
-    timeoutMs: z.number().int().positive().default(4000),
-    /** LLM requests in flight at once (p-limit). */
-    maxConcurrency: z.number().int().positive().default(8),
-    /** Extra attempts for retriable failures (timeouts, 429, 5xx, refused/reset connections). */
-    retries: z.number().int().min(0).max(10).default(2),
-    /** First retry delay (ms); doubles per retry, with jitter. */
-    retryBackoffMs: z.number().int().min(0).default(100),
-    /** Send vLLM `structured_outputs: {json: schema}` with chat requests. */
-    structuredOutputs: z.boolean().default(true),
+    adapter: z.enum(LLM_ADAPTERS).default('onnx').describe('`onnx`: the reference decoder in-process; `openai`: chat completions (vLLM, OpenAI-compatible); `vllm-pooling`: vLLM /pooling token_classify.'),
+    modelDir: z.string().min(1).default('models/bc5cdr-llm').describe('HF-layout model directory: the model itself for `onnx`; tokenizer.json + id2label for `vllm-pooling`; the label set for `openai`.'),
+    baseUrl: httpUrl.optional().describe('Server root for the remote adapters, e.g. http://vllm:8000 (no /v1: paths are appended); required for `openai` and `vllm-pooling`.'),
+    model: z.string().min(1).optional().describe('Model name sent in requests (vLLM\'s served model name); omitted when unset.'),
+    apiKeyFile: z.string().min(1).optional().describe('File holding the API key (one line), read once at start-up and sent as `Authorization: Bearer`; never logged.'),
+    labels: z.array(z.string().regex(/^\S+$/, 'labels have no spaces')).min(1).optional().describe('Labels for the `openai` adapter\'s prompt and schema; default: id2label of llm.modelDir.'),
+    timeoutMs: z.number().int().positive().default(4000).describe('Per-request limit (ms), from sending to the last byte of the answer; must stay below processing.noteTimeoutMs.'),
+    maxConcurrency: z.number().int().positive().default(8).describe('LLM requests in flight at once (p-limit).'),
+    retries: z.number().int().min(0).max(10).default(2).describe('Extra attempts for retriable failures (timeouts, 429, 5xx, refused/reset connections).'),
+    retryBackoffMs: z.number().int().min(0).default(100).describe('First retry delay (ms); doubles per retry, with jitter.'),
+    structuredOutputs: z.boolean().default(true).describe('Send vLLM `structured_outputs: {json: schema}` with chat requests (vLLM >= 0.12).'),
     circuit: LlmCircuitSchema.prefault({}),
   })
   .strict();
 
 export const RoutingLoadSchema = z
   .object({
-    /** In-flight notes above which budgets shrink (see "Budget and load shedding" in README); default half of processing.maxInFlight. */
-    inFlightHigh: z.number().int().positive().optional(),
-    /** Consumer lag (records, summed over this consumer's partitions) above which budgets shrink. */
-    lagHigh: z.number().int().positive().default(2000),
-    /** Smallest share of its budget a note keeps under load. */
-    minFactor: z.number().gt(0).max(1).default(0.25),
+    inFlightHigh: z.number().int().positive().optional().describe('In-flight notes above which budgets shrink (docs/router.md, "Budget and load shedding"); default half of processing.maxInFlight, at most processing.maxInFlight.'),
+    lagHigh: z.number().int().positive().default(2000).describe('Consumer lag (records, summed over this consumer\'s partitions) above which budgets shrink.'),
+    minFactor: z.number().gt(0).max(1).default(0.25).describe('Smallest share of its budget a note keeps under load.'),
   })
   .strict();
 
 export const RoutingCascadeSchema = z
   .object({
-    /** The cascade re-tags a sentence whose least confident word has a top label probability below this. */
-    confidenceThreshold: z.number().min(0).max(1).default(0.8),
-    /** The cascade re-tags a sentence where the encoder found a span of 3+ words. */
-    flagLongSpans: z.boolean().default(true),
+    confidenceThreshold: z.number().min(0).max(1).default(0.8).describe('The cascade re-tags a sentence whose least confident word has a top label probability below this.'),
+    flagLongSpans: z.boolean().default(true).describe('The cascade re-tags a sentence where the encoder found a span of 3+ words.'),
   })
   .strict();
 
 export const RoutingSchema = z
   .object({
-    /**
-     * `encoder`: every sentence to the encoder; `llm`: every sentence to the LLM within the budget;
-     * `length-aware`: the LLM where the expected gain (measured gains x entity-length estimate) is worth its cost;
-     * `cascade`: encoder on everything, then the LLM re-tags the sentences the estimate or the encoder's confidence flags.
-     */
-    policy: z.enum(['encoder', 'llm', 'length-aware', 'cascade']).default('encoder'),
-    /** `sentence`: each sentence routed on its own; `note`: the whole note or nothing (length-aware only). */
-    granularity: z.enum(['sentence', 'note']).default('sentence'),
-    /** Latency budget for notes that carry none, in no header, on a topic without its own (ms). */
-    defaultBudgetMs: z.number().int().positive().default(5000),
-    /** Per-input-topic default budgets (ms). */
-    topicBudgets: z.record(z.string().min(1), z.number().int().positive()).default({}),
-    /** Kafka header holding a budget in ms (used when the note has no latency_budget_ms). */
-    budgetHeader: z.string().min(1).default('x-latency-budget-ms'),
-    /** Measured costs and gains (written by `npm run eval:table`). */
-    calibrationFile: z.string().min(1).default('models/calibration.json'),
-    /** Which dataset of the calibration file (and which length estimator) the notes resemble. */
-    domain: z.string().min(1).default('bc5cdr'),
-    /** Entity-length estimator file; default models/length-estimator/<domain>.json. */
-    lengthEstimator: z.string().min(1).optional(),
-    /** Smallest expected F1 gain (0..1 per sentence) that sends a sentence to the LLM under length-aware. */
-    minGain: z.number().min(-1).max(1).default(0),
+    policy: z
+      .enum(POLICY_NAMES)
+      .default('encoder')
+      .describe(
+        '`encoder`: every sentence to the encoder; `llm`: every sentence to the LLM within the budget; `length-aware`: the LLM where the expected gain (measured gains x entity-length estimate) is worth its cost; `cascade`: encoder on everything, then the LLM re-tags the sentences the estimate or the encoder\'s confidence flags.',
+      ),
+    granularity: z.enum(GRANULARITIES).default('sentence').describe('`sentence`: each sentence routed on its own; `note`: the whole note or nothing (length-aware only; cascade needs `sentence`).'),
+    defaultBudgetMs: z.number().int().positive().default(5000).describe('Latency budget for notes that carry none, in no header, on a topic without its own (ms); at most processing.noteTimeoutMs.'),
+    topicBudgets: z.record(z.string().min(1), z.number().int().positive()).default({}).describe('Per-input-topic default budgets (ms), each at most processing.noteTimeoutMs.'),
+    budgetHeader: z.string().min(1).default('x-latency-budget-ms').describe('Kafka header holding a budget in ms (a positive integer; used when the note has no latency_budget_ms).'),
+    calibrationFile: z.string().min(1).default('models/calibration.json').describe('Measured costs and gains (written by `npm run eval:table`).'),
+    domain: z.string().min(1).default('bc5cdr').describe('Which dataset of the calibration file (and which length estimator) the notes resemble.'),
+    lengthEstimator: z.string().min(1).optional().describe('Entity-length estimator file; default models/length-estimator/<domain>.json (an explicitly set one must load).'),
+    minGain: z.number().min(-1).max(1).default(0).describe('Smallest expected F1 gain (0..1 per sentence) that sends a sentence to the LLM under length-aware.'),
     cascade: RoutingCascadeSchema.prefault({}),
     load: RoutingLoadSchema.prefault({}),
-    /** Observations after which an observed latency's weight in the cost model has halved. */
-    costHalfLife: z.number().int().positive().default(50),
-    /** How long a timed-out or budget-cut call's shortfall raises a route's predicted cost, unless a success comes first (ms). */
-    costFailureMemoryMs: z.number().int().positive().default(10_000),
+    costHalfLife: z.number().int().positive().default(50).describe('Observations (tagger calls) after which an observed latency\'s weight in the cost model has halved.'),
+    costFailureMemoryMs: z
+      .number()
+      .int()
+      .positive()
+      .default(10_000)
+      .describe('How long a timed-out or budget-cut call\'s shortfall raises a route\'s predicted cost, unless a success comes first (ms). With llm.circuit.resetTimeoutMs it bounds the return to the LLM after an outage (docs/router.md, "Cost model").'),
   })
   .strict();
 
 export const TelemetrySchema = z
   .object({
-    /** service.name of traces and metrics; OTEL_SERVICE_NAME wins when set. */
-    serviceName: z.string().min(1).default('bioner-router'),
-    /** `otlp`: OTLP/HTTP to OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (default http://localhost:4318); `none`: no trace export. */
-    tracesExporter: z.enum(['otlp', 'none']).default('otlp'),
-    /** Share of notes traced (parent-based; a sampled producer trace is always followed). OTEL_TRACES_SAMPLER_ARG wins when set. */
-    sampleRatio: z.number().min(0).max(1).default(1),
-    /** Port of the HTTP server with /metrics (Prometheus), /healthz and /readyz; 0 = a free port; -1 = no server. */
-    port: z.number().int().min(-1).max(65535).default(9464),
-    host: z.string().min(1).default('0.0.0.0'),
+    serviceName: z.string().min(1).default('bioner-router').describe('service.name of traces and metrics; OTEL_SERVICE_NAME wins when set.'),
+    tracesExporter: z.enum(['otlp', 'none']).default('otlp').describe('`otlp`: OTLP/HTTP (JSON) to OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (default http://localhost:4318); `none`: no trace export.'),
+    sampleRatio: z.number().min(0).max(1).default(1).describe('Share of notes traced (parent-based; a sampled producer trace is always followed). OTEL_TRACES_SAMPLER_ARG wins when set.'),
+    port: z.number().int().min(-1).max(65535).default(9464).describe('Port of the HTTP server with /metrics (Prometheus), /healthz and /readyz; 0 = a free port; -1 = no server.'),
+    host: z.string().min(1).default('0.0.0.0').describe('Bind address of the telemetry server.'),
   })
   .strict();
 
 export const ShutdownSchema = z
   .object({
-    /** Longest a SIGTERM drain waits for in-flight notes before disconnecting anyway. */
-    drainTimeoutMs: z.number().int().positive().default(25000),
+    drainTimeoutMs: z.number().int().positive().default(25000).describe('Longest a SIGTERM drain waits for in-flight notes before disconnecting anyway (ms); at least processing.noteTimeoutMs.'),
   })
   .strict();
 
 export const LoggingSchema = z
   .object({
-    level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info').describe('Log level of the JSON log lines on stderr (ids, counts and timings only, never note text).'),
   })
   .strict();
 

@@ -10,6 +10,8 @@
  * dependency-free. Pure: no I/O, same input => same bytes.
  */
 
+import { POLICY_NAMES } from '../config/schema.js';
+
 export interface FrontierPoint {
   policy: string; // 'encoder' | 'llm' | 'length-aware' | 'cascade' | ...
   budgetMs: number | null; // null for the fixed all-encoder / all-LLM points
@@ -62,7 +64,7 @@ export function paretoFront(points: readonly FrontierPoint[]): FrontierPoint[] {
 // ---------------------------------------------------------------- SVG helpers
 
 const FONT = '-apple-system, BlinkMacSystemFont, Segoe UI, Helvetica, Arial, sans-serif';
-const KNOWN_POLICIES = ['encoder', 'llm', 'length-aware', 'cascade'];
+const KNOWN_POLICIES: readonly string[] = POLICY_NAMES;
 const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
 type Shape = 'circle' | 'square' | 'triangle' | 'diamond' | 'triangle-down' | 'cross';
 const SHAPES: readonly Shape[] = ['circle', 'square', 'triangle', 'diamond', 'triangle-down', 'cross'];

@@ -1,11 +1,12 @@
+import { GRANULARITIES, POLICY_NAMES, RoutingSchema } from '../config/schema.js';
 import type { Sentence } from '../types.js';
 import type { NoteBudget } from './budget.js';
 import type { RouteGains } from './calibration.js';
 import type { OnlineCostModel } from './cost-model.js';
 
-export type PolicyName = 'encoder' | 'llm' | 'length-aware' | 'cascade';
-export const POLICY_NAMES: readonly PolicyName[] = ['encoder', 'llm', 'length-aware', 'cascade'];
-export type Granularity = 'sentence' | 'note';
+export { POLICY_NAMES };
+export type PolicyName = (typeof POLICY_NAMES)[number];
+export type Granularity = (typeof GRANULARITIES)[number];
 export type PlannedRoute = 'encoder' | 'llm';
 
 /** What the policies need from the entity-length estimator (src/route/length-estimate.ts). */
@@ -49,10 +50,12 @@ export interface PolicySettings {
   };
 }
 
+/** The schema's defaults (routing.granularity, routing.minGain, routing.cascade), not a second copy of them. */
+const ROUTING_DEFAULTS = RoutingSchema.parse({});
 export const DEFAULT_POLICY_SETTINGS: PolicySettings = {
-  granularity: 'sentence',
-  minGain: 0,
-  cascade: { confidenceThreshold: 0.8, flagLongSpans: true },
+  granularity: ROUTING_DEFAULTS.granularity,
+  minGain: ROUTING_DEFAULTS.minGain,
+  cascade: ROUTING_DEFAULTS.cascade,
 };
 
 export interface PlanInput {
