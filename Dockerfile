@@ -6,7 +6,7 @@
 # test/unit/container.test.ts checks this file against the repository instead.
 
 # ---- build stage: compile TypeScript, then drop dev dependencies ----
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
 # .npmrc keeps onnxruntime-node-install=skip: the package ships its CPU binary and
 # its install script would otherwise fetch CUDA files from the network.
@@ -16,9 +16,16 @@ COPY tsconfig.json ./
 COPY src ./src
 COPY scripts/postbuild.mjs ./scripts/postbuild.mjs
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+# onnxruntime-node ships CPU binaries for every OS and CPU (~245 MB of its 288 MB): keep the image's own.
+ARG TARGETARCH=amd64
+RUN ort=node_modules/onnxruntime-node/bin/napi-v6 \
+ && keep="$([ "$TARGETARCH" = arm64 ] && echo arm64 || echo x64)" \
+ && rm -rf "$ort/darwin" "$ort/win32" \
+ && find "$ort/linux" -mindepth 1 -maxdepth 1 ! -name "$keep" -exec rm -rf {} + \
+ && test -f "$ort/linux/$keep/onnxruntime_binding.node"
 
 # ---- runtime stage ----
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/*

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { RouteCost } from './cost-model.js';
 
@@ -22,17 +23,54 @@ export interface DomainCalibration {
   supportByLength: Record<string, number>;
 }
 
-interface CalibrationRoute {
-  f1?: Record<string, number>;
-  ms_per_token?: number;
-}
+// ---------------------------------------------------------------- file format (models/calibration.json)
 
-interface CalibrationDataset {
-  support_by_length?: Record<string, number>;
-  routes?: Record<string, CalibrationRoute | undefined>;
-}
+/** Zod messages that read after the field's path: "is missing" or "must be <what>", never quoting the value. */
+const must = (what: string) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? 'is missing' : `must be ${what}`) });
+const measured = (): z.ZodNumber => z.number(must('a finite number'));
 
-const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+/** One route's measurement on a domain's devel set, as `npm run eval:table` writes it. */
+export const CalibrationRouteSchema = z.object(
+  {
+    model: z.string(must('a string')).optional(),
+    /** F1 per entity-length bucket (`1`, `2`, `3+`) and `all`; null where a bucket had nothing to score. */
+    f1: z.record(z.string(), z.number(must('a number or null')).nullable(), must('an object of bucket -> F1')).optional(),
+    ms_per_sentence: measured().optional(),
+    ms_per_token: measured().optional(),
+  },
+  must('an object'),
+);
+export type CalibrationRoute = z.infer<typeof CalibrationRouteSchema>;
+
+/** One domain (dataset). Routing needs the encoder's per-token cost; the LLM's measurement is optional. */
+export const CalibrationDatasetSchema = z.object(
+  {
+    support_by_length: z.record(z.string(), measured(), must('an object of bucket -> entity count')).optional(),
+    routes: z.object(
+      {
+        encoder: CalibrationRouteSchema.extend({ ms_per_token: measured() }),
+        llm: CalibrationRouteSchema.optional(),
+      },
+      must('an object of route -> measurement'),
+    ),
+  },
+  must('an object'),
+);
+export type CalibrationDataset = z.infer<typeof CalibrationDatasetSchema>;
+
+/**
+ * The file: domains are checked one at a time when asked for (parseCalibration),
+ * so a malformed entry for one dataset does not stop a router of another.
+ */
+export const CalibrationFileSchema = z.object({ datasets: z.record(z.string(), z.unknown()) });
+export type CalibrationFile = z.infer<typeof CalibrationFileSchema>;
+
+/** The first issue as `datasets.<domain>.<path>: <why>`; never the value itself. */
+function datasetProblem(domain: string, error: z.ZodError): ConfigError {
+  const issue = error.issues[0];
+  const at = ['datasets', domain, ...issue.path.map(String)].join('.');
+  return new ConfigError('routing.calibrationFile', `${at} ${issue.message}`);
+}
 
 /**
  * Reads models/calibration.json (written by `npm run eval:table`) for one
@@ -51,24 +89,37 @@ export async function loadCalibration(path: string, domain: string, fallbackLlmC
 }
 
 export function parseCalibration(raw: unknown, domain: string, fallbackLlmCostRatio = 10): DomainCalibration {
-  const datasets = (raw as { datasets?: Record<string, CalibrationDataset | undefined> } | null)?.datasets;
-  if (datasets === undefined || typeof datasets !== 'object') throw new ConfigError('routing.calibrationFile', 'no "datasets" object (expected the file `npm run eval:table` writes)');
-  const entry = datasets[domain];
-  if (entry === undefined) throw new ConfigError('routing.domain', `"${domain}" is not in the calibration file (it has: ${Object.keys(datasets).join(', ')})`);
-  const enc = entry.routes?.encoder;
-  if (enc === undefined || !num(enc.ms_per_token)) throw new ConfigError('routing.calibrationFile', `datasets.${domain}.routes.encoder.ms_per_token is missing`);
-  const llm = entry.routes?.llm;
+  const file = CalibrationFileSchema.safeParse(raw);
+  if (!file.success) throw new ConfigError('routing.calibrationFile', 'no "datasets" object (expected the file `npm run eval:table` writes)');
+  const datasets = file.data.datasets;
+  if (!Object.hasOwn(datasets, domain)) throw new ConfigError('routing.domain', `"${domain}" is not in the calibration file (it has: ${Object.keys(datasets).join(', ')})`);
+  const parsed = CalibrationDatasetSchema.safeParse(datasets[domain]);
+  if (!parsed.success) throw datasetProblem(domain, parsed.error);
+  const entry = parsed.data;
+  const enc = entry.routes.encoder;
+  const llm = entry.routes.llm;
   const encoderCost = { overheadMs: 0, msPerToken: enc.ms_per_token };
-  const llmCost = llm !== undefined && num(llm.ms_per_token) ? { overheadMs: 0, msPerToken: llm.ms_per_token } : { overheadMs: 0, msPerToken: enc.ms_per_token * fallbackLlmCostRatio };
+  const llmCost = llm?.ms_per_token !== undefined ? { overheadMs: 0, msPerToken: llm.ms_per_token } : { overheadMs: 0, msPerToken: enc.ms_per_token * fallbackLlmCostRatio };
   const support = entry.support_by_length ?? {};
-  let gains: RouteGains | null = null;
-  const ef = enc.f1;
-  const lf = llm?.f1;
-  if (ef !== undefined && lf !== undefined && [ef, lf].every((f) => num(f['1']) && num(f['2']) && num(f['3+']) && num(f.all))) {
-    const s1 = support['1'] ?? 1;
-    const s2 = support['2'] ?? 1;
-    const d = (k: string): number => lf[k] - ef[k];
-    gains = { short: (s1 * d('1') + s2 * d('2')) / Math.max(1, s1 + s2), long: d('3+'), all: d('all') };
-  }
-  return { domain, costs: { encoder: encoderCost, llm: llmCost }, gains, supportByLength: support };
+  return { domain, costs: { encoder: encoderCost, llm: llmCost }, gains: gainsOf(enc.f1, llm?.f1, support), supportByLength: support };
+}
+
+type BucketF1 = Record<'1' | '2' | '3+' | 'all', number>;
+
+/** The four buckets gains are made of, or undefined when any is absent or null. */
+function buckets(f1: Record<string, number | null> | undefined): BucketF1 | undefined {
+  if (f1 === undefined) return undefined;
+  const [one, two, long, all] = [f1['1'], f1['2'], f1['3+'], f1.all];
+  if (typeof one !== 'number' || typeof two !== 'number' || typeof long !== 'number' || typeof all !== 'number') return undefined;
+  return { '1': one, '2': two, '3+': long, all };
+}
+
+function gainsOf(encoderF1: Record<string, number | null> | undefined, llmF1: Record<string, number | null> | undefined, support: Record<string, number>): RouteGains | null {
+  const ef = buckets(encoderF1);
+  const lf = buckets(llmF1);
+  if (ef === undefined || lf === undefined) return null;
+  const s1 = support['1'] ?? 1;
+  const s2 = support['2'] ?? 1;
+  const d = (k: keyof BucketF1): number => lf[k] - ef[k];
+  return { short: (s1 * d('1') + s2 * d('2')) / Math.max(1, s1 + s2), long: d('3+'), all: d('all') };
 }

@@ -9,6 +9,7 @@
  * same words score the same wherever they sit in a note.
  */
 import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
 import { ModelLoadError } from '../errors.js';
 import type { Sentence } from '../types.js';
 
@@ -26,67 +27,95 @@ export interface LengthEstimator {
   probLong(sentence: Sentence): number;
 }
 
-/** Classification metrics at the shipped threshold. */
-export interface LengthMetrics {
-  sentences: number;
-  /** Share of sentences holding an entity of minWords+ words. */
-  positives_share: number;
-  precision: number;
-  recall: number;
-  f1: number;
-  /** Threshold-free ranking quality. */
-  auc: number;
-  /** Share of sentences at or above the threshold (what would be routed as long). */
-  flagged_share: number;
-}
+// ---------------------------------------------------------------- file format (models/length-estimator/<id>.json)
 
-export interface DevelMetrics extends LengthMetrics {
-  data: string;
-  threshold: number;
+/** Zod messages that read after `field "<path>"`: "is missing" or "must be <what>", never quoting the value. */
+const must = (what: string) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? 'is missing' : `must be ${what}`) });
+const finite = (): z.ZodNumber => z.number(must('a finite number'));
+const str = (): z.ZodString => z.string(must('a string'));
+const object = <S extends z.core.$ZodLooseShape>(shape: S) => z.object(shape, must('an object'));
+
+/** Classification metrics at the shipped threshold. */
+export const LengthMetricsSchema = object({
+  sentences: finite(),
+  /** Share of sentences holding an entity of minWords+ words. */
+  positives_share: finite(),
+  precision: finite(),
+  recall: finite(),
+  f1: finite(),
+  /** Threshold-free ranking quality. */
+  auc: finite(),
+  /** Share of sentences at or above the threshold (what would be routed as long). */
+  flagged_share: finite(),
+});
+export type LengthMetrics = z.infer<typeof LengthMetricsSchema>;
+
+export const DevelMetricsSchema = LengthMetricsSchema.extend({
+  data: str(),
+  threshold: finite(),
   /** Mean probLong() cost, features included, on this machine. */
-  ms_per_sentence: number;
-  mean_words: number;
+  ms_per_sentence: finite(),
+  mean_words: finite(),
   /** Metrics at the alternative (F2, recall-leaning) threshold from training, for policies that prefer recall. */
-  at_f2_threshold: Omit<LengthMetrics, 'sentences' | 'positives_share' | 'auc'> & { threshold: number };
-}
+  at_f2_threshold: LengthMetricsSchema.omit({ sentences: true, positives_share: true, auc: true }).extend({ threshold: finite() }),
+});
+export type DevelMetrics = z.infer<typeof DevelMetricsSchema>;
+
+const BUCKET_KEY = /^(0|[1-9]\d*)$/;
 
 /** Everything scoring needs plus how it was trained; the file adds the devel metrics. */
-export interface LengthEstimatorModel {
-  format: typeof LENGTH_ESTIMATOR_FORMAT;
-  version: number;
-  id: string;
+export const LengthEstimatorModelSchema = object({
+  format: z.literal(LENGTH_ESTIMATOR_FORMAT, must(`"${LENGTH_ESTIMATOR_FORMAT}"`)),
+  version: z.literal(LENGTH_ESTIMATOR_VERSION, { error: (iss) => `must be ${LENGTH_ESTIMATOR_VERSION} (got ${typeof iss.input === 'number' ? iss.input : typeof iss.input})` }),
+  id: z.string(must('a non-empty string')).min(1, must('a non-empty string')),
   /** Training data, e.g. "BC5CDR-IOB/train.tsv". */
-  dataset: string;
+  dataset: str(),
   /** Positive = the sentence holds a gold entity of at least minWords word tokens. */
-  target: { minWords: number };
-  features: { version: number; hash: 'fnv1a32'; bits: number; templates: string[] };
-  bias: number;
-  /** Hash bucket (decimal string) -> weight; zero weights are left out. */
-  weights: Record<string, number>;
-  threshold: number;
-  threshold_rule: string;
-  training: {
-    sentences: number;
-    positives_share: number;
-    algorithm: string;
-    hyperparameters: Record<string, number>;
-    seed: number;
-    folds: number;
+  target: object({ minWords: z.int(must('a positive integer')).min(1, must('a positive integer')) }),
+  features: object({
+    version: z.literal(FEATURE_VERSION, {
+      error: (iss) => `is ${typeof iss.input === 'number' ? iss.input : typeof iss.input}, this build computes version ${FEATURE_VERSION} features (retrain the model)`,
+    }),
+    hash: z.literal('fnv1a32', must('"fnv1a32"')),
+    bits: z.int(must('an integer in 8..24')).min(8, must('an integer in 8..24')).max(24, must('an integer in 8..24')),
+    templates: z.array(z.string(), must(JSON.stringify(FEATURE_TEMPLATES))).refine((t) => t.join(',') === FEATURE_TEMPLATES.join(','), must(JSON.stringify(FEATURE_TEMPLATES))),
+  }),
+  bias: finite(),
+  /** Hash bucket (decimal string) -> weight; zero weights are left out. Keys are checked against features.bits below. */
+  weights: z.record(z.string(), finite(), must('an object of bucket -> weight')),
+  threshold: z.number(must('a number in (0, 1)')).gt(0, must('a number in (0, 1)')).lt(1, must('a number in (0, 1)')),
+  threshold_rule: str(),
+  training: object({
+    sentences: finite(),
+    positives_share: finite(),
+    algorithm: str(),
+    hyperparameters: z.record(z.string(), finite(), must('an object of name -> number')),
+    seed: finite(),
+    folds: finite(),
     /** Out-of-fold metrics on train at the shipped threshold (what chose it). */
-    oof: LengthMetrics;
+    oof: LengthMetricsSchema,
     /** Alternative threshold maximising out-of-fold F2. */
-    f2_threshold: number;
-    nonzero_weights: number;
+    f2_threshold: finite(),
+    nonzero_weights: finite(),
     /** Smallest-magnitude weights dropped to bound the file size (0 when L1 alone was enough). */
-    pruned_weights: number;
-    seconds: number;
-  };
-}
+    pruned_weights: finite(),
+    seconds: finite(),
+  }),
+}).superRefine((m, ctx) => {
+  // Runs once the fields parse, so bits is known: every key must address the dense table.
+  const size = 2 ** m.features.bits;
+  for (const k of Object.keys(m.weights)) {
+    if (!BUCKET_KEY.test(k) || Number(k) >= size) {
+      ctx.addIssue({ code: 'custom', path: ['weights', k], message: `key must be a bucket index in 0..${size - 1}` });
+      return;
+    }
+  }
+});
+export type LengthEstimatorModel = z.infer<typeof LengthEstimatorModelSchema>;
 
 /** The JSON format of models/length-estimator/<id>.json. */
-export interface LengthEstimatorFile extends LengthEstimatorModel {
-  devel: DevelMetrics;
-}
+export const LengthEstimatorFileSchema = LengthEstimatorModelSchema.safeExtend({ devel: DevelMetricsSchema });
+export type LengthEstimatorFile = z.infer<typeof LengthEstimatorFileSchema>;
 
 // Function words: a run of other tokens is a rough noun-phrase length, which is
 // what a long entity looks like from the outside.
@@ -223,7 +252,7 @@ export class LogisticLengthEstimator implements LengthEstimator {
 
   /** Takes a whole file or, while training, the model before its devel metrics exist. */
   constructor(file: LengthEstimatorModel) {
-    validateModel(file, `length estimator "${String((file as { id?: unknown }).id)}"`);
+    validateModel(file, `length estimator "${String(file.id)}"`);
     this.model = file;
     this.id = file.id;
     this.threshold = file.threshold;
@@ -237,9 +266,9 @@ export class LogisticLengthEstimator implements LengthEstimator {
   probLong(sentence: Sentence): number {
     if (sentence.tokens.length === 0) return sigmoid(this.bias);
     const buckets = featureBuckets(sentence, this.bits);
-    let z = this.bias;
-    for (let i = 0; i < buckets.length; i++) z += this.weights[buckets[i]];
-    return sigmoid(z);
+    let logit = this.bias;
+    for (let i = 0; i < buckets.length; i++) logit += this.weights[buckets[i]];
+    return sigmoid(logit);
   }
 
   isLong(sentence: Sentence): boolean {
@@ -247,57 +276,23 @@ export class LogisticLengthEstimator implements LengthEstimator {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The first issue as `<source>: field "<path>" <why>`, the shape every estimator error has. */
+function fileError(source: string, error: z.ZodError): ModelLoadError {
+  const issue = error.issues[0];
+  if (issue.path.length === 0) return new ModelLoadError(`${source}: not a JSON object`);
+  return new ModelLoadError(`${source}: field "${issue.path.map(String).join('.')}" ${issue.message}`);
 }
-
-const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-
-const fieldError = (source: string, field: string, why: string): ModelLoadError => new ModelLoadError(`${source}: field "${field}" ${why}`);
 
 /** Checks everything scoring relies on; the message names the offending field. */
 function validateModel(value: unknown, source: string): asserts value is LengthEstimatorModel {
-  const bad = (field: string, why: string): ModelLoadError => fieldError(source, field, why);
-  if (!isObject(value)) throw new ModelLoadError(`${source}: not a JSON object`);
-  if (value.format !== LENGTH_ESTIMATOR_FORMAT) throw bad('format', `must be "${LENGTH_ESTIMATOR_FORMAT}"`);
-  if (value.version !== LENGTH_ESTIMATOR_VERSION) throw bad('version', `must be ${LENGTH_ESTIMATOR_VERSION} (got ${String(value.version)})`);
-  if (typeof value.id !== 'string' || value.id.length === 0) throw bad('id', 'must be a non-empty string');
-  if (typeof value.dataset !== 'string') throw bad('dataset', 'must be a string');
-  if (!isObject(value.target) || !Number.isInteger(value.target.minWords) || (value.target.minWords as number) < 1) {
-    throw bad('target.minWords', 'must be a positive integer');
-  }
-  const f = value.features;
-  if (!isObject(f)) throw bad('features', 'must be an object');
-  if (f.version !== FEATURE_VERSION) {
-    throw bad('features.version', `is ${String(f.version)}, this build computes version ${FEATURE_VERSION} features (retrain the model)`);
-  }
-  if (f.hash !== 'fnv1a32') throw bad('features.hash', 'must be "fnv1a32"');
-  if (!Number.isInteger(f.bits) || (f.bits as number) < 8 || (f.bits as number) > 24) throw bad('features.bits', 'must be an integer in 8..24');
-  if (!Array.isArray(f.templates) || f.templates.join(',') !== FEATURE_TEMPLATES.join(',')) {
-    throw bad('features.templates', `must be ${JSON.stringify(FEATURE_TEMPLATES)}`);
-  }
-  if (!finite(value.bias)) throw bad('bias', 'must be a finite number');
-  if (!isObject(value.weights)) throw bad('weights', 'must be an object of bucket -> weight');
-  const size = 2 ** (f.bits as number);
-  for (const [k, w] of Object.entries(value.weights)) {
-    if (!/^(0|[1-9]\d*)$/.test(k) || Number(k) >= size) throw bad(`weights.${k}`, `key must be a bucket index in 0..${size - 1}`);
-    if (!finite(w)) throw bad(`weights.${k}`, 'must be a finite number');
-  }
-  if (!finite(value.threshold) || value.threshold <= 0 || value.threshold >= 1) throw bad('threshold', 'must be a number in (0, 1)');
-  if (!isObject(value.training)) throw bad('training', 'must be an object');
+  const parsed = LengthEstimatorModelSchema.safeParse(value);
+  if (!parsed.success) throw fileError(source, parsed.error);
 }
 
-/**
- * Checks a whole file: the model, and the devel metrics as far as callers read
- * them (numbers where numbers go).
- */
+/** Checks a whole file: the model and its devel metrics. */
 export function validateLengthEstimatorFile(value: unknown, source: string): asserts value is LengthEstimatorFile {
-  validateModel(value, source);
-  const d = (value as unknown as Record<string, unknown>).devel;
-  if (!isObject(d)) throw fieldError(source, 'devel', 'must be an object');
-  for (const k of ['precision', 'recall', 'f1', 'auc', 'positives_share', 'threshold'] as const) {
-    if (!finite(d[k])) throw fieldError(source, `devel.${k}`, 'must be a number');
-  }
+  const parsed = LengthEstimatorFileSchema.safeParse(value);
+  if (!parsed.success) throw fileError(source, parsed.error);
 }
 
 /** Reads and validates a trained estimator file; throws ModelLoadError naming the problem. */

@@ -296,24 +296,23 @@ export function decodeBioTags(probs: Float32Array, numWords: number, labels: rea
   return Array.from(decodeInto(probs, numWords, compile(labels), mode));
 }
 
-/** Row-wise softmax, max-subtracted for stability. A row of all -Infinity becomes uniform. */
-export function softmaxRows(logits: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const off = r * cols;
-    let max = -Infinity;
-    for (let c = 0; c < cols; c++) if (logits[off + c] > max) max = logits[off + c];
-    if (max === -Infinity) {
-      out.fill(1 / cols, off, off + cols);
-      continue;
-    }
-    let sum = 0;
-    for (let c = 0; c < cols; c++) {
-      const e = Math.exp(logits[off + c] - max);
-      out[off + c] = e;
-      sum += e;
-    }
-    for (let c = 0; c < cols; c++) out[off + c] /= sum;
+/**
+ * The one softmax: `cols` logits from `logits[from]` into `out[to]`,
+ * max-subtracted so exp never overflows. A row of all -Infinity (every label
+ * masked) becomes uniform rather than NaN. Works in place when out is logits.
+ */
+export function softmaxInto(logits: Float32Array, from: number, cols: number, out: Float32Array, to: number): void {
+  let max = -Infinity;
+  for (let c = 0; c < cols; c++) if (logits[from + c] > max) max = logits[from + c];
+  if (max === -Infinity) {
+    out.fill(1 / cols, to, to + cols);
+    return;
   }
-  return out;
+  let sum = 0;
+  for (let c = 0; c < cols; c++) {
+    const e = Math.exp(logits[from + c] - max);
+    out[to + c] = e;
+    sum += e;
+  }
+  for (let c = 0; c < cols; c++) out[to + c] /= sum;
 }

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { z } from 'zod';
 import { ModelLoadError } from '../errors.js';
 import { packageRoot } from '../schemas.js';
 import { entityTypes, parseLabels } from './bio.js';
@@ -32,43 +33,87 @@ export interface SpecialIds {
   unk: number;
 }
 
-interface HfConfig {
-  id2label?: Record<string, string>;
-  max_position_embeddings?: number;
-  _name_or_path?: string;
-  bioner?: { name?: string; version?: string };
-}
+// ---------------------------------------------------------------- file formats of the bundle
 
-interface TokenizerConfig {
-  model_max_length?: number;
-  cls_token?: string | { content: string };
-  sep_token?: string | { content: string };
-  pad_token?: string | { content: string };
-  unk_token?: string | { content: string };
-  bos_token?: string | { content: string };
-  eos_token?: string | { content: string };
-  [key: string]: unknown;
-}
+/** Zod messages that read after `field "<path>"`: "is missing" or "must be <what>", never quoting the value. */
+const must = (what: string) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? 'is missing' : `must be ${what}`) });
 
-function tokenContent(t: unknown): string | undefined {
+/** A special token as tokenizer files write it: the string, an AddedToken object, or null for none. */
+const TokenSchema = z.union([z.string(), z.looseObject({ content: z.string() })], must('a token string or {"content": string}')).nullable().optional();
+type TokenEntry = z.infer<typeof TokenSchema>;
+
+/** config.json, as far as the router reads it (the rest of a Hugging Face config is ignored). */
+export const HfConfigSchema = z.object(
+  {
+    id2label: z.record(z.string(), z.string(must('a label string')), must('an object of id -> label')).optional(),
+    max_position_embeddings: z.int(must('a positive integer')).positive(must('a positive integer')).optional(),
+    _name_or_path: z.string(must('a string')).optional(),
+    /** Written by training/: the model's published name and version. */
+    bioner: z.object({ name: z.string(must('a string')).optional(), version: z.string(must('a string')).optional() }, must('an object')).optional(),
+  },
+  must('a JSON object'),
+);
+export type HfConfig = z.infer<typeof HfConfigSchema>;
+
+/** tokenizer_config.json. Loose: the tokenizer library reads keys of its own from the same object. */
+export const TokenizerConfigSchema = z.looseObject(
+  {
+    model_max_length: z.number(must('a number')).optional(),
+    cls_token: TokenSchema,
+    sep_token: TokenSchema,
+    pad_token: TokenSchema,
+    unk_token: TokenSchema,
+    bos_token: TokenSchema,
+    eos_token: TokenSchema,
+  },
+  must('a JSON object'),
+);
+export type TokenizerConfig = z.infer<typeof TokenizerConfigSchema>;
+
+/** special_tokens_map.json: where exports name special tokens that tokenizer_config.json leaves out. */
+export const SpecialTokensMapSchema = z.object(
+  {
+    cls_token: TokenSchema,
+    sep_token: TokenSchema,
+    pad_token: TokenSchema,
+    unk_token: TokenSchema,
+    bos_token: TokenSchema,
+    eos_token: TokenSchema,
+  },
+  must('a JSON object'),
+);
+export type SpecialTokensMap = z.infer<typeof SpecialTokensMapSchema>;
+
+/** tokenizer.json: only its outline is checked here; the tokenizer library validates the rest. */
+const TokenizerJsonSchema = z.looseObject({ model: z.looseObject({}, must('an object')), pre_tokenizer: z.unknown().optional() }, must('a JSON object'));
+
+function tokenContent(t: TokenEntry): string | undefined {
   if (typeof t === 'string') return t;
-  if (t !== null && typeof t === 'object' && 'content' in t && typeof (t as { content: unknown }).content === 'string') return (t as { content: string }).content;
-  return undefined;
+  return t?.content;
 }
 
-async function readJson<T>(dir: string, name: string, required: boolean): Promise<T | undefined> {
+/** Reads and checks one JSON file of the bundle; a missing optional file is undefined. */
+async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: true): Promise<z.output<S>>;
+async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: false): Promise<z.output<S> | undefined>;
+async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: boolean): Promise<z.output<S> | undefined> {
+  let raw: unknown;
   try {
-    return JSON.parse(await readFile(join(dir, name), 'utf8')) as T;
+    raw = JSON.parse(await readFile(join(dir, name), 'utf8'));
   } catch (err) {
     if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new ModelLoadError(`cannot read ${name} in model directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const at = issue.path.length === 0 ? '' : ` field "${issue.path.map(String).join('.')}"`;
+  throw new ModelLoadError(`${name} in model directory ${dir}:${at} ${issue.message}`);
 }
 
 /** Just the labels of a model directory (config.json id2label), for adapters that need nothing else. */
 export async function readModelLabels(dir: string): Promise<{ labels: string[]; model: ModelInfo }> {
   const modelDir = resolve(dir);
-  const config = (await readJson<HfConfig>(modelDir, 'config.json', true)) as HfConfig;
+  const config = await readJson(modelDir, 'config.json', HfConfigSchema, true);
   if (config.id2label === undefined) throw new ModelLoadError(`config.json in ${modelDir} has no id2label: not a token-classification export`);
   const labels = parseLabels(config.id2label);
   return { labels, model: modelInfo(config, modelDir, labels) };
@@ -84,9 +129,10 @@ function modelInfo(config: HfConfig, modelDir: string, labels: readonly string[]
 
 export async function loadModelBundle(dir: string): Promise<ModelBundle> {
   const modelDir = resolve(dir);
-  const config = (await readJson<HfConfig>(modelDir, 'config.json', true)) as HfConfig;
-  const tokenizerJson = (await readJson<Record<string, unknown>>(modelDir, 'tokenizer.json', true)) as Record<string, unknown>;
-  const tokenizerConfig = (await readJson<TokenizerConfig>(modelDir, 'tokenizer_config.json', false)) ?? {};
+  const config = await readJson(modelDir, 'config.json', HfConfigSchema, true);
+  const tokenizerJson = await readJson(modelDir, 'tokenizer.json', TokenizerJsonSchema, true);
+  const tokenizerConfig: TokenizerConfig = (await readJson(modelDir, 'tokenizer_config.json', TokenizerConfigSchema, false)) ?? {};
+  const specialMap: SpecialTokensMap = (await readJson(modelDir, 'special_tokens_map.json', SpecialTokensMapSchema, false)) ?? {};
   if (config.id2label === undefined) throw new ModelLoadError(`config.json in ${modelDir} has no id2label: not a token-classification export`);
   const labels = parseLabels(config.id2label);
 
@@ -104,14 +150,17 @@ export async function loadModelBundle(dir: string): Promise<ModelBundle> {
     }
     throw new ModelLoadError(`tokenizer in ${modelDir} has no ${role} token`);
   };
+  // tokenizer_config.json first, as the tokenizer library reads it; special_tokens_map.json fills what it leaves out.
+  const named = (role: 'cls_token' | 'sep_token' | 'pad_token' | 'unk_token' | 'bos_token' | 'eos_token'): string | undefined =>
+    tokenContent(tokenizerConfig[role]) ?? tokenContent(specialMap[role]);
   // Encoder exports name [CLS]/[SEP] (or <s>/</s>); decoder exports may only have BOS/EOS, which take their place.
-  const bos = tokenContent(tokenizerConfig.bos_token);
-  const eos = tokenContent(tokenizerConfig.eos_token);
+  const bos = named('bos_token');
+  const eos = named('eos_token');
   const special: SpecialIds = {
-    cls: idOf([tokenContent(tokenizerConfig.cls_token), '[CLS]', '<s>', bos], 'CLS/<s>'),
-    sep: idOf([tokenContent(tokenizerConfig.sep_token), '[SEP]', '</s>', eos], 'SEP/</s>'),
-    pad: idOf([tokenContent(tokenizerConfig.pad_token), '[PAD]', '<pad>', eos], 'PAD'),
-    unk: idOf([tokenContent(tokenizerConfig.unk_token), '[UNK]', '<unk>', eos], 'UNK'),
+    cls: idOf([named('cls_token'), '[CLS]', '<s>', bos], 'CLS/<s>'),
+    sep: idOf([named('sep_token'), '[SEP]', '</s>', eos], 'SEP/</s>'),
+    pad: idOf([named('pad_token'), '[PAD]', '<pad>', eos], 'PAD'),
+    unk: idOf([named('unk_token'), '[UNK]', '<unk>', eos], 'UNK'),
   };
 
   const modelLimit = Math.min(

@@ -1,7 +1,7 @@
 import { ErrorCodes, LlmError, ModelLoadError, RouterError, TaggerError } from '../errors.js';
 import { planWindows, type TextWindow } from '../text/windows.js';
 import type { Route, Sentence, TokenSpan } from '../types.js';
-import { decodeBio, type BioMode } from './bio.js';
+import { decodeBio, softmaxInto, type BioMode } from './bio.js';
 import type { ModelBundle } from './model-bundle.js';
 import type { ModelInfo, SentenceTagging, TagOptions, Tagger } from './types.js';
 
@@ -240,31 +240,25 @@ export class TokenClassifierTagger implements Tagger {
 }
 
 /**
- * Softmax over one position's logits, stable by subtracting the max. For a
- * backend that may already answer probabilities (vLLM's token_classify may
- * apply softmax), a row in [0, 1] summing to 1 is taken as is.
+ * One word's label probabilities from its first piece's row: softmax (bio.ts),
+ * except that for a backend that may already answer probabilities (vLLM's
+ * token_classify may apply softmax) a row in [0, 1] summing to 1 is copied as is.
  */
-function wordProbabilities(logits: Float32Array, from: number, numLabels: number, out: Float32Array, to: number, detect: boolean): void {
-  let max = -Infinity;
-  let sum = 0;
-  let inUnit = true;
-  for (let k = 0; k < numLabels; k++) {
-    const v = logits[from + k];
-    if (v > max) max = v;
-    sum += v;
-    if (!(v >= 0 && v <= 1)) inUnit = false;
+export function wordProbabilities(logits: Float32Array, from: number, numLabels: number, out: Float32Array, to: number, detect: boolean): void {
+  if (detect) {
+    let sum = 0;
+    let inUnit = true;
+    for (let k = 0; k < numLabels && inUnit; k++) {
+      const v = logits[from + k];
+      sum += v;
+      if (!(v >= 0 && v <= 1)) inUnit = false;
+    }
+    if (inUnit && Math.abs(sum - 1) < 1e-3) {
+      for (let k = 0; k < numLabels; k++) out[to + k] = logits[from + k];
+      return;
+    }
   }
-  if (detect && inUnit && Math.abs(sum - 1) < 1e-3) {
-    for (let k = 0; k < numLabels; k++) out[to + k] = logits[from + k];
-    return;
-  }
-  let total = 0;
-  for (let k = 0; k < numLabels; k++) {
-    const e = Math.exp(logits[from + k] - max);
-    out[to + k] = e;
-    total += e;
-  }
-  for (let k = 0; k < numLabels; k++) out[to + k] /= total;
+  softmaxInto(logits, from, numLabels, out, to);
 }
 
 /** The smallest, over words, of the word's highest label probability: how unsure the model is at its weakest point. */

@@ -116,69 +116,75 @@ function capsHeaderEnd(text: string, p: number, limit: number): number {
   return -1;
 }
 
-/**
- * End of a "Label:" at a line start (1-5 words, first capitalised, no digits)
- * or -1; gLabelAlone is set when nothing but spaces follows it on its line.
- */
-let gLabelAlone = false;
-function labelEnd(text: string, p: number, limit: number): number {
-  gLabelAlone = false;
-  if (p >= limit || !isUpper(text.charCodeAt(p))) return -1;
+/** A "Label:" match: `end` is after the ':' (or -1); `alone` when nothing but spaces follows it on its line. */
+interface LabelMatch {
+  readonly end: number;
+  readonly alone: boolean;
+}
+// Shared for the common no-match case, so scanning allocates only on a match.
+const NO_LABEL: LabelMatch = { end: -1, alone: false };
+
+/** The "Label:" at a line start (1-5 words, first capitalised, no digits), or NO_LABEL. */
+function labelAt(text: string, p: number, limit: number): LabelMatch {
+  if (p >= limit || !isUpper(text.charCodeAt(p))) return NO_LABEL;
   let words = 1;
   const max = Math.min(limit, p + 50);
   for (let j = p + 1; j < max; j++) {
     const c = text.charCodeAt(j);
     if (c === 0x3a) {
+      if (isDigit(text.charCodeAt(j + 1))) return NO_LABEL;
       let k = j + 1;
       while (k < limit && isHSpace(text.charCodeAt(k))) k++;
-      gLabelAlone = k >= limit || text.charCodeAt(k) === 0x0a;
-      if (isDigit(text.charCodeAt(j + 1))) return -1;
-      return j + 1;
+      return { end: j + 1, alone: k >= limit || text.charCodeAt(k) === 0x0a };
     }
     if (c === 0x20) {
-      if (text.charCodeAt(j - 1) === 0x20) return -1;
-      if (++words > 5) return -1;
+      if (text.charCodeAt(j - 1) === 0x20) return NO_LABEL;
+      if (++words > 5) return NO_LABEL;
     } else if (!(isLetter(c) || c === 0x2f || c === 0x26 || c === 0x2d || c === 0x27)) {
-      return -1;
+      return NO_LABEL;
     }
   }
-  return -1;
+  return NO_LABEL;
 }
 
+/** A list marker match: `end` of the marker (or -1); `number` is its number, -1 for bullets, letters and numerals. */
+interface MarkerMatch {
+  readonly end: number;
+  readonly number: number;
+}
+const NO_MARKER: MarkerMatch = { end: -1, number: -1 };
+
 /**
- * A list marker at p: a number (1-99) or one letter or a Roman numeral followed
- * by '.' or ')', or a bullet ('-', '*', '•' ...), then horizontal space.
- * Returns the end of the marker or -1; gMarkerNumber gets the number (or -1).
+ * The list marker at p: a number (1-99) or one letter or a Roman numeral followed
+ * by '.' or ')', or a bullet ('-', '*', '•' ...), then horizontal space; else NO_MARKER.
  */
-let gMarkerNumber = -1;
-function listMarkerEnd(text: string, p: number, limit: number, allowLetters: boolean): number {
-  gMarkerNumber = -1;
-  if (p >= limit) return -1;
+function listMarkerAt(text: string, p: number, limit: number, allowLetters: boolean): MarkerMatch {
+  if (p >= limit) return NO_MARKER;
   const c = text.charCodeAt(p);
   if (c === 0x2d || c === 0x2a || BULLETS.has(c)) {
     // "-5 mg" or "--" are not bullets: require space after.
-    return p + 1 < limit && isHSpace(text.charCodeAt(p + 1)) ? p + 1 : -1;
+    return p + 1 < limit && isHSpace(text.charCodeAt(p + 1)) ? { end: p + 1, number: -1 } : NO_MARKER;
   }
   let j = p;
+  let number = -1;
   if (isDigit(c)) {
     // 1-2 digits, no leading zero: "250,000." is a number, not item 000.
-    if (c === 0x30) return -1;
+    if (c === 0x30) return NO_MARKER;
     while (j < limit && j - p < 2 && isDigit(text.charCodeAt(j))) j++;
-    if (j < limit && isDigit(text.charCodeAt(j))) return -1;
-    gMarkerNumber = Number(text.slice(p, j));
+    if (j < limit && isDigit(text.charCodeAt(j))) return NO_MARKER;
+    number = Number(text.slice(p, j));
   } else if (allowLetters && isLetter(c)) {
     while (j < limit && j - p < 4 && isLetter(text.charCodeAt(j))) j++;
     const word = text.slice(p, j);
-    if (word.length > 1 && !/^[ivxIVX]+$/.test(word)) return -1;
+    if (word.length > 1 && !/^[ivxIVX]+$/.test(word)) return NO_MARKER;
   } else {
-    return -1;
+    return NO_MARKER;
   }
   const d = text.charCodeAt(j);
   if (j < limit && (d === 0x2e || d === 0x29) && (j + 1 >= limit || isSpace(text.charCodeAt(j + 1)))) {
-    return j + 1;
+    return { end: j + 1, number };
   }
-  gMarkerNumber = -1;
-  return -1;
+  return NO_MARKER;
 }
 
 /** The word (letters and inner dots, e.g. "b.i.d") ending right before position dot. */
@@ -270,10 +276,10 @@ export function splitSentences(text: string): TextSpan[] {
         continue;
       }
       if (atLineStart(text, p)) {
-        const l = labelEnd(text, p, n);
-        if (l > 0 && gLabelAlone) {
-          out.push({ start: p, end: l });
-          p = l;
+        const label = labelAt(text, p, n);
+        if (label.end > 0 && label.alone) {
+          out.push({ start: p, end: label.end });
+          p = label.end;
           continue;
         }
       }
@@ -281,9 +287,9 @@ export function splitSentences(text: string): TextSpan[] {
     }
     segStart = p;
     expectNext = -1;
-    const m = listMarkerEnd(text, p, n, true);
-    if (m > 0) {
-      let q = m;
+    const marker = listMarkerAt(text, p, n, true);
+    if (marker.end > 0) {
+      let q = marker.end;
       while (q < n && isHSpace(text.charCodeAt(q))) q++;
       const h = capsHeaderEnd(text, q, n);
       if (h > 0) {
@@ -291,8 +297,8 @@ export function splitSentences(text: string): TextSpan[] {
         out.push({ start: p, end: h });
         return begin(h);
       }
-      if (gMarkerNumber >= 0) expectNext = gMarkerNumber + 1;
-      return m;
+      if (marker.number >= 0) expectNext = marker.number + 1;
+      return marker.end;
     }
     return p;
   };
@@ -305,7 +311,7 @@ export function splitSentences(text: string): TextSpan[] {
       while (j < n && (isHSpace(text.charCodeAt(j)) || text.charCodeAt(j) === 0x0d)) j++;
       let boundary = j >= n || text.charCodeAt(j) === 0x0a;
       if (!boundary) {
-        boundary = listMarkerEnd(text, j, n, false) > 0 || capsHeaderEnd(text, j, n) > 0 || labelEnd(text, j, n) > 0;
+        boundary = listMarkerAt(text, j, n, false).end > 0 || capsHeaderEnd(text, j, n) > 0 || labelAt(text, j, n).end > 0;
       }
       if (boundary) {
         emit(segStart, i);
@@ -359,13 +365,13 @@ export function splitSentences(text: string): TextSpan[] {
       while (j < n && isHSpace(text.charCodeAt(j))) j++;
       // mtsamples artefact "Dear Dr. XYZ: ,XXXX was seen" (the comma was a newline), or
       // a label introducing an inline numbered list "Plan: 1. Aspirin ... 2. ...".
-      if (text.charCodeAt(j) === 0x2c || (j > i + 1 && listMarkerEnd(text, j, n, false) > 0 && gMarkerNumber >= 0)) {
+      if (text.charCodeAt(j) === 0x2c || (j > i + 1 && listMarkerAt(text, j, n, false).number >= 0)) {
         emit(segStart, i + 1);
         i = begin(i + 1);
         continue;
       }
     }
-    if (c === 0x2c && i + 1 < n && (capsHeaderEnd(text, i + 1, n) > 0 || (!isDigit(text.charCodeAt(i - 1)) && listMarkerEnd(text, i + 1, n, false) > 0))) {
+    if (c === 0x2c && i + 1 < n && (capsHeaderEnd(text, i + 1, n) > 0 || (!isDigit(text.charCodeAt(i - 1)) && listMarkerAt(text, i + 1, n, false).end > 0))) {
       // mtsamples artefact: ",HEADER:" or ",1.  Item" is a newline that became a comma.
       emit(segStart, i);
       i = begin(i);
@@ -378,8 +384,7 @@ export function splitSentences(text: string): TextSpan[] {
       continue;
     }
     if (expectNext >= 0 && isDigit(c) && i > 0 && (isSpace(text.charCodeAt(i - 1)) || text.charCodeAt(i - 1) === 0x2c)) {
-      const m = listMarkerEnd(text, i, n, false);
-      if (m > 0 && gMarkerNumber === expectNext) {
+      if (listMarkerAt(text, i, n, false).number === expectNext) {
         // Inline enumeration without a sentence end: "1. Aspirin daily 2. Lisinopril".
         emit(segStart, i);
         i = begin(i);

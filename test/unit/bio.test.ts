@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeBio, decodeBioTags, entityTypes, parseLabels, softmaxRows, splitTag } from '../../src/taggers/bio.js';
+import { decodeBio, decodeBioTags, entityTypes, parseLabels, softmaxInto, splitTag } from '../../src/taggers/bio.js';
+import { wordProbabilities } from '../../src/taggers/token-classifier.js';
 import { ModelLoadError, TaggerError } from '../../src/errors.js';
 import { mulberry32 } from '../../src/eval/random.js';
 
@@ -180,11 +181,33 @@ test('edge cases: empty sentence, long sentence after short, short probs', () =>
   assert.deepEqual(decodeBioTags(P([[0, 0, 1], [0, 0, 1]]), 2, BIO), [1, 2]);
 });
 
-test('softmaxRows is stable and normalised', () => {
-  const out = softmaxRows(Float32Array.from([1000, 1001, 999, 0, 0, 0, -Infinity, -Infinity, -Infinity]), 3, 3);
+test('softmaxInto is stable and normalised', () => {
+  const logits = Float32Array.from([1000, 1001, 999, 0, 0, 0, -Infinity, -Infinity, -Infinity]);
+  const out = new Float32Array(9);
+  for (let r = 0; r < 3; r++) softmaxInto(logits, r * 3, 3, out, r * 3);
   for (let r = 0; r < 3; r++) assert.ok(close(out[r * 3] + out[r * 3 + 1] + out[r * 3 + 2], 1));
   assert.ok(out[1] > out[0] && out[0] > out[2]);
   assert.ok(close(out[4], 1 / 3));
-  assert.ok(close(out[7], 1 / 3));
+  assert.ok(close(out[7], 1 / 3), 'a fully masked row is uniform, not NaN');
   assert.ok(Array.from(out).every(Number.isFinite));
+  // Offsets on both sides: the second row of logits lands in the first row of out.
+  const moved = new Float32Array(3);
+  softmaxInto(Float32Array.from([9, 9, 9, 0, Math.log(3), 0]), 3, 3, moved, 0);
+  assert.ok(close(moved[1], 0.6) && close(moved[0], 0.2));
+});
+
+test('wordProbabilities (what the token classifier runs) softmaxes logits and passes probability rows through', () => {
+  const out = new Float32Array(3);
+  wordProbabilities(Float32Array.from([0, 0, Math.log(2), 0]), 1, 3, out, 0, false);
+  assert.ok(close(out[1], 0.5) && close(out[0], 0.25) && close(out[2], 0.25));
+  // A row already in [0, 1] summing to 1 is used as is when the backend may answer probabilities...
+  const probs = Float32Array.from([0.2, 0.7, 0.1]);
+  wordProbabilities(probs, 0, 3, out, 0, true);
+  assert.deepEqual(Array.from(out), Array.from(probs));
+  // ...and softmaxed like any logits when it may not.
+  wordProbabilities(probs, 0, 3, out, 0, false);
+  assert.ok(close(out[0] + out[1] + out[2], 1) && out[1] < 0.7);
+  // Logits that merely look like probabilities in part are softmaxed.
+  wordProbabilities(Float32Array.from([1000, 1001, 999]), 0, 3, out, 0, true);
+  assert.ok(out[1] > out[0] && out[0] > out[2] && Array.from(out).every(Number.isFinite));
 });

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -101,9 +103,12 @@ const build = stages[0];
 const runtime = stages[stages.length - 1];
 const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string>; main: string };
 
-test('two stages on node:20-bookworm-slim; the runtime stage copies from the build stage', () => {
+test('two stages on the Node LTS that package.json pins (node:24-bookworm-slim); the runtime stage copies from the build stage', () => {
   assert.equal(stages.length, 2);
-  for (const s of stages) assert.equal(s.image, 'node:20-bookworm-slim');
+  const manifest = JSON.parse(read('package.json')) as { engines: { node: string }; devDependencies: Record<string, string> };
+  const major = /^(\d+)\./.exec(manifest.devDependencies.node)?.[1];
+  assert.equal(manifest.engines.node, `>=${major}`, 'engines and the pinned node package agree');
+  for (const s of stages) assert.equal(s.image, `node:${major}-bookworm-slim`);
   assert.ok(build.name !== undefined, 'the build stage is named');
   assert.ok(copies(runtime).some((c) => c.from === build.name), 'runtime copies from the build stage');
 });
@@ -231,5 +236,23 @@ test('.dockerignore keeps node_modules, .git, dist and test data out of the buil
   }
   for (const p of ['src/cli/main.ts', 'package.json', 'package-lock.json', '.npmrc', 'scripts/postbuild.mjs', 'schemas', 'models/bc5cdr-encoder/model.onnx']) {
     assert.equal(dockerIgnored(p), false, `${p} stays in the context`);
+  }
+});
+
+test('the build stage keeps only the target platform of the onnxruntime-node binaries (run on a copy of the layout)', () => {
+  const prune = build.instructions.find((i) => i.op === 'RUN' && i.args.includes('onnxruntime-node/bin'));
+  assert.ok(prune !== undefined, 'a RUN step prunes onnxruntime-node/bin');
+  const arg = build.instructions.find((i) => i.op === 'ARG' && i.args.startsWith('TARGETARCH'));
+  assert.ok(arg !== undefined, 'TARGETARCH is declared in the build stage');
+  for (const [targetArch, kept] of [['amd64', 'x64'], ['arm64', 'arm64']] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'bioner-ort-'));
+    const ort = join(dir, 'node_modules/onnxruntime-node/bin/napi-v6');
+    for (const p of ['darwin/arm64', 'darwin/x64', 'win32/x64', 'win32/arm64', 'linux/x64', 'linux/arm64']) {
+      mkdirSync(join(ort, p), { recursive: true });
+      writeFileSync(join(ort, p, 'onnxruntime_binding.node'), '');
+    }
+    execFileSync('sh', ['-ec', prune.args.replace(/^RUN\s+/, '')], { cwd: dir, env: { ...process.env, TARGETARCH: targetArch } });
+    assert.deepEqual(readdirSync(ort), ['linux'], `${targetArch}: other operating systems removed`);
+    assert.deepEqual(readdirSync(join(ort, 'linux')), [kept], `${targetArch}: only linux/${kept} kept`);
   }
 });

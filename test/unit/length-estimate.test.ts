@@ -118,13 +118,18 @@ test('loadLengthEstimator: rejects malformed files with a message naming the fie
     ['bias', (f) => (f.bias = null), /field "bias"/],
     ['format', (f) => (f.format = 'other'), /field "format"/],
     ['devel', (f) => delete (f.devel as Record<string, unknown>).recall, /field "devel\.recall"/],
+    ['version', (f) => (f.version = '1'), /field "version" must be 1/],
+    ['min-words', (f) => ((f.target as Record<string, unknown>).minWords = 0), /field "target\.minWords" must be a positive integer/],
+    ['training', (f) => delete ((f.training as Record<string, unknown>).oof as Record<string, unknown>).auc, /field "training\.oof\.auc" is missing/],
+    ['devel-f2', (f) => (((f.devel as Record<string, unknown>).at_f2_threshold as Record<string, unknown>).recall = 'high'), /field "devel\.at_f2_threshold\.recall" must be a finite number/],
   ];
   for (const [name, mutate, message] of cases) {
     const f = JSON.parse(JSON.stringify(toyFile())) as Record<string, unknown>;
     mutate(f);
     const p = join(dir, `${name}.json`);
     await writeFile(p, JSON.stringify(f));
-    await assert.rejects(loadLengthEstimator(p), (e: unknown) => e instanceof ModelLoadError && message.test(e.message) && e.message.includes(p), name);
+    // One error, one line, naming the file and the field.
+    await assert.rejects(loadLengthEstimator(p), (e: unknown) => e instanceof ModelLoadError && message.test(e.message) && e.message.includes(p) && !e.message.includes('\n'), name);
   }
   const notJson = join(dir, 'bad.json');
   await writeFile(notJson, '{"format":');

@@ -114,7 +114,7 @@ test('structured JSON answers, as vLLM structured outputs return them, and a bar
 });
 
 test('malformed answers fail with LLM_BAD_RESPONSE; partly malformed ones count their bad lines', () => {
-  for (const bad of ['', '   \n ', 'justoneword', '{"answer": "Cisplatin B-Chemical"}', '[1, 2, 3]']) {
+  for (const bad of ['', '   \n ', 'justoneword', '{"answer": "Cisplatin B-Chemical"}', '[1, 2, 3]', '{"lines": [{"token": 1, "tag": "O"}]}', '{"lines": {"token": "a", "tag": "O"}}']) {
     assert.throws(() => parseAnswer(bad), (e: unknown) => e instanceof TaggerError && e.code === 'LLM_BAD_RESPONSE' && !e.retriable, JSON.stringify(bad));
   }
   const p = parseAnswer('Cisplatin\tB-Chemical\n???\ninduced\t\nacute\tB-Disease');

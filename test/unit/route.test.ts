@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { NoteProcessor } from '../../src/pipeline/processor.js';
 import { loadFactor, parseBudgetHeader, resolveBudget, type BudgetSettings, type NoteBudget } from '../../src/route/budget.js';
+import { ConfigError } from '../../src/errors.js';
 import { parseCalibration } from '../../src/route/calibration.js';
 import { OnlineCostModel } from '../../src/route/cost-model.js';
 import { createRouter, Reasons, type LongEntityEstimator } from '../../src/route/index.js';
@@ -159,6 +160,31 @@ describe('cost model', () => {
     assert.ok(Math.abs(c.gains!.long - 0.1) < 1e-9);
     assert.ok(Math.abs(c.gains!.short - (300 * -0.02 + 100 * 0.04) / 400) < 1e-9);
     assert.throws(() => parseCalibration({ datasets: { d: {} } }, 'x'), /routing\.domain/);
+  });
+
+  test('a malformed calibration file is one ConfigError naming the field', () => {
+    const encoder = { ms_per_token: 0.05, f1: { '1': 0.8, '2': 0.7, '3+': 0.5, all: 0.75 } };
+    const cases: Array<[unknown, RegExp]> = [
+      [{}, /"routing\.calibrationFile": no "datasets" object/],
+      [{ datasets: { d: {} } }, /datasets\.d\.routes is missing/],
+      [{ datasets: { d: { routes: {} } } }, /datasets\.d\.routes\.encoder is missing/],
+      [{ datasets: { d: { routes: { encoder: { f1: encoder.f1 } } } } }, /datasets\.d\.routes\.encoder\.ms_per_token is missing/],
+      [{ datasets: { d: { routes: { encoder: { ...encoder, ms_per_token: '0.05' } } } } }, /datasets\.d\.routes\.encoder\.ms_per_token must be a finite number/],
+      [{ datasets: { d: { routes: { encoder, llm: { ms_per_token: null } } } } }, /datasets\.d\.routes\.llm\.ms_per_token must be a finite number/],
+      [{ datasets: { d: { routes: { encoder: { ...encoder, f1: { ...encoder.f1, all: 'high' } } } } } }, /datasets\.d\.routes\.encoder\.f1\.all must be a number or null/],
+      [{ datasets: { d: { support_by_length: { '3+': -Infinity }, routes: { encoder } } } }, /datasets\.d\.support_by_length\.3\+ must be a finite number/],
+    ];
+    for (const [raw, message] of cases) {
+      assert.throws(
+        () => parseCalibration(raw, 'd'),
+        (e: unknown) => e instanceof ConfigError && e.field === 'routing.calibrationFile' && message.test(e.message) && !e.message.includes('\n'),
+        JSON.stringify(raw),
+      );
+    }
+    // Only the chosen domain is checked; an LLM route without a cost, or F1 null for a bucket, leaves the gains unknown.
+    const c = parseCalibration({ datasets: { d: { routes: { encoder, llm: { f1: { ...encoder.f1, '3+': null } } } }, other: 'broken' } }, 'd', 4);
+    assert.deepEqual(c.costs.llm, { overheadMs: 0, msPerToken: 0.2 });
+    assert.equal(c.gains, null);
   });
 });
 

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { ErrorCodes, LlmError, TaggerError } from '../../errors.js';
 import type { Sentence, TokenSpan } from '../../types.js';
 import { abortError } from '../token-classifier.js';
@@ -14,8 +15,24 @@ export interface OpenAiTaggerOptions {
   onRealign?: (stats: RealignStats) => void;
 }
 
-interface ChatCompletion {
-  choices?: Array<{ message?: { content?: unknown }; finish_reason?: unknown }>;
+/**
+ * The part of an OpenAI chat completion the tagger reads: the first choice's
+ * message text. Further choices (n > 1) and every other field are not checked.
+ */
+export const ChatCompletionSchema = z.object({
+  choices: z.tuple([z.object({ message: z.object({ content: z.string() }) })], z.unknown(), {
+    error: (iss) => (iss.code === 'invalid_type' ? 'expected a list of choices' : undefined),
+  }),
+});
+export type ChatCompletion = z.infer<typeof ChatCompletionSchema>;
+
+/** The completion, or LLM_BAD_RESPONSE naming the first missing or mistyped field (never its value). */
+export function readChatCompletion(value: unknown): ChatCompletion {
+  const parsed = ChatCompletionSchema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const at = issue.path.length === 0 ? 'the answer' : issue.path.map(String).join('.');
+  throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the chat completion has no choices[0].message.content string (${at}: ${issue.message})`);
 }
 
 /**
@@ -57,10 +74,8 @@ export class OpenAiChatTagger implements Tagger {
     };
     if (this.options.model !== undefined) body.model = this.options.model;
     if (this.options.structuredOutputs) body.structured_outputs = { json: this.schema };
-    const answer = (await this.client.postJson('/v1/chat/completions', body, signal)) as ChatCompletion;
-    const content = answer?.choices?.[0]?.message?.content;
-    if (typeof content !== 'string') throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, 'the chat completion has no choices[0].message.content string');
-    const parsed = parseAnswer(content);
+    const answer = readChatCompletion(await this.client.postJson('/v1/chat/completions', body, signal));
+    const parsed = parseAnswer(answer.choices[0].message.content);
     const { tags, stats } = realign(tokens, parsed.lines, this.labels, parsed.malformed);
     addStats(this.stats, stats);
     try {

@@ -4,15 +4,24 @@
  * `token<TAB>TAG` lines), and the realignment of that answer onto the input
  * tokens. Pure functions; the OpenAI adapter and the reference server share them.
  */
+import { z } from 'zod';
 import { ErrorCodes, LlmError } from '../../errors.js';
 import type { TokenSpan } from '../../types.js';
 import { decodeBio, splitTag } from '../bio.js';
 
-/** One answered line: the token as the model wrote it and its tag. */
-export interface AnswerLine {
-  token: string;
-  tag: string;
-}
+/** One answered line: the token as the model wrote it and its tag (also the entry of the structured JSON answer). */
+export const AnswerLineSchema = z.object({ token: z.string(), tag: z.string() });
+export type AnswerLine = z.infer<typeof AnswerLineSchema>;
+
+/** The same entry as a `[token, tag]` pair, which models write when not held to the schema. */
+const AnswerPairSchema = z.tuple([z.string(), z.string()]);
+
+/**
+ * The JSON answer: `{"lines": [...]}` (what `answerSchema` asks for) or a bare
+ * list. Entries are read one by one (see fromJson), so one bad entry costs only itself.
+ */
+export const AnswerJsonSchema = z.union([z.object({ lines: z.array(z.unknown()) }), z.array(z.unknown())]);
+export type AnswerJson = z.infer<typeof AnswerJsonSchema>;
 
 export interface ParsedAnswer {
   lines: AnswerLine[];
@@ -138,21 +147,46 @@ function stripFence(text: string): string {
   return m === null ? text : m[1];
 }
 
-function fromJson(value: unknown): ParsedAnswer | undefined {
-  const entries = Array.isArray(value) ? value : value !== null && typeof value === 'object' && Array.isArray((value as { lines?: unknown }).lines) ? (value as { lines: unknown[] }).lines : undefined;
-  if (entries === undefined) return undefined;
+/** The entries of a JSON answer as lines; throws LLM_BAD_RESPONSE when it has no list or no entry is readable. */
+function fromJson(value: unknown): ParsedAnswer {
+  const answer = AnswerJsonSchema.safeParse(value);
+  if (!answer.success) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, 'the LLM answered JSON without a "lines" list of {token, tag}');
+  const entries = Array.isArray(answer.data) ? answer.data : answer.data.lines;
   const lines: AnswerLine[] = [];
   let malformed = 0;
-  for (const e of entries) {
-    if (e !== null && typeof e === 'object' && typeof (e as AnswerLine).token === 'string' && typeof (e as AnswerLine).tag === 'string') {
-      lines.push({ token: (e as AnswerLine).token.trim(), tag: (e as AnswerLine).tag.trim() });
-    } else if (Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && typeof e[1] === 'string') {
-      lines.push({ token: e[0].trim(), tag: e[1].trim() });
-    } else {
-      malformed++;
+  let firstProblem = '';
+  entries.forEach((e, i) => {
+    const line = AnswerLineSchema.safeParse(e);
+    if (line.success) {
+      lines.push({ token: line.data.token.trim(), tag: line.data.tag.trim() });
+      return;
     }
+    const pair = AnswerPairSchema.safeParse(e);
+    if (pair.success) {
+      lines.push({ token: pair.data[0].trim(), tag: pair.data[1].trim() });
+      return;
+    }
+    malformed++;
+    // Names the field and the expected type only: the value may be note text.
+    if (firstProblem === '') {
+      const issue = line.error.issues[0];
+      firstProblem = `entry ${i}${issue.path.length > 0 ? ` field "${issue.path.map(String).join('.')}"` : ''}: ${issue.message}`;
+    }
+  });
+  if (lines.length === 0 && malformed > 0) {
+    throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered JSON whose ${malformed} "lines" entries hold no {token, tag} of strings (first: ${firstProblem})`);
   }
   return { lines, malformed, format: 'json' };
+}
+
+/** A JSON string literal matched by JSON_ENTRY, decoded; undefined for a bad escape. */
+function jsonString(literal: string): string | undefined {
+  try {
+    const v: unknown = JSON.parse(literal);
+    return typeof v === 'string' ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -171,20 +205,19 @@ export function parseAnswer(content: string): ParsedAnswer {
     } catch {
       json = false;
     }
-    if (json) {
-      const parsed = fromJson(value);
-      if (parsed === undefined || (parsed.lines.length === 0 && parsed.malformed > 0)) {
-        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, 'the LLM answered JSON without a "lines" list of {token, tag}');
-      }
-      return parsed;
-    }
+    if (json) return fromJson(value);
     // JSON cut short (max_tokens reached): keep the complete {token, tag} entries.
     const salvaged: AnswerLine[] = [];
+    let undecodable = 0;
     for (const m of text.matchAll(JSON_ENTRY)) {
-      salvaged.push({ token: (JSON.parse(m[1]) as string).trim(), tag: (JSON.parse(m[2]) as string).trim() });
+      const token = jsonString(m[1]);
+      const tag = jsonString(m[2]);
+      if (token === undefined || tag === undefined) undecodable++;
+      else salvaged.push({ token: token.trim(), tag: tag.trim() });
     }
     if (salvaged.length === 0) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`);
-    return { lines: salvaged, malformed: 1, format: 'json' };
+    // The cut-off tail counts as one unreadable entry.
+    return { lines: salvaged, malformed: 1 + undecodable, format: 'json' };
   }
   const lines: AnswerLine[] = [];
   let malformed = 0;
