@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './warnings.js';
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -51,7 +52,7 @@ const COMMANDS = {
     description: [
       'The long-running consumer: tags each note, publishes a record of schemas/tagged-note.avsc,',
       'dead-letters unusable records; drains on SIGTERM. Config: YAML or JSON, BIONER_* environment',
-      'variables override it (README, "Configuration"); deploy/router.example.yaml is an example.',
+      'variables override it (every option: docs/configuration.md); deploy/router.example.yaml is an example.',
     ],
     options: {
       config: { type: 'string', short: 'c', arg: 'FILE', help: 'config file, YAML or JSON (default: defaults and BIONER_* variables only)', path: 'file' },
