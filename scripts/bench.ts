@@ -97,7 +97,12 @@ function feedsFor(batch: number[][], padId: number, tokenTypes: boolean): Record
   const cols = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
   const ids = new BigInt64Array(rowsN * cols).fill(BigInt(padId));
   const mask = new BigInt64Array(rowsN * cols);
-  batch.forEach((r, i) => r.forEach((id, c) => { ids[i * cols + c] = BigInt(id); mask[i * cols + c] = 1n; }));
+  batch.forEach((r, i) => {
+    r.forEach((id, c) => {
+      ids[i * cols + c] = BigInt(id);
+      mask[i * cols + c] = 1n;
+    });
+  });
   const feeds: Record<string, ort.Tensor> = { input_ids: new ort.Tensor('int64', ids, [rowsN, cols]), attention_mask: new ort.Tensor('int64', mask, [rowsN, cols]) };
   if (tokenTypes) feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(rowsN * cols), [rowsN, cols]);
   return feeds;
@@ -321,7 +326,11 @@ async function benchPipeline(texts: string[]): Promise<number[]> {
     const encoder = await EncoderTagger.load(ENCODER_DIR, { intraOpThreads: THREADS });
     await encoder.tagSentences(prepareText(texts[0]).sentences);
     let firstAt = 0;
-    const hooks = { noteReceived: () => void (firstAt ||= Date.now()) };
+    const hooks = {
+      noteReceived: () => {
+        firstAt ||= Date.now();
+      },
+    };
     const parts = await composeRouter(config, { logger, hooks, encoder });
     await parts.service.start();
     const ours = await lastTimestamp(kafka, [t.output, t.dlq], n);

@@ -86,7 +86,7 @@ export async function loadSplit(data: string, id: DatasetId, split: 'train' | 'd
         if (s.start < g.end && s.end > g.start) long[k] = true;
       });
     }
-    sentences.forEach((s, k) => out.push({ sentence: s, long: long[k] }));
+    for (const [k, s] of sentences.entries()) out.push({ sentence: s, long: long[k] });
   }
   return out;
 }

@@ -27,6 +27,7 @@ export interface IobEvalOptions {
 }
 
 // Python's str.split() also splits on these; conlleval.pl splits on the space.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these separators are exactly what Python's split() splits on.
 const SPLITS = /[\s\x1c-\x1f\x85]/g;
 
 /**

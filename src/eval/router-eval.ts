@@ -158,7 +158,7 @@ export async function tagCorpus(notes: readonly EvalNote[], taggers: { encoder: 
       const t0 = performance.now();
       const tagged = tagger.tagSentencesDetailed !== undefined ? await tagger.tagSentencesDetailed(part) : (await tagger.tagSentences(part)).map((spans) => ({ spans, minConfidence: spans.reduce((m, s) => Math.min(m, s.score), 1) }));
       ms += performance.now() - t0;
-      part.forEach((s, k) => map.set(s, tagged[k]));
+      for (const [k, s] of part.entries()) map.set(s, tagged[k]);
     }
     return { map, ms };
   };

@@ -144,7 +144,7 @@ export class NoteProcessor {
     const taggerMs = { encoder: 0, llm: 0 };
     const spansBySentence = new Map<number, EntitySpan[]>();
     const put = (list: Sentence[], perSentence: readonly TokenSpan[][], route: Route): void => {
-      list.forEach((s, i) => spansBySentence.set(s.index, toEntitySpans([s], [perSentence[i]], route)));
+      for (const [i, s] of list.entries()) spansBySentence.set(s.index, toEntitySpans([s], [perSentence[i]], route));
     };
     const encoderList = sentences.filter((_, i) => decision.sentenceRoutes[i] === 'encoder');
     const llmPositions = sentences.map((_, i) => i).filter((i) => decision.sentenceRoutes[i] === 'llm');

@@ -122,7 +122,7 @@ export class OnlineCostModel {
 
   constructor(initial: Record<CostRoute, RouteCost>, options: CostModelOptions = {}) {
     const halfLife = options.halfLifeObservations ?? 50;
-    const decay = Math.pow(0.5, 1 / halfLife);
+    const decay = 0.5 ** (1 / halfLife);
     const priorWeight = options.priorWeight ?? 2;
     const priorTokens = options.priorTokens ?? [20, 400];
     this.failureMemoryMs = options.failureMemoryMs ?? DEFAULT_FAILURE_MEMORY_MS;

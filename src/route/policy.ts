@@ -1,4 +1,4 @@
-import { GRANULARITIES, POLICY_NAMES, RoutingSchema } from '../config/schema.js';
+import { type GRANULARITIES, POLICY_NAMES, RoutingSchema } from '../config/schema.js';
 import type { Sentence } from '../types.js';
 import type { NoteBudget } from './budget.js';
 import type { RouteGains } from './calibration.js';

@@ -177,7 +177,7 @@ function viterbiTags(probs: Float32Array, n: number, s: Scheme, tags: Int32Array
 
   for (let k = 0; k < L; k++) {
     const p = probs[k];
-    prev[k] = constrained[k] === 1 ? -Infinity : Math.log(p > P_FLOOR ? p : P_FLOOR);
+    prev[k] = constrained[k] === 1 ? -Infinity : Math.log(Math.max(p, P_FLOOR));
   }
   for (let t = 1; t < n; t++) {
     let gMax = -Infinity;
@@ -201,7 +201,7 @@ function viterbiTags(probs: Float32Array, n: number, s: Scheme, tags: Int32Array
     const row = t * L;
     for (let k = 0; k < L; k++) {
       const p = probs[row + k];
-      const lp = Math.log(p > P_FLOOR ? p : P_FLOOR);
+      const lp = Math.log(Math.max(p, P_FLOOR));
       if (constrained[k] === 1) {
         const ti = typeOf[k];
         cur[k] = typeMax[ti] + lp;

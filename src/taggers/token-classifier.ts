@@ -218,7 +218,7 @@ export class TokenClassifierTagger implements Tagger {
       // A one-row batch belongs to one caller, whose signal may cancel the request itself.
       const out = await this.backend.run(batch.map((j) => j.ids), batch.length === 1 ? batch[0].signal : undefined);
       if (out.length !== batch.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`);
-      batch.forEach((job, r) => job.resolve(out[r]));
+      for (const [r, job] of batch.entries()) job.resolve(out[r]);
     } catch (err) {
       const failure = err instanceof RouterError ? err : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, { cause: err });
       for (const job of batch) job.reject(failure);

@@ -138,7 +138,7 @@ describe('serve-llm with the reference decoder', () => {
     assert.equal(body.usage.prompt_tokens, ids.length);
     const [local] = await onnx.logits([ids]);
     const L = onnx.labels.length;
-    body.data[0].data.forEach((row, p) => row.forEach((v, k) => assert.ok(Math.abs(v - local[p * L + k]) < 1e-4, `logit ${p},${k}`)));
+    for (const [p, row] of body.data[0].data.entries()) for (const [k, v] of row.entries()) assert.ok(Math.abs(v - local[p * L + k]) < 1e-4, `logit ${p},${k}`);
   });
 });
 
@@ -150,7 +150,7 @@ describe('remote adapters against serve-llm', () => {
     const local = await tagNote(onnx, NOTE);
     assert.ok((server.stats.byPath['/pooling'] ?? 0) - before >= remote.sentences.length, 'one request per window');
     assert.deepEqual(shape(remote.spans), shape(local.spans));
-    remote.spans.forEach((s, i) => assert.ok(Math.abs(s.score - local.spans[i].score) < 1e-4));
+    for (const [i, s] of remote.spans.entries()) assert.ok(Math.abs(s.score - local.spans[i].score) < 1e-4);
   });
 
   for (const structuredOutputs of [true, false]) {

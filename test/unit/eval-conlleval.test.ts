@@ -46,7 +46,10 @@ function conlleval(text: string): ConllCounts {
   const counts: ConllCounts = { correct: 0, foundCorrect: 0, foundGuessed: 0, byType: new Map() };
   const of = (t: string) => {
     let c = counts.byType.get(t);
-    if (c === undefined) counts.byType.set(t, (c = { correct: 0, foundCorrect: 0, foundGuessed: 0 }));
+    if (c === undefined) {
+      c = { correct: 0, foundCorrect: 0, foundGuessed: 0 };
+      counts.byType.set(t, c);
+    }
     return c;
   };
   const split = (tag: string): [string, string] => {

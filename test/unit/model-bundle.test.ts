@@ -78,7 +78,10 @@ test('tokenizer files: bad fields are named, AddedToken objects and nulls are re
   const noModel = await bundle({ file: 'tokenizer.json', change: (c) => delete c.model });
   await assert.rejects(loadModelBundle(noModel), namesField('tokenizer.json', 'model'));
 
-  const objects = await bundle({ file: 'tokenizer_config.json', change: (c) => ((c.cls_token = { content: '[CLS]', lstrip: false }), (c.bos_token = null)) });
+  const objects = await bundle({ file: 'tokenizer_config.json', change: (c) => {
+    c.cls_token = { content: '[CLS]', lstrip: false };
+    c.bos_token = null;
+  } });
   const b = await loadModelBundle(objects);
   assert.equal(b.special.cls, b.tokenizer.token_to_id('[CLS]'));
   // The pad token named only in special_tokens_map.json (not a default name) is the one used.

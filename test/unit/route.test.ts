@@ -34,7 +34,10 @@ const budget = (ms: number, factor = 1): NoteBudget => ({ budgetMs: ms, source: 
 function plannedMs(router: ReturnType<typeof createRouter>, sentences: Sentence[], routes: string[]): number {
   let enc = 0;
   let llm = 0;
-  sentences.forEach((s, i) => (routes[i] === 'llm' ? (llm += s.tokens.length) : (enc += s.tokens.length)));
+  for (const [i, s] of sentences.entries()) {
+    if (routes[i] === 'llm') llm += s.tokens.length;
+    else enc += s.tokens.length;
+  }
   return router.costs.predict('encoder', enc) + router.costs.predict('llm', llm);
 }
 
@@ -70,7 +73,10 @@ describe('cost model', () => {
     assert.equal(model.predict('llm', 0), 0);
     // The LLM server gets slower and queues: 12 ms per call plus 1.5 ms per word.
     let seed = 7;
-    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     for (let i = 0; i < 300; i++) {
       const tokens = 10 + Math.floor(rand() * 200);
       model.observe('llm', tokens, 12 + 1.5 * tokens + (rand() - 0.5) * 2);
