@@ -295,5 +295,5 @@ export const DEMO_NEXT_STEPS: readonly string[] = [
   '  bioner-router tag FILE                                  tag a text file of your own (or stdin) and print its spans as JSON',
   '  bioner-router run --config deploy/router.example.yaml   the same router against a real Kafka (set kafka.brokers first)',
   '  bioner-router <command> --help                          every command and option',
-  '  README.md: "CLI" explains this table and the JSON line, "Output: schemas/tagged-note.avsc" the records, "Tracing" the summaries',
+  '  README.md "CLI" explains this table and the JSON line; docs/reliability.md "Output" the records; docs/operations.md "Tracing" the summaries',
 ];

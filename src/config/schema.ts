@@ -51,7 +51,7 @@ export const InputSchema = z
     topic: z.string().min(1).default('clinical-notes').describe('Topic of ClinicalNote records.'),
     groupId: z.string().min(1).default('bioner-router').describe('Consumer group id.'),
     format: z.enum(['json', 'avro']).default('json').describe('Wire format of input records: JSON objects or Avro binary of schemas/clinical-note.avsc.'),
-    avroWireFormat: z.enum(['raw', 'confluent']).default('raw').describe('`confluent` strips the 5-byte Schema Registry header (magic byte + schema id) before Avro decoding; the schema id is not looked up.'),
+    avroWireFormat: z.enum(['raw', 'confluent']).default('raw').describe('`confluent`: Schema Registry wire format (magic byte 0, 4-byte schema id, Avro body). With schemaRegistry.url each record\'s writer schema is fetched by its id (cached) and resolved to schemas/clinical-note.avsc, so evolved writers decode; without it the header is only stripped and the body read with the router\'s own schema.'),
     fromBeginning: z.boolean().default(true).describe('Where a new consumer group starts: the earliest offset (true) or the latest (false).'),
     maxNoteBytes: z.number().int().positive().default(1_000_000).describe('Records larger than this (bytes, raw value) are dead-lettered as NOTE_TOO_LARGE, before parsing.'),
     sessionTimeoutMs: z.number().int().positive().default(30000).describe('Consumer group session timeout (ms). Real brokers accept 6000-300000 by default (group.min/max.session.timeout.ms); the embedded mock accepts less.'),
@@ -67,6 +67,9 @@ export const OutputSchema = z
     dlqTopic: z.string().min(1).default('clinical-notes.dlq').describe('Dead-letter topic: unusable records, original bytes, the reason in headers.'),
     acks: z.union([z.literal(-1), z.literal(1)]).default(-1).describe('-1 = all in-sync replicas, 1 = leader only; offsets are committed only after this acknowledgement (0 would ack nothing, so it is refused).'),
     compression: z.enum(['none', 'gzip']).default('none').describe('Compression of produced records.'),
+    wireFormat: z.enum(['raw', 'confluent']).default('raw').describe('Framing of TaggedNote values: `raw` Avro binary, or `confluent` (magic byte 0 + 4-byte schema id + Avro), the schema registered or looked up in schemaRegistry at start-up, as Confluent deserializers, Kafka Connect and ksqlDB expect. Tombstones stay null and DLQ records keep their original bytes.'),
+    subject: z.string().min(1).optional().describe('Schema Registry subject of the TaggedNote schema with output.wireFormat `confluent`; default `<output.topic>-value` (TopicNameStrategy).'),
+    spanText: z.boolean().default(true).describe('Copy each span\'s characters into `spans[].text` (PHI like the note). false: `text` is null in every span, for deployments that must not copy entity text.'),
   })
   .strict();
 
@@ -92,6 +95,27 @@ export const EncoderSchema = z
   .strict();
 
 const httpUrl = z.string().regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'expected http(s)://host[:port][/prefix]');
+
+export const SchemaRegistryTlsSchema = z
+  .object({
+    caFile: z.string().min(1).optional().describe('PEM CA bundle that signs the registry\'s certificate (https only); default: Node\'s bundled CAs.'),
+    rejectUnauthorized: z.boolean().default(true).describe('Verify the registry\'s certificate; false only for testing.'),
+  })
+  .strict();
+
+export const SchemaRegistrySchema = z
+  .object({
+    url: httpUrl
+      .refine((v) => !/^https?:\/\/[^/]*@/.test(v), 'put no credentials in the URL; use schemaRegistry.usernameFile and passwordFile')
+      .optional()
+      .describe('Confluent Schema Registry root, e.g. https://schema-registry:8081 (a path prefix is kept); needed by input.avroWireFormat `confluent` to resolve writer schemas and by output.wireFormat `confluent`.'),
+    usernameFile: z.string().min(1).optional().describe('File holding the basic-auth username (with passwordFile); read once at start-up, one trailing newline trimmed, never logged.'),
+    passwordFile: z.string().min(1).optional().describe('File holding the basic-auth password (with usernameFile); read once at start-up, one trailing newline trimmed, never logged.'),
+    tls: SchemaRegistryTlsSchema.prefault({}),
+    timeoutMs: z.number().int().positive().default(5000).describe('Per-request limit (ms); a registry slower than this counts as unavailable (retriable).'),
+    autoRegister: z.boolean().default(true).describe('true: register the TaggedNote schema under the output subject at start-up (POST /subjects/{subject}/versions); false: only look it up (POST /subjects/{subject}) and refuse to start when it is not registered.'),
+  })
+  .strict();
 
 export const LlmCircuitSchema = z
   .object({
@@ -187,6 +211,7 @@ export const ConfigSchema = z
     kafka: KafkaSchema.prefault({}),
     input: InputSchema.prefault({}),
     output: OutputSchema.prefault({}),
+    schemaRegistry: SchemaRegistrySchema.prefault({}),
     processing: ProcessingSchema.prefault({}),
     encoder: EncoderSchema.prefault({}),
     llm: LlmSchema.prefault({}),
@@ -247,6 +272,22 @@ export function crossFieldRules(c: RouterConfig): Array<[string, string]> {
   }
   if (c.output.dlqTopic === c.output.topic) {
     problems.push(['output.dlqTopic', 'must differ from output.topic']);
+  }
+  const registry = c.schemaRegistry;
+  if (c.output.wireFormat === 'confluent' && registry.url === undefined) {
+    problems.push(['schemaRegistry.url', 'is required with output.wireFormat: confluent (the TaggedNote schema is registered there at start-up)']);
+  }
+  if (c.output.subject !== undefined && c.output.wireFormat !== 'confluent') {
+    problems.push(['output.subject', 'is set but output.wireFormat is raw; set output.wireFormat: confluent or remove it']);
+  }
+  if ((registry.usernameFile === undefined) !== (registry.passwordFile === undefined)) {
+    problems.push([registry.usernameFile === undefined ? 'schemaRegistry.usernameFile' : 'schemaRegistry.passwordFile', 'schemaRegistry.usernameFile and schemaRegistry.passwordFile go together (basic auth needs both)']);
+  }
+  if (registry.url === undefined && (registry.usernameFile !== undefined || registry.tls.caFile !== undefined)) {
+    problems.push(['schemaRegistry.url', 'is required when schemaRegistry credentials or TLS files are set']);
+  }
+  if (registry.tls.caFile !== undefined && registry.url?.startsWith('http://') === true) {
+    problems.push(['schemaRegistry.tls.caFile', 'is set but schemaRegistry.url is http://; use https:// or remove it']);
   }
   if (c.llm.timeoutMs >= c.processing.noteTimeoutMs) {
     problems.push(['llm.timeoutMs', `must be below processing.noteTimeoutMs (${c.processing.noteTimeoutMs}): an LLM request has to leave time for the encoder fallback`]);
