@@ -177,6 +177,13 @@ export class DataFormatError extends RouterError {
   }
 }
 
+/** A broken invariant inside the router (a bug, not bad input); code INTERNAL, not retriable. */
+export class InternalError extends RouterError {
+  constructor(message: string, options: Pick<RouterErrorOptions, 'stage' | 'cause'> = {}) {
+    super(ErrorCodes.INTERNAL, message, { retriable: false, stage: options.stage, cause: options.cause });
+  }
+}
+
 /** Walks `cause` so a wrapped retriable failure is still seen as retriable. */
 export function isRetriable(err: unknown): boolean {
   let current: unknown = err;

@@ -10,6 +10,7 @@
  * dependency-free. Pure: no I/O, same input => same bytes.
  */
 
+import { InternalError } from '../errors.js';
 import { POLICY_NAMES } from '../config/schema.js';
 
 export interface FrontierPoint {
@@ -160,7 +161,7 @@ function fixedLabel(p: FrontierPoint): string | null {
 export function frontierSvg(points: readonly FrontierPoint[], options: FrontierPlotOptions): string {
   for (const p of points) {
     if (!Number.isFinite(p.f1) || !Number.isFinite(p.costMsPerSentence)) {
-      throw new RangeError(`frontier point ${p.policy}/${String(p.budgetMs)}: f1 and costMsPerSentence must be finite`);
+      throw new InternalError(`frontier point ${p.policy}/${String(p.budgetMs)}: f1 and costMsPerSentence must be finite`, { stage: 'eval' });
     }
   }
   const W = Math.max(360, Math.round(options.width ?? 720));

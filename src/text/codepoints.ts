@@ -4,6 +4,7 @@
  * count UTF-16 units). Lone surrogates count as one code point each, as
  * `Array.from` does.
  */
+import { InternalError } from '../errors.js';
 
 export interface OffsetConverter {
   /** Code point offset of a UTF-16 offset in [0, text.length]; inside a surrogate pair, the pair's own index. */
@@ -15,7 +16,7 @@ export interface OffsetConverter {
 function check(value: number, max: number, name: string): void {
   if (!Number.isInteger(value) || value < 0 || value > max) {
     // Out-of-range offsets are pipeline bugs; clamping would hide them.
-    throw new RangeError(`${name} offset ${value} outside [0, ${max}]`);
+    throw new InternalError(`${name} offset ${value} outside [0, ${max}]`, { stage: 'text' });
   }
 }
 

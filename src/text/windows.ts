@@ -2,6 +2,7 @@
  * Plans encoder windows over a sequence of words when their sub-word pieces
  * exceed the model's length limit.
  */
+import { InternalError } from '../errors.js';
 
 /** Word indices, end exclusive. Predictions for words in [ownStart, ownEnd) are read from this window. */
 export interface TextWindow {
@@ -23,14 +24,14 @@ export interface TextWindow {
  * overlap); the caller must truncate that word's pieces.
  */
 export function planWindows(pieceCounts: readonly number[], maxPieces: number, overlapWords: number): TextWindow[] {
-  if (!Number.isInteger(maxPieces) || maxPieces < 1) throw new RangeError(`maxPieces must be a positive integer, got ${maxPieces}`);
-  if (!Number.isInteger(overlapWords) || overlapWords < 0) throw new RangeError(`overlapWords must be a non-negative integer, got ${overlapWords}`);
+  if (!Number.isInteger(maxPieces) || maxPieces < 1) throw new InternalError(`maxPieces must be a positive integer, got ${maxPieces}`, { stage: 'text' });
+  if (!Number.isInteger(overlapWords) || overlapWords < 0) throw new InternalError(`overlapWords must be a non-negative integer, got ${overlapWords}`, { stage: 'text' });
   const n = pieceCounts.length;
   if (n === 0) return [];
   const prefix = new Float64Array(n + 1);
   for (let k = 0; k < n; k++) {
     const c = pieceCounts[k];
-    if (!Number.isInteger(c) || c < 0) throw new RangeError(`pieceCounts[${k}] must be a non-negative integer, got ${c}`);
+    if (!Number.isInteger(c) || c < 0) throw new InternalError(`pieceCounts[${k}] must be a non-negative integer, got ${c}`, { stage: 'text' });
     prefix[k + 1] = prefix[k] + c;
   }
 

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { frontierCsv, frontierSvg, paretoFront, type FrontierPoint } from '../../src/eval/frontier-plot.js';
+import { InternalError } from '../../src/errors.js';
 
 const pt = (policy: string, budgetMs: number | null, f1: number, cost: number, extra: Partial<FrontierPoint> = {}): FrontierPoint => ({
   policy,
@@ -241,6 +242,6 @@ test('SVG escapes text: title, subtitle, policy and label', () => {
 });
 
 test('SVG rejects non-finite F1 or cost', () => {
-  assert.throws(() => frontierSvg([pt('cascade', 1, Number.NaN, 2)], { title: 't' }), RangeError);
-  assert.throws(() => frontierSvg([pt('cascade', 1, 0.8, Number.POSITIVE_INFINITY)], { title: 't' }), RangeError);
+  assert.throws(() => frontierSvg([pt('cascade', 1, Number.NaN, 2)], { title: 't' }), InternalError);
+  assert.throws(() => frontierSvg([pt('cascade', 1, 0.8, Number.POSITIVE_INFINITY)], { title: 't' }), InternalError);
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { planWindows, type TextWindow } from '../../src/text/windows.js';
+import { InternalError } from '../../src/errors.js';
 
 function checkPlan(counts: number[], maxPieces: number, overlap: number, ws: TextWindow[]): void {
   const n = counts.length;
@@ -65,9 +66,9 @@ test('zero overlap gives adjacent windows', () => {
 });
 
 test('invalid arguments throw', () => {
-  assert.throws(() => planWindows([1], 0, 1), RangeError);
-  assert.throws(() => planWindows([1], 5, -1), RangeError);
-  assert.throws(() => planWindows([1, -2], 5, 1), RangeError);
+  assert.throws(() => planWindows([1], 0, 1), InternalError);
+  assert.throws(() => planWindows([1], 5, -1), InternalError);
+  assert.throws(() => planWindows([1, -2], 5, 1), InternalError);
 });
 
 test('random piece counts (seeded): partition, fit, bounded overlap', () => {
