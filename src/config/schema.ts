@@ -89,7 +89,7 @@ export const EncoderSchema = z
     windowOverlapWords: z.number().int().min(0).default(16).describe('Words repeated between neighbouring windows of an over-long sentence.'),
     batchSize: z.number().int().positive().default(32).describe('Windows per onnxruntime call, gathered across notes.'),
     batchWaitMs: z.number().int().min(0).default(2).describe('How long a partial batch waits for more windows before it runs (ms).'),
-    intraOpThreads: z.number().int().min(0).default(0).describe('onnxruntime intra-op threads; 0 = onnxruntime\'s default.'),
+    intraOpThreads: z.number().int().min(0).default(0).describe('onnxruntime intra-op threads; 0 = the container\'s CPU limit (cgroup quota, rounded down, at least 1), else onnxruntime\'s default.'),
     decode: z.enum(['viterbi', 'argmax']).default('viterbi').describe('`viterbi`: constrained BIO decoding (never an invalid sequence); `argmax`: each word\'s best tag, repaired with the conlleval rule.'),
   })
   .strict();

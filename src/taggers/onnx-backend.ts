@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { ErrorCodes, ModelLoadError, TaggerError } from '../errors.js';
+import { resolveIntraOpThreads } from './cpu-quota.js';
 import type { LogitsBackend } from './token-classifier.js';
 
 /**
@@ -12,14 +13,14 @@ import type { LogitsBackend } from './token-classifier.js';
  */
 export function onnxSessionOptions(intraOpThreads: number): ort.InferenceSession.SessionOptions {
   return {
-    intraOpNumThreads: intraOpThreads,
+    intraOpNumThreads: resolveIntraOpThreads(intraOpThreads),
     graphOptimizationLevel: 'all',
     extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
   };
 }
 
 export interface OnnxBackendOptions {
-  /** onnxruntime intra-op threads; 0 lets onnxruntime choose. */
+  /** onnxruntime intra-op threads; 0: the container's CPU limit (cgroup quota), else onnxruntime's choice. */
   intraOpThreads?: number;
   /** Id used to pad rows of a batch to one length (masked out). */
   padId: number;
