@@ -81,5 +81,21 @@ export const MessagingAttr = {
 
 export const MESSAGING_SYSTEM_KAFKA = 'kafka';
 
+/** HTTP client span attributes (OpenTelemetry's stable HTTP semantic conventions), for requests to the LLM server. */
+export const HttpAttr = {
+  REQUEST_METHOD: 'http.request.method',
+  RESPONSE_STATUS_CODE: 'http.response.status_code',
+  /** Attempts before this one (0 for the first), as the conventions name a retry's count. */
+  RESEND_COUNT: 'http.request.resend_count',
+  URL_FULL: 'url.full',
+  SERVER_ADDRESS: 'server.address',
+  SERVER_PORT: 'server.port',
+} as const;
+
+/** Our LLM client attributes beside the HTTP ones. */
+export const LlmClientAttr = {
+  CIRCUIT_STATE: 'bioner.llm.circuit_state',
+} as const;
+
 /** Stable semantic convention: the class of error an operation ended with (our RouterError code, else the class name). */
 export const ATTR_ERROR_TYPE = 'error.type';

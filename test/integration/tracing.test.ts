@@ -246,6 +246,15 @@ test('fallback: a closed LLM port gives tag llm with status ERROR and error.type
   assert.ok(exception !== undefined, 'the failure is recorded as an exception event');
   assert.equal(exception.attributes?.['exception.type'], 'LlmError');
   assert.equal(exception.attributes?.['exception.stacktrace'], undefined, 'no stack trace');
+  // Under the tagger call, one CLIENT span per HTTP request (one per sentence, no retries here), each refused.
+  const requests = childrenOf(spans, llm);
+  assert.equal(requests.length, 2);
+  for (const r of requests) {
+    assert.equal(r.name, 'POST /v1/chat/completions');
+    assert.equal(r.attributes['server.port'], port);
+    assert.equal(r.attributes['error.type'], 'LLM_UNAVAILABLE');
+    assert.equal(r.attributes['http.response.status_code'], undefined, 'no answer, no status');
+  }
   assert.equal(fallback.attributes[BionerAttr.TAGGER_ROUTE], 'encoder_fallback');
   assert.equal(fallback.attributes[BionerAttr.TAGGER_OK], true);
   assert.equal(fallback.attributes[BionerAttr.TAGGER_SENTENCES], 2);

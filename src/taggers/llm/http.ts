@@ -13,7 +13,10 @@ import {
 } from 'cockatiel';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { ConfigError, ErrorCodes, LlmError, RouterError, isRetriable } from '../../errors.js';
+import { SpanKind } from '@opentelemetry/api';
+import { HttpAttr, LlmClientAttr } from '../../telemetry/attributes.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
+import { recordFailure, tracer } from '../../telemetry/tracing.js';
 import { abortError } from '../token-classifier.js';
 
 export interface LlmClientOptions {
@@ -143,10 +146,11 @@ export class LlmHttpClient {
 
   private async call(method: 'GET' | 'POST', path: string, body: unknown, signal: AbortSignal | undefined): Promise<unknown> {
     if (signal?.aborted === true) throw abortError(signal);
-    return this.retryPolicy.execute(async () => {
+    // cockatiel passes the number of attempts made so far (0 for the first).
+    return this.retryPolicy.execute(async ({ attempt }) => {
       if (signal?.aborted === true) throw abortError(signal);
       try {
-        return await this.breaker.execute(() => this.limit(() => this.attempt(method, path, body, signal)));
+        return await this.breaker.execute(() => this.limit(() => this.tracedAttempt(method, path, body, signal, attempt)));
       } catch (err) {
         if (err instanceof BrokenCircuitError) {
           this.stats.rejectedOpen++;
@@ -157,7 +161,39 @@ export class LlmHttpClient {
     }, signal);
   }
 
-  private async attempt(method: 'GET' | 'POST', path: string, body: unknown, signal: AbortSignal | undefined): Promise<unknown> {
+  /**
+   * One request inside a CLIENT span `<METHOD> <path>` (HTTP semantic
+   * conventions: method, server address and port, url without credentials or
+   * query, status code, resend count), plus the circuit state it was sent in.
+   * Bodies never go on the span: they carry note text.
+   */
+  private tracedAttempt(method: 'GET' | 'POST', path: string, body: unknown, signal: AbortSignal | undefined, resends: number): Promise<unknown> {
+    const url = new URL(this.baseUrl + path);
+    const span = tracer().startSpan(`${method} ${path}`, {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        [HttpAttr.REQUEST_METHOD]: method,
+        [HttpAttr.URL_FULL]: `${url.protocol}//${url.host}${url.pathname}`,
+        [HttpAttr.SERVER_ADDRESS]: url.hostname,
+        [HttpAttr.SERVER_PORT]: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
+        [HttpAttr.RESEND_COUNT]: resends,
+        [LlmClientAttr.CIRCUIT_STATE]: this.circuitState,
+      },
+    });
+    return this.attempt(method, path, body, signal, (status) => span.setAttribute(HttpAttr.RESPONSE_STATUS_CODE, status)).then(
+      (value) => {
+        span.end();
+        return value;
+      },
+      (err: unknown) => {
+        recordFailure(span, err);
+        span.end();
+        throw err;
+      },
+    );
+  }
+
+  private async attempt(method: 'GET' | 'POST', path: string, body: unknown, signal: AbortSignal | undefined, onStatus: (status: number) => void = () => undefined): Promise<unknown> {
     if (signal?.aborted === true) throw abortError(signal);
     // The circuit may have opened while this request waited for a slot.
     if (this.breaker.state === CircuitState.Open) throw new BrokenCircuitError();
@@ -175,6 +211,7 @@ export class LlmHttpClient {
     this.stats.requests++;
     try {
       const res = await fetch(this.baseUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: controller.signal });
+      onStatus(res.status);
       const text = await res.text();
       if (!res.ok) {
         const retriable = res.status === 429 || res.status >= 500;
