@@ -23,14 +23,15 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const tracing = setupTracing(config.telemetry, { identity });
   const sampling = tracing.sampling;
   if (sampling?.ignored !== undefined) logger.warn('unsupported OTEL_TRACES_SAMPLER ignored', { sampler: sampling.ignored, using: sampling.name });
-  logger.info('tracing', { enabled: tracing.enabled, exporter: tracing.enabled ? config.telemetry.tracesExporter : 'none', serviceName: identity.serviceName, sampler: sampling?.name, sampleRatio: sampling?.ratio });
+  logger.info('tracing', { enabled: tracing.enabled, exporters: tracing.exporters?.join(',') ?? 'none', serviceName: identity.serviceName, sampler: sampling?.name, sampleRatio: sampling?.ratio });
   const metrics = createRouterMetrics(identity);
   // The server starts before the models load, so /healthz answers at once and /readyz says what is missing.
   let service: RouterService | undefined;
   let modelsLoaded = false;
   const ready = (): Readiness => (service === undefined ? { ok: false, checks: { kafka: false, models: modelsLoaded } } : routerReadiness(service, () => modelsLoaded)());
-  const server = config.telemetry.port === -1 ? undefined : await startTelemetryServer({ port: config.telemetry.port, host: config.telemetry.host, metrics, ready });
-  if (server !== undefined) logger.info('telemetry server listening', { url: server.url, paths: '/metrics /healthz /readyz' });
+  // /startupz (the startup probe) turns 200 once the models are loaded, whatever Kafka is doing.
+  const server = config.telemetry.port === -1 ? undefined : await startTelemetryServer({ port: config.telemetry.port, host: config.telemetry.host, metrics, ready, started: () => modelsLoaded });
+  if (server !== undefined) logger.info('telemetry server listening', { url: server.url, paths: '/metrics /healthz /startupz /readyz' });
   const parts = await composeRouter(config, {
     logger,
     hooks: metrics.hooks,

@@ -187,7 +187,7 @@ export const RoutingSchema = z
 export const TelemetrySchema = z
   .object({
     serviceName: z.string().min(1).default('bioner-router').describe('service.name of traces and metrics; OTEL_SERVICE_NAME wins when set.'),
-    tracesExporter: z.enum(['otlp', 'none']).default('otlp').describe('`otlp`: OTLP/HTTP (JSON) to OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (default http://localhost:4318); `none`: no trace export.'),
+    tracesExporter: z.enum(['otlp', 'console', 'none']).default('otlp').describe('`otlp`: OTLP/HTTP (JSON) to OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (default http://localhost:4318); `console`: spans printed to stdout as they end; `none`: no trace export. OTEL_TRACES_EXPORTER (comma-separated) wins.'),
     sampleRatio: z.number().min(0).max(1).default(1).describe('Share of notes traced (parent-based; a sampled producer trace is always followed). OTEL_TRACES_SAMPLER_ARG wins when set.'),
     port: z.number().int().min(-1).max(65535).default(9464).describe('Port of the HTTP server with /metrics (Prometheus), /healthz and /readyz; 0 = a free port; -1 = no server.'),
     host: z.string().min(1).default('0.0.0.0').describe('Bind address of the telemetry server.'),

@@ -2,9 +2,9 @@ import { context, propagation, SpanStatusCode, trace, type Span, type TextMapGet
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { BatchSpanProcessor, SimpleSpanProcessor, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, TracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import type { RouterConfig } from '../config/schema.js';
-import { RouterError } from '../errors.js';
+import { ConfigError, RouterError } from '../errors.js';
 import { ATTR_ERROR_TYPE, TRACER_NAME } from './attributes.js';
 import { samplerFromEnv, telemetryIdentity, telemetryResource, type SamplerChoice, type TelemetryIdentity } from './otel-env.js';
 
@@ -22,6 +22,8 @@ export interface TracingOptions {
 export interface Tracing {
   /** True when a tracer provider was registered. */
   readonly enabled: boolean;
+  /** Where spans go (`otlp`, `console`, `custom`), for the start-up log; empty when disabled. */
+  readonly exporters?: readonly string[];
   /** The sampler in use (absent when disabled), for the start-up log. */
   readonly sampling?: Omit<SamplerChoice, 'sampler'>;
   /** Exports what is buffered without stopping. */
@@ -30,7 +32,34 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-const NOOP: Tracing = { enabled: false, forceFlush: async () => undefined, shutdown: async () => undefined };
+const NOOP: Tracing = { enabled: false, exporters: [], forceFlush: async () => undefined, shutdown: async () => undefined };
+
+export const TRACES_EXPORTERS = ['otlp', 'console', 'none'] as const;
+export type TracesExporterName = (typeof TRACES_EXPORTERS)[number];
+
+/**
+ * OTEL_TRACES_EXPORTER (a comma-separated list of `otlp`, `console`, `none`,
+ * as the OpenTelemetry environment spec defines it) wins over
+ * telemetry.tracesExporter; `none` anywhere in the list means no export.
+ * Unknown names are refused at start-up rather than silently ignored.
+ */
+export function traceExporterNames(config: RouterConfig['telemetry'], env: Record<string, string | undefined> = process.env): TracesExporterName[] {
+  const raw = env.OTEL_TRACES_EXPORTER?.trim();
+  const names = raw === undefined || raw === '' ? [config.tracesExporter] : raw.split(',').map((n) => n.trim().toLowerCase()).filter((n) => n !== '');
+  for (const n of names) {
+    if (!(TRACES_EXPORTERS as readonly string[]).includes(n)) throw new ConfigError('OTEL_TRACES_EXPORTER', `"${n}" is not one of ${TRACES_EXPORTERS.join(', ')}`);
+  }
+  const known = names as TracesExporterName[];
+  return known.includes('none') ? [] : [...new Set(known)];
+}
+
+function traceExportersOf(config: RouterConfig['telemetry'], env: Record<string, string | undefined>): SpanExporter[] {
+  return traceExporterNames(config, env).map((n) => (n === 'console' ? new ConsoleSpanExporter() : new OTLPTraceExporter()));
+}
+
+function exporterNames(exporters: readonly SpanExporter[]): string[] {
+  return exporters.map((e) => (e instanceof ConsoleSpanExporter ? 'console' : e instanceof OTLPTraceExporter ? 'otlp' : 'custom'));
+}
 
 /**
  * Registers the global tracer provider: AsyncLocalStorage context, W3C trace
@@ -39,22 +68,24 @@ const NOOP: Tracing = { enabled: false, forceFlush: async () => undefined, shutd
  * resource of OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, and the OTLP/HTTP exporter (endpoint from
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, read by the
  * exporter itself; default http://localhost:4318/v1/traces) or the caller's.
- * `tracesExporter: none` (or OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none)
- * without a caller's exporter registers nothing: the API stays a no-op.
+ * OTEL_TRACES_EXPORTER (`otlp`, `console`, `none`, comma-separated) wins over
+ * telemetry.tracesExporter. `none` (or OTEL_SDK_DISABLED=true) without a
+ * caller's exporter registers nothing: the API stays a no-op.
  */
 export function setupTracing(config: RouterConfig['telemetry'], options: TracingOptions = {}): Tracing {
   const env = options.env ?? process.env;
-  const disabled = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true' || env.OTEL_TRACES_EXPORTER?.trim().toLowerCase() === 'none';
-  if (options.exporter === undefined && (config.tracesExporter === 'none' || disabled)) return NOOP;
+  const disabled = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
+  const exporters = options.exporter === undefined ? (disabled ? [] : traceExportersOf(config, env)) : [options.exporter];
+  if (exporters.length === 0) return NOOP;
 
-  const exporter = options.exporter ?? new OTLPTraceExporter();
   const kind = options.processor ?? (options.exporter === undefined ? 'batch' : 'simple');
-  const processor: SpanProcessor = kind === 'batch' ? new BatchSpanProcessor({ exporter }) : new SimpleSpanProcessor({ exporter });
+  // The console exporter prints as spans end; batching only delays it.
+  const spanProcessors: SpanProcessor[] = exporters.map((exporter) => (kind === 'batch' && !(exporter instanceof ConsoleSpanExporter) ? new BatchSpanProcessor({ exporter }) : new SimpleSpanProcessor({ exporter })));
   const { sampler, ...sampling } = samplerFromEnv(config, env);
   const provider = new TracerProvider({
     resource: telemetryResource(options.identity ?? telemetryIdentity(config, env)),
     sampler,
-    spanProcessors: [processor],
+    spanProcessors,
   });
   const contextManager = new AsyncLocalStorageContextManager().enable();
   // One registration per process: a previous one (a test that did not shut down) is replaced.
@@ -68,6 +99,7 @@ export function setupTracing(config: RouterConfig['telemetry'], options: Tracing
   let stopping: Promise<void> | undefined;
   return {
     enabled: true,
+    exporters: exporterNames(exporters),
     sampling,
     forceFlush: () => provider.forceFlush(),
     shutdown: () => {

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { validateConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
+import { setupTracing, traceExporterNames, tracer } from '../../src/telemetry/tracing.js';
+
+const telemetry = validateConfig({}).telemetry;
+
+test('OTEL_TRACES_EXPORTER wins over telemetry.tracesExporter: otlp, console, a list, none; an unknown name is refused', () => {
+  assert.deepEqual(traceExporterNames(telemetry, {}), ['otlp']);
+  assert.deepEqual(traceExporterNames({ ...telemetry, tracesExporter: 'console' }, {}), ['console']);
+  assert.deepEqual(traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: 'console' }), ['console']);
+  assert.deepEqual(traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: ' otlp , console,otlp' }), ['otlp', 'console']);
+  assert.deepEqual(traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: 'console,none' }), []);
+  assert.deepEqual(traceExporterNames({ ...telemetry, tracesExporter: 'none' }, { OTEL_TRACES_EXPORTER: '' }), []);
+  assert.throws(() => traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: 'zipkin' }), (e: unknown) => e instanceof ConfigError && e.field === 'OTEL_TRACES_EXPORTER' && /zipkin/.test(e.message));
+});
+
+test('OTEL_TRACES_EXPORTER=console prints each span as it ends; none registers nothing', async () => {
+  const printed: unknown[] = [];
+  const dir = console.dir;
+  console.dir = (item: unknown) => void printed.push(item);
+  try {
+    const tracing = setupTracing(telemetry, { env: { OTEL_TRACES_EXPORTER: 'console' } });
+    assert.deepEqual(tracing.exporters, ['console']);
+    tracer().startSpan('route encoder').end();
+    await tracing.shutdown();
+  } finally {
+    console.dir = dir;
+  }
+  assert.ok(printed.some((p) => typeof p === 'object' && p !== null && (p as { name?: unknown }).name === 'route encoder'), JSON.stringify(printed).slice(0, 300));
+  const none = setupTracing(telemetry, { env: { OTEL_TRACES_EXPORTER: 'none' } });
+  assert.equal(none.enabled, false);
+  assert.deepEqual(none.exporters, []);
+});
