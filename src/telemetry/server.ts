@@ -15,6 +15,12 @@ export interface TelemetryServerOptions {
   host?: string;
   metrics: { collectPrometheus(): Promise<string> };
   ready: () => Readiness;
+  /**
+   * Start-up done (models loaded) for GET /startupz, the orchestrator's startup probe. Unlike /readyz it
+   * ignores Kafka: a broker outage must not fail start-up and get a healthy process restarted. Default:
+   * the `models` check of `ready()` when it has one, else `ready().ok`.
+   */
+  started?: () => boolean;
 }
 
 export interface TelemetryServer {
@@ -35,6 +41,10 @@ export function routerReadiness(service: { readonly isReady: boolean }, modelsLo
   };
 }
 
+function startedFromReadiness(readiness: Readiness): boolean {
+  return readiness.checks.models ?? readiness.ok;
+}
+
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {
   res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
   res.end(body);
@@ -42,6 +52,7 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 
 /**
  * GET /metrics (Prometheus text), /healthz (200 while the process is alive),
+ * /startupz (200 once start-up is done, i.e. models loaded; else 503),
  * /readyz (200 when every check passes, else 503 with the failing checks).
  */
 export async function startTelemetryServer(options: TelemetryServerOptions): Promise<TelemetryServer> {
@@ -57,6 +68,14 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
       send(res, 200, PROMETHEUS_CONTENT_TYPE, await options.metrics.collectPrometheus());
     } else if (path === '/healthz') {
       send(res, 200, 'application/json', JSON.stringify({ status: 'ok' }));
+    } else if (path === '/startupz') {
+      let started: boolean;
+      try {
+        started = options.started !== undefined ? options.started() : startedFromReadiness(options.ready());
+      } catch {
+        started = false;
+      }
+      send(res, started ? 200 : 503, 'application/json', JSON.stringify({ status: started ? 'started' : 'starting' }));
     } else if (path === '/readyz') {
       let readiness: Readiness;
       try {
