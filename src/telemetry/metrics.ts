@@ -1,6 +1,8 @@
-import type { Attributes, ObservableResult } from '@opentelemetry/api';
+import { ValueType, type Attributes, type ObservableResult } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { hrTime } from '@opentelemetry/core';
+import { emptyResource } from '@opentelemetry/resources';
+import { AggregationTemporality, DataPointType, MeterProvider, type CollectionResult, type DataPoint, type MetricProducer } from '@opentelemetry/sdk-metrics';
 import type { Route } from '../types.js';
 import type { RoutingRecord } from '../route/record.js';
 import type { PipelineHooks } from './hooks.js';
@@ -41,9 +43,29 @@ export const METRIC_SERIES = {
   inFlight: 'bioner_notes_in_flight',
   /** gauge {} 1 while fetching is paused by the in-flight bound */
   paused: 'bioner_consumer_paused',
-  /** gauge {} records behind the high watermark on this consumer's partitions (absent before the first batch) */
+  /** gauge {topic, partition} records behind the high watermark, one series per partition this consumer owns (absent before its first batch; dropped when the partition is revoked) */
   consumerLag: 'bioner_consumer_lag',
+  /** counter {outcome="propagated"|"skipped_no_key"} input tombstones (null values): propagated as a tombstone with the same key, or skipped (no key: nothing to delete) */
+  tombstones: 'bioner_tombstones_total',
+  /** counter {code} DLQ copies the broker refused with their value (too large), sent without it (header bioner.dlq.value.dropped.bytes) */
+  dlqValueDropped: 'bioner_dlq_value_dropped_total',
+  /** counter {code} failed Schema Registry calls (SCHEMA_REGISTRY_UNAVAILABLE stalls the partition; SCHEMA_NOT_FOUND dead-letters the record) */
+  schemaRegistryErrors: 'bioner_schema_registry_errors_total',
 } as const;
+
+/**
+ * Observation points of the output side that PipelineHooks has no place for
+ * (codes, counts and positions only, never keys or values). RouterService
+ * calls them when its hooks object has them; `createRouterMetrics` does.
+ */
+export interface DeliveryHooks {
+  /** An input tombstone: `propagated` when a tombstone with the same key was acknowledged on the output topic. */
+  tombstone?(e: { topic: string; partition: number; offset: string; propagated: boolean }): void;
+  /** A DLQ copy went out without its value (the broker refused it with the value). */
+  dlqValueDropped?(e: { topic: string; partition: number; offset: string; code: string; bytes: number }): void;
+  /** A Schema Registry call failed with this error code. */
+  schemaRegistryFailed?(e: { code: string }): void;
+}
 
 /** Label values of `bioner_llm_circuit_state`. */
 export const CIRCUIT_STATE_VALUES = { closed: 0, 'half-open': 1, open: 2 } as const;
@@ -59,8 +81,10 @@ export interface MetricSources {
   circuitState?: () => CircuitStateLabel | undefined;
   inFlight?: () => number;
   paused?: () => boolean;
-  /** null (no batch yet) reports nothing */
+  /** One unlabelled total; null (no batch yet) reports nothing. Used only when consumerLagByPartition is not set. */
   consumerLag?: () => number | null;
+  /** Lag per owned partition, keyed `topic/partition` (ConsumerLoop.lagByKey); each entry is one `{topic, partition}` series. */
+  consumerLagByPartition?: () => ReadonlyMap<string, number>;
 }
 
 export interface RouterMetricsOptions {
@@ -71,7 +95,7 @@ export interface RouterMetricsOptions {
 }
 
 export interface RouterMetrics {
-  hooks: PipelineHooks;
+  hooks: PipelineHooks & DeliveryHooks;
   /** Sets (merges) the gauge sources; call again to replace one. */
   observe(sources: MetricSources): void;
   meterProvider: MeterProvider;
@@ -82,14 +106,19 @@ export interface RouterMetrics {
 
 /** Sources from a RouterService and, when present, an LLM tagger with an HTTP client. */
 export function serviceSources(
-  service: { stats: { inFlight: number; paused: boolean }; consumerLag(): number | null },
+  service: { stats: { inFlight: number; paused: boolean }; consumerLag(): number | null; consumerLagByPartition?(): ReadonlyMap<string, number> },
   llm?: { client?: { circuitState: CircuitStateLabel } | undefined } | undefined,
 ): MetricSources {
   const sources: MetricSources = {
     inFlight: () => service.stats.inFlight,
     paused: () => service.stats.paused,
-    consumerLag: () => service.consumerLag(),
   };
+  if (service.consumerLagByPartition !== undefined) {
+    const byPartition = service.consumerLagByPartition.bind(service);
+    sources.consumerLagByPartition = () => byPartition();
+  } else {
+    sources.consumerLag = () => service.consumerLag();
+  }
   if (llm?.client !== undefined) {
     const client = llm.client;
     sources.circuitState = () => client.circuitState;
@@ -106,17 +135,58 @@ function code(value: string): string {
 function token(value: string): string {
   return TOKEN.test(value) ? value : 'other';
 }
+// Kafka's own topic-name alphabet; anything else (never expected) is folded rather than exported.
+const TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
+const PARTITION = /^\d{1,6}$/;
+/** `topic/partition` (ConsumerLoop's key) to labels; the topic cannot contain '/', so the last one splits. */
+function partitionLabels(key: string): Attributes {
+  const at = key.lastIndexOf('/');
+  const topic = key.slice(0, Math.max(0, at));
+  const partition = key.slice(at + 1);
+  return { topic: TOPIC.test(topic) ? topic : 'other', partition: PARTITION.test(partition) ? partition : 'other' };
+}
 const ROUTES: readonly Route[] = ['encoder', 'llm', 'encoder_fallback'];
 function route(value: string): string {
   return (ROUTES as readonly string[]).includes(value) ? value : 'other';
+}
+
+const LAG_SCOPE = { name: 'bioner-router' };
+const LAG_DESCRIPTOR = { name: 'bioner.consumer.lag', description: 'Records behind the high watermark, per partition this consumer owns', unit: '', valueType: ValueType.INT };
+
+/** `bioner_consumer_lag` built afresh at each collection from the current sources: only partitions owned now appear. */
+function lagProducer(current: () => MetricSources): MetricProducer {
+  return {
+    async collect(): Promise<CollectionResult> {
+      const s = current();
+      const now = hrTime();
+      const points: Array<DataPoint<number>> = [];
+      if (s.consumerLagByPartition !== undefined) {
+        for (const [key, value] of s.consumerLagByPartition()) points.push({ startTime: now, endTime: now, attributes: partitionLabels(key), value });
+      } else {
+        const total = s.consumerLag?.();
+        if (total !== undefined && total !== null) points.push({ startTime: now, endTime: now, attributes: {}, value: total });
+      }
+      // The reader keeps only scopeMetrics from extra producers; the resource is the SDK's.
+      return {
+        resourceMetrics: {
+          resource: emptyResource(),
+          scopeMetrics: points.length === 0 ? [] : [{ scope: LAG_SCOPE, metrics: [{ descriptor: LAG_DESCRIPTOR, aggregationTemporality: AggregationTemporality.CUMULATIVE, dataPointType: DataPointType.GAUGE, dataPoints: points }] }],
+        },
+        errors: [],
+      };
+    },
+  };
 }
 
 /** Failed LLM calls remembered per note until its record is published; bounded so dropped notes cannot grow it. */
 const MAX_PENDING_FALLBACKS = 10_000;
 
 export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterMetrics {
+  let sources: MetricSources = {};
   // The exporter is only a pull reader here: our telemetry server serves /metrics, so it never starts its own.
-  const reader = new PrometheusExporter({ preventServerStart: true });
+  // The lag gauge comes from its own producer: the SDK's cumulative storage keeps reporting the last value of
+  // every attribute set an observable gauge ever saw, so a revoked partition's series would never go away.
+  const reader = new PrometheusExporter({ preventServerStart: true, metricProducers: [lagProducer(() => sources)] });
   // A caller's serviceName is taken as already resolved; without one the OTEL_* env still wins over the default.
   const identity = options.serviceName === undefined ? telemetryIdentity({ serviceName: DEFAULT_SERVICE_NAME }) : { serviceName: options.serviceName, resourceAttributes: {} };
   const meterProvider = new MeterProvider({
@@ -140,9 +210,10 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   const circuit = meter.createObservableGauge('bioner.llm.circuit_state', { description: 'LLM circuit breaker: 0 closed, 1 half-open, 2 open' });
   const inFlight = meter.createObservableGauge('bioner.notes.in_flight', { description: 'Notes fetched and not yet finished' });
   const paused = meter.createObservableGauge('bioner.consumer.paused', { description: '1 while fetching is paused by processing.maxInFlight' });
-  const lag = meter.createObservableGauge('bioner.consumer.lag', { description: 'Records behind the high watermark on this consumer\'s partitions' });
+  const tombstones = meter.createCounter('bioner.tombstones', { description: 'Input tombstones (null values), by outcome: propagated to the output topic, or skipped without a key' });
+  const dlqValueDropped = meter.createCounter('bioner.dlq.value_dropped', { description: 'DLQ copies sent without their value because the broker refused them with it, by error code' });
+  const registryErrors = meter.createCounter('bioner.schema_registry.errors', { description: 'Failed Schema Registry calls, by error code' });
 
-  let sources: MetricSources = {};
   let lastInFlight: { inFlight: number; paused: boolean } | undefined;
   circuit.addCallback((r: ObservableResult) => {
     const state = sources.circuitState?.();
@@ -155,10 +226,6 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   paused.addCallback((r: ObservableResult) => {
     const v = sources.paused?.() ?? lastInFlight?.paused;
     if (v !== undefined) r.observe(v ? 1 : 0);
-  });
-  lag.addCallback((r: ObservableResult) => {
-    const v = sources.consumerLag?.();
-    if (v !== undefined && v !== null) r.observe(v);
   });
 
   // noteId is only a transient in-memory key (never a label): it ties a failed LLM call to its note's record.
@@ -183,7 +250,7 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
     }
   };
 
-  const hooks: PipelineHooks = {
+  const hooks: PipelineHooks & DeliveryHooks = {
     noteReceived() {
       received.add(1);
     },
@@ -213,6 +280,15 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
     },
     inFlightChanged(e) {
       lastInFlight = { inFlight: e.inFlight, paused: e.paused };
+    },
+    tombstone(e) {
+      tombstones.add(1, { outcome: e.propagated ? 'propagated' : 'skipped_no_key' });
+    },
+    dlqValueDropped(e) {
+      dlqValueDropped.add(1, { code: code(e.code) });
+    },
+    schemaRegistryFailed(e) {
+      registryErrors.add(1, { code: code(e.code) });
     },
   };
 
