@@ -1,5 +1,6 @@
 import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
+import { schemaRegistryOptions } from '../ingest/schema-registry.js';
 import { kafkaSecurityOptions } from '../kafka/security.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -14,6 +15,8 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const config = await loadConfig(configFile);
   // Certificates and SASL credentials are read once, here, so a missing secret fails before anything starts.
   const kafkaSecurity = await kafkaSecurityOptions(config.kafka);
+  // The same for the Schema Registry's credential and CA files (the service reads them again when it starts, after the models load).
+  await schemaRegistryOptions(config.schemaRegistry);
   const logger = createLogger(config.logging.level);
   if (configFile === undefined) logger.info('no --config file: using defaults and BIONER_* environment overrides');
   // Resolved once (OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES over the config) so traces and metrics name the same service.
@@ -42,6 +45,8 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const running = parts.service;
   service = running;
   metrics.observe(serviceSources(running, parts.llm));
+  const cap = parts.cap;
+  if (cap !== null) metrics.observe({ llmCap: () => cap.snapshot() });
 
   let exiting = false;
   const shutdown = (code: number): void => {

@@ -14,6 +14,9 @@ const brokerAddress = z
 export const POLICY_NAMES = ['encoder', 'llm', 'length-aware', 'cascade'] as const;
 export const LLM_ADAPTERS = ['onnx', 'openai', 'vllm-pooling'] as const;
 export const GRANULARITIES = ['sentence', 'note'] as const;
+export const LLM_ENDPOINTS = ['chat', 'completions'] as const;
+export const STRUCTURED_OUTPUT_MODES = ['json', 'regex', 'none'] as const;
+export const WORD_SPLITS = ['pipeline', 'whitespace'] as const;
 
 export const KafkaTlsSchema = z
   .object({
@@ -136,7 +139,16 @@ export const LlmSchema = z
     maxConcurrency: z.number().int().positive().default(8).describe('LLM requests in flight at once (p-limit).'),
     retries: z.number().int().min(0).max(10).default(2).describe('Extra attempts for retriable failures (timeouts, 429, 5xx, refused/reset connections).'),
     retryBackoffMs: z.number().int().min(0).default(100).describe('First retry delay (ms); doubles per retry, with jitter.'),
-    structuredOutputs: z.boolean().default(true).describe('Send vLLM `structured_outputs: {json: schema}` with chat requests (vLLM >= 0.12).'),
+    structuredOutputs: z
+      // Booleans (and their BIONER_* spellings) are the option's old values.
+      .union([z.enum(STRUCTURED_OUTPUT_MODES), z.boolean(), z.enum(['true', 'false'])], { error: 'must be json, regex or none (true and false still mean json and none)' })
+      .transform((v): (typeof STRUCTURED_OUTPUT_MODES)[number] => (v === true || v === 'true' ? 'json' : v === false || v === 'false' ? 'none' : v))
+      .default('json')
+      .describe('vLLM `structured_outputs` sent with `openai` requests (vLLM >= 0.12): `json` (a JSON schema of {token, tag} lines with the label enum), `regex` (exactly one `token<TAB>TAG` line per input word, tags from the label set), `none`. `true`/`false`, the old boolean values, mean `json`/`none`.'),
+    endpoint: z.enum(LLM_ENDPOINTS).default('chat').describe('`openai` adapter: `chat` posts /v1/chat/completions (system + user messages); `completions` posts /v1/completions with one prompt (a base model without a chat template).'),
+    promptFile: z.string().min(1).optional().describe('`openai` adapter: YAML or JSON file with `system`, `user` and `completion` templates (placeholders {{labels}}, {{count}}, {{tokens}}, {{text}}; {{system}} and {{user}} in `completion`); keys left out keep the built-in prompt. Read once at start-up.'),
+    wordSplit: z.enum(WORD_SPLITS).default('pipeline').describe('`openai` adapter: the words sent to the model: `pipeline` = the pipeline\'s BERT-style tokens; `whitespace` = whitespace-separated words (tags are spread back onto the tokens each word covers; offsets stay exact).'),
+    logprobs: z.boolean().default(true).describe('`openai` adapter: request token logprobs and score each span with the mean probability of its words\' tag tokens; spans score 1.0 when the server returns none.'),
     circuit: LlmCircuitSchema.prefault({}),
   })
   .strict();
@@ -153,6 +165,22 @@ export const RoutingCascadeSchema = z
   .object({
     confidenceThreshold: z.number().min(0).max(1).default(0.8).describe('The cascade re-tags a sentence whose least confident word has a top label probability below this.'),
     flagLongSpans: z.boolean().default(true).describe('The cascade re-tags a sentence where the encoder found a span of 3+ words.'),
+  })
+  .strict();
+
+export const RoutingDomainSchema = z
+  .object({
+    domain: z.string().min(1).describe('Calibration-file domain (dataset) for notes of this input topic.'),
+    lengthEstimator: z.string().min(1).optional().describe('Entity-length estimator for this topic; default models/length-estimator/<domain>.json when it exists.'),
+    llmModel: z.string().min(1).optional().describe('LLM model name sent in this topic\'s requests (a LoRA adapter served by the same vLLM); default llm.model.'),
+  })
+  .strict();
+
+export const RoutingLlmCapSchema = z
+  .object({
+    maxSentenceShare: z.number().min(0).max(1).optional().describe('Largest share of the sentences routed within the window that may go to the LLM (0..1); unset: no share cap.'),
+    maxTokensPerMinute: z.number().int().positive().optional().describe('Most word tokens (the pipeline\'s tokens, the cost model\'s unit) sent to the LLM per minute, counted over the window; unset: no rate cap.'),
+    windowMs: z.number().int().positive().default(60_000).describe('Sliding window over which the LLM cap counts routed work (ms).'),
   })
   .strict();
 
@@ -175,6 +203,11 @@ export const RoutingSchema = z
     cascade: RoutingCascadeSchema.prefault({}),
     load: RoutingLoadSchema.prefault({}),
     costHalfLife: z.number().int().positive().default(50).describe('Observations (tagger calls) after which an observed latency\'s weight in the cost model has halved.'),
+    domains: z
+      .record(z.string().min(1), RoutingDomainSchema)
+      .default({})
+      .describe('Per-input-topic domains: `<topic>: {domain, lengthEstimator?, llmModel?}` picks the calibration entry, the length estimator and the LLM model name for notes of that topic; other topics use routing.domain and llm.model.'),
+    llmCap: RoutingLlmCapSchema.prefault({}),
     costFailureMemoryMs: z
       .number()
       .int()

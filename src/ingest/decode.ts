@@ -1,6 +1,8 @@
-import { ErrorCodes, InvalidRecordError } from '../errors.js';
+import type avro from 'avsc';
+import { ErrorCodes, InternalError, InvalidRecordError } from '../errors.js';
 import { avroType } from '../schemas.js';
 import type { ClinicalNote } from './note.js';
+import { parseConfluentFrame } from './schema-registry.js';
 
 export type InputFormat = 'json' | 'avro';
 
@@ -8,6 +10,19 @@ export interface DecodeOptions {
   format: InputFormat;
   maxNoteBytes: number;
   avroWireFormat?: 'raw' | 'confluent';
+  /**
+   * The writer schema named by a Confluent-framed record's id (from the
+   * registry, see NoteDecoder). Absent: the body is read as if written with
+   * the router's own schema.
+   */
+  writer?: AvroWriter;
+}
+
+/** A registry schema ready to read records: its Avro type and the resolver from it to schemas/clinical-note.avsc. */
+export interface AvroWriter {
+  schemaId: number;
+  type: avro.Type;
+  resolver: avro.Resolver;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -18,12 +33,23 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * DLQ headers and logs.
  */
 export function decodeNote(value: Buffer | null, options: DecodeOptions): ClinicalNote {
-  if (value === null || value.length === 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record has no value (null or empty)', { stage: 'decode' });
-  if (value.length > options.maxNoteBytes) {
-    throw new InvalidRecordError(ErrorCodes.NOTE_TOO_LARGE, `record value is ${value.length} bytes, above the configured limit of ${options.maxNoteBytes} (input.maxNoteBytes)`);
-  }
-  const raw = options.format === 'json' ? decodeJson(value) : decodeAvro(value, options.avroWireFormat ?? 'raw');
+  const present = checkValue(value, options.maxNoteBytes);
+  const raw = options.format === 'json' ? decodeJson(present) : decodeAvro(present, options.avroWireFormat ?? 'raw', options.writer);
   return validateNote(raw);
+}
+
+/**
+ * The checks made before any parsing: a value is there and within
+ * input.maxNoteBytes. A null value (a tombstone) never gets here in the
+ * service, which propagates it as a delete; a zero-byte value is not a delete.
+ */
+export function checkValue(value: Buffer | null, maxNoteBytes: number): Buffer {
+  if (value === null) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record has no value (null)', { stage: 'decode' });
+  if (value.length === 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record value is empty (0 bytes; a delete is a null value, not an empty one)', { stage: 'decode' });
+  if (value.length > maxNoteBytes) {
+    throw new InvalidRecordError(ErrorCodes.NOTE_TOO_LARGE, `record value is ${value.length} bytes, above the configured limit of ${maxNoteBytes} (input.maxNoteBytes)`);
+  }
+  return value;
 }
 
 function decodeJson(value: Buffer): unknown {
@@ -42,23 +68,36 @@ function decodeJson(value: Buffer): unknown {
   }
 }
 
-function decodeAvro(value: Buffer, wire: 'raw' | 'confluent'): unknown {
+/** The 5-byte header of a Confluent-framed value, or DECODE_FAILED. */
+export function confluentFrame(value: Buffer): { schemaId: number; body: Buffer } {
+  const frame = parseConfluentFrame(value);
+  if (frame === undefined) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record lacks the Schema Registry header (magic byte 0 + schema id)', { stage: 'decode' });
+  return frame;
+}
+
+function decodeAvro(value: Buffer, wire: 'raw' | 'confluent', writer: AvroWriter | undefined): unknown {
   let body = value;
   if (wire === 'confluent') {
-    if (value.length < 5 || value[0] !== 0) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record lacks the Schema Registry header (magic byte 0 + schema id)', { stage: 'decode' });
-    body = value.subarray(5);
+    const frame = confluentFrame(value);
+    if (writer !== undefined && writer.schemaId !== frame.schemaId) {
+      throw new InternalError(`writer schema ${writer.schemaId} was given for a record framed with schema ${frame.schemaId}`, { stage: 'decode' });
+    }
+    body = frame.body;
   }
   const type = avroType('clinical-note');
   let decoded: unknown;
   try {
-    // fromBuffer rejects truncated records and trailing bytes.
-    decoded = type.fromBuffer(body);
+    // fromBuffer rejects truncated records and trailing bytes; with a resolver it reads the writer's layout into the router's fields (defaults filled, unknown fields skipped).
+    decoded = writer === undefined ? type.fromBuffer(body) : type.fromBuffer(body, writer.resolver);
   } catch {
-    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, 'record value is not a valid Avro ClinicalNote (truncated, trailing bytes or another schema)', { stage: 'decode' });
+    const what = writer === undefined ? 'a valid Avro ClinicalNote (truncated, trailing bytes or another schema)' : `valid Avro of its writer schema ${writer.schemaId} (truncated or trailing bytes)`;
+    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `record value is not ${what}`, { stage: 'decode' });
   }
-  // avsc replaces invalid UTF-8 with U+FFFD; when one shows up, a re-encode that differs from the input proves the bytes were invalid.
-  if (containsReplacementChar(decoded) && !type.toBuffer(decoded).equals(body)) {
-    throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'a string field of the Avro record is not valid UTF-8', { stage: 'decode' });
+  // avsc replaces invalid UTF-8 with U+FFFD; when one shows up, a re-encode (with the schema the bytes were written with) that differs from the input proves the bytes were invalid.
+  if (containsReplacementChar(decoded)) {
+    const written = writer?.type ?? type;
+    const asWritten = writer === undefined ? decoded : written.fromBuffer(body);
+    if (!written.toBuffer(asWritten).equals(body)) throw new InvalidRecordError(ErrorCodes.INVALID_UTF8, 'a string field of the Avro record is not valid UTF-8', { stage: 'decode' });
   }
   return decoded;
 }

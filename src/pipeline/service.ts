@@ -1,17 +1,21 @@
+import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Span } from '@opentelemetry/api';
 import type { RouterConfig } from '../config/schema.js';
-import { errorCodeOf, isRetriable, NoteTimeoutError, PublishError } from '../errors.js';
-import { decodeNote } from '../ingest/decode.js';
+import { ConfigError, errorCodeOf, isRetriable, NoteTimeoutError, PublishError, SchemaRegistryError } from '../errors.js';
 import type { ClinicalNote, RecordPosition } from '../ingest/note.js';
+import { NoteDecoder } from '../ingest/note-decoder.js';
+import { SchemaRegistryClient, schemaRegistryOptions } from '../ingest/schema-registry.js';
 import { ConsumerLoop, createKafka, RecordProducer, shuttingDownError, type InboundRecord, type KafkaSecurityOptions, type OutboundRecord } from '../kafka/index.js';
 import { buildDlqMessage, DlqHeaders } from '../publish/dlq.js';
 import type { NoteOutcome } from '../publish/outcome.js';
-import { encodeTaggedNote, toTaggedNoteRecord } from '../publish/tagged-note.js';
+import { encodeTaggedNote, SourceHeaders, toTaggedNoteRecord } from '../publish/tagged-note.js';
 import { parseBudgetHeader } from '../route/budget.js';
+import { schemaPath } from '../schemas.js';
 import { BionerAttr } from '../telemetry/attributes.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { DeliveryHooks } from '../telemetry/metrics.js';
 import { withProcessSpan, withSendSpan } from '../telemetry/pipeline-spans.js';
 import { recordFailure } from '../telemetry/tracing.js';
 import type { NoteProcessor } from './processor.js';
@@ -20,6 +24,8 @@ export interface RouterServiceStats {
   received: number;
   published: number;
   deadLettered: number;
+  /** Input tombstones propagated to the output topic (or skipped for want of a key). */
+  tombstones: number;
   retries: number;
   inFlight: number;
   paused: boolean;
@@ -36,7 +42,20 @@ export class RouterService {
   private readonly source: ConsumerLoop;
   private readonly sink: RecordProducer;
   private readonly hooks: Required<PipelineHooks>;
-  private readonly counts = { received: 0, published: 0, deadLettered: 0, retries: 0 };
+  private readonly counts = { received: 0, published: 0, deadLettered: 0, tombstones: 0, retries: 0 };
+  private readonly delivery: Required<DeliveryHooks>;
+  private registry: SchemaRegistryClient | undefined;
+  private decoder: NoteDecoder;
+  /** Schema id that frames every output value (output.wireFormat confluent), from the registry at start-up. */
+  private outputSchemaId: number | undefined;
+  /**
+   * Per input key, the handling of the latest record with that key. Records
+   * are tagged concurrently, but a record's output waits for the earlier
+   * records with its key, so the output topic sees one key's records (a
+   * tombstone above all) in input order: a slow note cannot land after its
+   * own delete and resurrect it downstream.
+   */
+  private readonly keyTurns = new Map<string, Promise<void>>();
   private closing: Promise<void> | undefined;
   private starting: Promise<void> | undefined;
   private connected = false;
@@ -47,12 +66,17 @@ export class RouterService {
     private readonly config: RouterConfig,
     private readonly processor: NoteProcessor,
     private readonly logger: Logger,
-    hooks: PipelineHooks = {},
+    hooks: PipelineHooks & DeliveryHooks = {},
     /** kafkajs ssl/sasl options from kafkaSecurityOptions(config.kafka); none on defaults. */
     kafkaSecurity: KafkaSecurityOptions = {},
+    /** A registry client to use instead of the one start() builds from config.schemaRegistry (tests, shared clients). */
+    options: { schemaRegistry?: SchemaRegistryClient } = {},
   ) {
     const kafka = createKafka(config.kafka, logger, kafkaSecurity);
     this.hooks = safeHooks(hooks, logger);
+    this.delivery = safeDeliveryHooks(hooks, logger);
+    this.registry = options.schemaRegistry;
+    this.decoder = this.makeDecoder();
     this.source = new ConsumerLoop(
       kafka,
       {
@@ -86,6 +110,11 @@ export class RouterService {
     return this.source.lag();
   }
 
+  /** Lag per partition this consumer owns (`topic/partition` keys), pruned when partitions are revoked; empty before the first batch. */
+  consumerLagByPartition(): ReadonlyMap<string, number> {
+    return this.source.lagByKey();
+  }
+
   get isReady(): boolean {
     return this.connected && this.source.isRunning;
   }
@@ -98,7 +127,45 @@ export class RouterService {
     return this.starting;
   }
 
+  private makeDecoder(): NoteDecoder {
+    const { format, maxNoteBytes, avroWireFormat } = this.config.input;
+    return new NoteDecoder({ format, maxNoteBytes, avroWireFormat }, this.registry);
+  }
+
+  /**
+   * The registry client (credential and CA files read now, as for Kafka), and
+   * with output.wireFormat confluent the id of the TaggedNote schema under the
+   * output subject: registered, or only looked up when autoRegister is false.
+   * Any failure here stops the start: no record is consumed without it.
+   */
+  private async setUpSchemaRegistry(): Promise<void> {
+    if (this.registry === undefined) {
+      const options = await schemaRegistryOptions(this.config.schemaRegistry);
+      if (options !== undefined) {
+        this.registry = new SchemaRegistryClient(options);
+        this.decoder = this.makeDecoder();
+      }
+    }
+    const { input, output } = this.config;
+    if (input.format === 'avro' && input.avroWireFormat === 'confluent' && !this.decoder.resolvesWriterSchemas) {
+      this.logger.warn('input.avroWireFormat is confluent but no schemaRegistry.url is set: schema ids are not looked up, and records written with another (evolved) schema are dead-lettered', { topic: input.topic });
+    }
+    if (output.wireFormat !== 'confluent') return;
+    if (this.registry === undefined) throw new ConfigError('schemaRegistry.url', 'is required with output.wireFormat: confluent');
+    const subject = output.subject ?? `${output.topic}-value`;
+    // The shipped file, compacted: the registry stores what it is sent, and readers fetch it by id.
+    const schema = JSON.stringify(JSON.parse(await readFile(schemaPath('tagged-note'), 'utf8')) as unknown);
+    try {
+      this.outputSchemaId = this.config.schemaRegistry.autoRegister ? await this.registry.register(subject, schema) : await this.registry.lookup(subject, schema);
+    } catch (err) {
+      this.delivery.schemaRegistryFailed({ code: errorCodeOf(err) });
+      throw err;
+    }
+    this.logger.info('output schema ready', { subject, schemaId: this.outputSchemaId, registered: this.config.schemaRegistry.autoRegister });
+  }
+
   private async doStart(): Promise<void> {
+    await this.setUpSchemaRegistry();
     await this.sink.connect();
     await this.source.start((record) => this.handle(record));
     if (this.source.isStopping) return;
@@ -113,18 +180,42 @@ export class RouterService {
    */
   private handle(record: InboundRecord): Promise<void> {
     const info = { topic: record.topic, partition: record.partition, offset: record.offset, headers: record.headers, bytes: record.value?.length ?? 0 };
-    return withProcessSpan(info, this.config.input.groupId, (span) => this.handleTraced(record, span));
+    // Taken synchronously: the consumer loop starts handlers in offset order, so the chain per key is in input order.
+    const key = record.key === null ? undefined : record.key.toString('latin1');
+    const previous = key === undefined ? undefined : this.keyTurns.get(key);
+    let release: () => void = () => undefined;
+    const mine = new Promise<void>((r) => {
+      release = r;
+    });
+    if (key !== undefined) this.keyTurns.set(key, mine);
+    const turn = previous ?? Promise.resolve();
+    return withProcessSpan(info, this.config.input.groupId, (span) => this.handleTraced(record, span, turn)).finally(() => {
+      release();
+      if (key !== undefined && this.keyTurns.get(key) === mine) this.keyTurns.delete(key);
+    });
   }
 
-  private async handleTraced(record: InboundRecord, span: Span): Promise<void> {
+  /** `turn` settles when the earlier records with this record's key are finished (it never rejects). */
+  private async handleTraced(record: InboundRecord, span: Span, turn: Promise<void>): Promise<void> {
     const receivedAt = performance.now();
     const position: RecordPosition = { topic: record.topic, partition: record.partition, offset: record.offset };
     this.counts.received++;
     this.hooks.noteReceived({ ...position, bytes: record.value?.length ?? 0 });
+    if (record.value === null) {
+      await turn;
+      await this.propagateTombstone(record, position, span);
+      return;
+    }
     let note: ClinicalNote;
     try {
-      note = decodeNote(record.value, { format: this.config.input.format, maxNoteBytes: this.config.input.maxNoteBytes, avroWireFormat: this.config.input.avroWireFormat });
+      note = await this.decoder.decode(record.value);
     } catch (err) {
+      if (err instanceof SchemaRegistryError) this.delivery.schemaRegistryFailed({ code: err.code });
+      if (isRetriable(err)) {
+        // The registry, not the record, is failing: leave the record uncommitted so it is redelivered (the partition waits).
+        this.logger.warn('schema registry unavailable; the record stays uncommitted and is redelivered', { ...position, code: errorCodeOf(err), status: err instanceof SchemaRegistryError ? err.status : undefined });
+        throw this.source.isStopping ? shuttingDownError() : err;
+      }
       await this.deadLetter(record, position, err, 'decode', span);
       return;
     }
@@ -147,7 +238,8 @@ export class RouterService {
         return;
       }
       try {
-        const value = encodeTaggedNote(toTaggedNoteRecord(outcome, note.text));
+        const value = encodeTaggedNote(toTaggedNoteRecord(outcome, note.text, undefined, { spanText: this.config.output.spanText }), this.outputSchemaId);
+        await turn;
         await this.send(this.config.output.topic, { key: Buffer.from(note.noteId, 'utf8'), value, headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' } }, true);
       } catch (err) {
         // The broker refused this one record for good (e.g. too large): dead-letter it; a failing Kafka stays retriable and stalls instead.
@@ -192,14 +284,50 @@ export class RouterService {
     }
   }
 
+  /**
+   * A tombstone (null value) on the input is a delete: the same key gets a
+   * tombstone on the output topic, so compacted topics drop the note
+   * downstream. It is neither tagged nor dead-lettered; a keyless one deletes
+   * nothing and is skipped (counted, logged). Headers name the input position.
+   */
+  private async propagateTombstone(record: InboundRecord, position: RecordPosition, span: Span): Promise<void> {
+    this.counts.tombstones++;
+    if (record.key === null) {
+      this.logger.warn('tombstone without a key skipped: there is nothing to delete downstream', { ...position });
+      this.delivery.tombstone({ ...position, propagated: false });
+      return;
+    }
+    try {
+      await this.send(this.config.output.topic, {
+        key: record.key,
+        value: null,
+        headers: { [SourceHeaders.topic]: position.topic, [SourceHeaders.partition]: String(position.partition), [SourceHeaders.offset]: position.offset },
+      }, true);
+    } catch (err) {
+      // Refused for good by the broker: the DLQ keeps it (PUBLISH_FAILED), as for any output the broker will not take; a failing Kafka stalls instead.
+      if (err instanceof PublishError && !err.retriable) {
+        await this.deadLetter(record, position, err, 'publish', span);
+        return;
+      }
+      throw err;
+    }
+    this.delivery.tombstone({ ...position, propagated: true });
+    this.logger.debug('tombstone propagated', { ...position, keyBytes: record.key.length });
+  }
+
   private async deadLetter(record: InboundRecord, position: RecordPosition, err: unknown, stage: 'decode' | 'tag' | 'publish', span: Span): Promise<void> {
     const dlq = buildDlqMessage({ key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp }, position, err, stage);
     try {
       await this.send(this.config.output.dlqTopic, dlq);
     } catch (sendErr) {
       if (!(sendErr instanceof PublishError) || sendErr.retriable) throw sendErr;
-      // Refused for good (usually size): keep the reason and the position, drop the bytes; the original stays readable in the input topic.
-      await this.send(this.config.output.dlqTopic, { ...dlq, value: null, headers: { ...dlq.headers, [DlqHeaders.valueDropped]: String(record.value?.length ?? 0) } });
+      // Refused for good (usually size: raise max.message.bytes on the DLQ topic): keep the reason and the position, drop the bytes; the original stays readable in the input topic until its retention ends.
+      const bytes = record.value?.length ?? 0;
+      await this.send(this.config.output.dlqTopic, { ...dlq, value: null, headers: { ...dlq.headers, [DlqHeaders.valueDropped]: String(bytes) } });
+      const code = errorCodeOf(err);
+      // Loud: the DLQ no longer holds the bytes, only the input topic does. The key may be a patient-linked id: its length only.
+      this.logger.warn('DLQ copy refused by the broker with its value; sent without it (raise max.message.bytes on the DLQ topic)', { ...position, code, valueBytes: bytes, keyBytes: record.key?.length ?? 0, dlqTopic: this.config.output.dlqTopic });
+      this.delivery.dlqValueDropped({ ...position, code, bytes });
     }
     this.counts.deadLettered++;
     const code = errorCodeOf(err);
@@ -225,6 +353,11 @@ export class RouterService {
     return this.closing;
   }
 
+  /** Counters of the registry client (requests, cache hits, failures); undefined without a registry. */
+  get schemaRegistryStats(): SchemaRegistryClient['stats'] | undefined {
+    return this.registry?.stats;
+  }
+
   private async doClose(): Promise<void> {
     this.source.requestStop();
     const started = performance.now();
@@ -239,4 +372,21 @@ export class RouterService {
     this.drained = drained;
     this.logger.info('router stopped', { drainMs: Math.round(performance.now() - started), drained, published: this.counts.published, deadLettered: this.counts.deadLettered });
   }
+}
+
+/** The delivery hooks of `hooks` (when it has them), each wrapped so a failing hook is logged and never reaches the pipeline. */
+function safeDeliveryHooks(hooks: DeliveryHooks, logger: Logger): Required<DeliveryHooks> {
+  const wrap = <K extends keyof DeliveryHooks>(name: K): Required<DeliveryHooks>[K] =>
+    ((e: unknown) => {
+      const fn = hooks[name] as ((e: unknown) => unknown) | undefined;
+      if (fn === undefined) return;
+      const failed = (err: unknown): void => logger.warn('pipeline hook failed', { hook: name, error: err instanceof Error ? err.name : 'unknown' });
+      try {
+        const result = fn.call(hooks, e);
+        if (result instanceof Promise) result.catch(failed);
+      } catch (err) {
+        failed(err);
+      }
+    }) as Required<DeliveryHooks>[K];
+  return { tombstone: wrap('tombstone'), dlqValueDropped: wrap('dlqValueDropped'), schemaRegistryFailed: wrap('schemaRegistryFailed') };
 }

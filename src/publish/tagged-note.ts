@@ -1,7 +1,19 @@
+import { ErrorCodes, InvalidRecordError } from '../errors.js';
+import { frameConfluent, parseConfluentFrame } from '../ingest/schema-registry.js';
 import { avroType } from '../schemas.js';
 import { makeOffsetConverter } from '../text/codepoints.js';
 import type { Route } from '../types.js';
 import type { NoteOutcome } from './outcome.js';
+
+/**
+ * Headers of an output tombstone (a propagated delete has no value to say
+ * where it came from): the input record's topic, partition and offset.
+ */
+export const SourceHeaders = {
+  topic: 'bioner.source.topic',
+  partition: 'bioner.source.partition',
+  offset: 'bioner.source.offset',
+} as const;
 
 /** The Avro TaggedNote record (schemas/tagged-note.avsc) as a plain object. */
 export interface TaggedNoteRecord {
@@ -10,7 +22,8 @@ export interface TaggedNoteRecord {
   input: { topic: string; partition: number; offset: number };
   model: { id: string; version: string };
   text_length: number;
-  spans: Array<{ start: number; end: number; label: string; score: number; route: Route; sentence_index: number }>;
+  /** `route` is `unknown` only when read from a writer with a route this schema does not list; `text` is null with output.spanText false or from writers before it existed. */
+  spans: Array<{ start: number; end: number; label: string; score: number; route: Route | 'unknown'; sentence_index: number; text: string | null }>;
   routing: {
     policy: string;
     budget_ms: number;
@@ -35,13 +48,21 @@ export interface TaggedNoteRecord {
   produced_at: number;
 }
 
+export interface TaggedNoteOptions {
+  /** Copy each span's characters into `spans[].text` (output.spanText); default true. */
+  spanText?: boolean;
+}
+
 /**
  * The output record of a note: span offsets converted from UTF-16 units to
  * code points of `text` (the note's original text), fields in the schema's
- * names. The one place the domain outcome meets the Avro schema.
+ * names. The one place the domain outcome meets the Avro schema. Span text is
+ * the code-point slice [start, end) of the note, so a consumer needs no join
+ * back to the input; it is PHI like the note.
  */
-export function toTaggedNoteRecord(outcome: NoteOutcome, text: string, now: Date = new Date()): TaggedNoteRecord {
+export function toTaggedNoteRecord(outcome: NoteOutcome, text: string, now: Date = new Date(), options: TaggedNoteOptions = {}): TaggedNoteRecord {
   const conv = makeOffsetConverter(text);
+  const withText = options.spanText ?? true;
   const r = outcome.routing;
   const t = outcome.timings;
   return {
@@ -50,14 +71,20 @@ export function toTaggedNoteRecord(outcome: NoteOutcome, text: string, now: Date
     input: { topic: outcome.position.topic, partition: outcome.position.partition, offset: Number(outcome.position.offset) },
     model: outcome.model,
     text_length: conv.toCodePoint(text.length),
-    spans: outcome.spans.map((s) => ({
-      start: conv.toCodePoint(s.start),
-      end: conv.toCodePoint(s.end),
-      label: s.label,
-      score: s.score,
-      route: s.route,
-      sentence_index: s.sentenceIndex,
-    })),
+    spans: outcome.spans.map((s) => {
+      const start = conv.toCodePoint(s.start);
+      const end = conv.toCodePoint(s.end);
+      return {
+        start,
+        end,
+        label: s.label,
+        score: s.score,
+        route: s.route,
+        sentence_index: s.sentenceIndex,
+        // Sliced back through the code-point offsets, so `text` is exactly what a consumer slicing by code points gets.
+        text: withText ? text.slice(conv.toUtf16(start), conv.toUtf16(end)) : null,
+      };
+    }),
     routing: {
       policy: r.policy,
       budget_ms: Math.round(r.budgetMs),
@@ -82,10 +109,20 @@ export function toTaggedNoteRecord(outcome: NoteOutcome, text: string, now: Date
   };
 }
 
-export function encodeTaggedNote(record: TaggedNoteRecord): Buffer {
-  return avroType('tagged-note').toBuffer(record);
+/** Avro binary of the record; with `schemaId` (output.wireFormat confluent) framed for Confluent deserializers: magic byte 0, the id, the body. */
+export function encodeTaggedNote(record: TaggedNoteRecord, schemaId?: number): Buffer {
+  const body = avroType('tagged-note').toBuffer(record);
+  return schemaId === undefined ? body : frameConfluent(schemaId, body);
 }
 
+/**
+ * Reads a TaggedNote value, raw or Confluent-framed, with the schema of this
+ * version (which is what the router registers). The two cannot be confused:
+ * a raw record starts with the Avro length of the non-empty note_id, which is
+ * never 0 (zigzag 2n), while a framed one starts with the magic byte 0.
+ */
 export function decodeTaggedNote(buf: Buffer): TaggedNoteRecord {
-  return avroType('tagged-note').fromBuffer(buf) as TaggedNoteRecord;
+  const body = buf.length > 0 && buf[0] === 0 ? parseConfluentFrame(buf)?.body : buf;
+  if (body === undefined) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `a ${buf.length}-byte value is too short for the Confluent header`, { stage: 'decode' });
+  return avroType('tagged-note').fromBuffer(body) as TaggedNoteRecord;
 }

@@ -77,6 +77,8 @@ export const MessagingAttr = {
   KAFKA_OFFSET: 'messaging.kafka.offset',
   MESSAGE_BODY_SIZE: 'messaging.message.body.size',
   CLIENT_ID: 'messaging.client.id',
+  SERVER_ADDRESS: 'server.address',
+  SERVER_PORT: 'server.port',
 } as const;
 
 export const MESSAGING_SYSTEM_KAFKA = 'kafka';

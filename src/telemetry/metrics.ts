@@ -49,8 +49,12 @@ export const METRIC_SERIES = {
   tombstones: 'bioner_tombstones_total',
   /** counter {code} DLQ copies the broker refused with their value (too large), sent without it (header bioner.dlq.value.dropped.bytes) */
   dlqValueDropped: 'bioner_dlq_value_dropped_total',
-  /** counter {code} failed Schema Registry calls (SCHEMA_REGISTRY_UNAVAILABLE stalls the partition; SCHEMA_NOT_FOUND dead-letters the record) */
+  /** counter {code} input records (and the start-up registration) whose Schema Registry call failed: SCHEMA_REGISTRY_UNAVAILABLE (the partition waits), SCHEMA_NOT_FOUND (dead-lettered); at start-up also SCHEMA_INCOMPATIBLE */
   schemaRegistryErrors: 'bioner_schema_registry_errors_total',
+  /** counter {policy, limit="sentence_share"|"tokens_per_minute"} notes whose LLM work routing.llmCap held back (reason `llm_cap:<limit>`) */
+  llmCapped: 'bioner_llm_capped_total',
+  /** gauge {limit} used fraction of each configured routing.llmCap limit over its sliding window (1 = at the cap; absent without a cap) */
+  llmCapUsage: 'bioner_llm_cap_usage',
 } as const;
 
 /**
@@ -85,7 +89,13 @@ export interface MetricSources {
   consumerLag?: () => number | null;
   /** Lag per owned partition, keyed `topic/partition` (ConsumerLoop.lagByKey); each entry is one `{topic, partition}` series. */
   consumerLagByPartition?: () => ReadonlyMap<string, number>;
+  /** routing.llmCap's window (LlmCap.snapshot): the used fraction of each configured limit. */
+  llmCap?: () => { usage: Partial<Record<LlmCapLimit, number>> };
 }
+
+/** Label values of `bioner_llm_cap_usage` and `bioner_llm_capped_total`. */
+export const LLM_CAP_LIMITS = ['sentence_share', 'tokens_per_minute'] as const;
+export type LlmCapLimit = (typeof LLM_CAP_LIMITS)[number];
 
 export interface RouterMetricsOptions {
   /** As resolved by telemetryIdentity (pass its result so traces and metrics agree); default: resolved from process.env over `bioner-router`. */
@@ -213,11 +223,21 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   const tombstones = meter.createCounter('bioner.tombstones', { description: 'Input tombstones (null values), by outcome: propagated to the output topic, or skipped without a key' });
   const dlqValueDropped = meter.createCounter('bioner.dlq.value_dropped', { description: 'DLQ copies sent without their value because the broker refused them with it, by error code' });
   const registryErrors = meter.createCounter('bioner.schema_registry.errors', { description: 'Failed Schema Registry calls, by error code' });
+  const capped = meter.createCounter('bioner.llm.capped', { description: 'Notes whose LLM work the LLM cap (routing.llmCap) held back, by policy and limit' });
+  const capUsage = meter.createObservableGauge('bioner.llm.cap_usage', { description: 'Used fraction of each routing.llmCap limit over its sliding window (1 = at the cap)' });
 
   let lastInFlight: { inFlight: number; paused: boolean } | undefined;
   circuit.addCallback((r: ObservableResult) => {
     const state = sources.circuitState?.();
     if (state !== undefined) r.observe(CIRCUIT_STATE_VALUES[state]);
+  });
+  capUsage.addCallback((r: ObservableResult) => {
+    const usage = sources.llmCap?.().usage;
+    if (usage === undefined) return;
+    for (const limit of LLM_CAP_LIMITS) {
+      const v = usage[limit];
+      if (v !== undefined && Number.isFinite(v)) r.observe(v, { limit });
+    }
   });
   inFlight.addCallback((r: ObservableResult) => {
     const v = sources.inFlight?.() ?? lastInFlight?.inFlight;
@@ -247,6 +267,7 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
     }
     for (const reason of routing.reasons) {
       if (reason.startsWith('llm_fallback:')) fallbacks.add(1, { code: code(reason.slice('llm_fallback:'.length)) });
+      if (reason.startsWith('llm_cap:')) capped.add(1, { policy, limit: token(reason.slice('llm_cap:'.length)) });
     }
   };
 

@@ -33,8 +33,24 @@ export interface ConsumedRecordInfo {
   bytes: number;
 }
 
+/** The broker a messaging span talks to (`server.address` / `server.port`): the first bootstrap server, as kafkajs does not say which broker served a record. */
+export interface BrokerAddress {
+  address: string;
+  port: number;
+}
+
+/** host:port of a bootstrap server string (IPv6 in brackets allowed); undefined when it does not parse. */
+export function brokerAddress(bootstrap: string | undefined): BrokerAddress | undefined {
+  const m = bootstrap === undefined ? null : /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(bootstrap.trim());
+  return m === null ? undefined : { address: m[1], port: Number(m[2]) };
+}
+
+function serverAttributes(server: BrokerAddress | undefined): Record<string, string | number> {
+  return server === undefined ? {} : { [MessagingAttr.SERVER_ADDRESS]: server.address, [MessagingAttr.SERVER_PORT]: server.port };
+}
+
 /** The CONSUMER span of one record; the record's W3C trace context (if any) is its parent, and it is active inside `fn`. */
-export function withProcessSpan<T>(record: ConsumedRecordInfo, groupId: string, fn: (span: Span) => Promise<T>): Promise<T> {
+export function withProcessSpan<T>(record: ConsumedRecordInfo, groupId: string, fn: (span: Span) => Promise<T>, server?: BrokerAddress): Promise<T> {
   const parent = propagation.extract(ROOT_CONTEXT, record.headers, kafkaHeaderGetter);
   const span = tracer().startSpan(
     `process ${record.topic}`,
@@ -49,6 +65,7 @@ export function withProcessSpan<T>(record: ConsumedRecordInfo, groupId: string, 
         [MessagingAttr.OPERATION_NAME]: 'process',
         [MessagingAttr.CONSUMER_GROUP_NAME]: groupId,
         [MessagingAttr.MESSAGE_BODY_SIZE]: record.bytes,
+        ...serverAttributes(server),
       },
     },
     parent,
@@ -62,7 +79,7 @@ export function withProcessSpan<T>(record: ConsumedRecordInfo, groupId: string, 
  * `fn` sends, so downstream consumers continue the trace; DLQ records keep the
  * original headers untouched instead.
  */
-export function withSendSpan<T>(topic: string, clientId: string, bytes: number, headers: RecordHeaders | undefined, propagate: boolean, fn: (headers: RecordHeaders | undefined) => Promise<T>): Promise<T> {
+export function withSendSpan<T>(topic: string, clientId: string, bytes: number, headers: RecordHeaders | undefined, propagate: boolean, fn: (headers: RecordHeaders | undefined) => Promise<T>, server?: BrokerAddress): Promise<T> {
   const span = tracer().startSpan(`send ${topic}`, {
     kind: SpanKind.PRODUCER,
     attributes: {
@@ -72,6 +89,7 @@ export function withSendSpan<T>(topic: string, clientId: string, bytes: number, 
       [MessagingAttr.OPERATION_NAME]: 'send',
       [MessagingAttr.CLIENT_ID]: clientId,
       [MessagingAttr.MESSAGE_BODY_SIZE]: bytes,
+      ...serverAttributes(server),
     },
   });
   let outgoing = headers;

@@ -39,6 +39,7 @@ export function testConfig(brokers: string[], names: { input: string; output: st
     encoder: { ...(overrides.encoder ?? {}) },
     ...(overrides.routing === undefined ? {} : { routing: overrides.routing }),
     ...(overrides.llm === undefined ? {} : { llm: overrides.llm }),
+    ...(overrides.schemaRegistry === undefined ? {} : { schemaRegistry: overrides.schemaRegistry }),
     logging: { level: 'silent' },
   });
 }

@@ -77,13 +77,16 @@ async function exportedSeries(): Promise<{ names: Set<string>; text: string }> {
   h.routeDecided?.({ noteId: 'n1', policy: 'length-aware', budgetMs: 1000, sentences: 4, routes: { encoder: 2, llm: 2, encoder_fallback: 0 }, reasons: [] });
   h.taggerCalled?.({ noteId: 'n1', route: 'encoder', sentences: 2, ms: 9, ok: true });
   h.taggerCalled?.({ noteId: 'n1', route: 'llm', sentences: 2, ms: 90, ok: true });
-  h.notePublished?.({ noteId: 'n1', topic: 'out', spans: 3, totalMs: 120, routes: { encoder: 1, llm: 2, encoder_fallback: 0 }, routing: routing({}) });
+  h.notePublished?.({ noteId: 'n1', topic: 'out', spans: 3, totalMs: 120, routes: { encoder: 1, llm: 2, encoder_fallback: 0 }, routing: routing({ reasons: ['llm_cap', 'llm_cap:sentence_share'] }) });
   h.taggerCalled?.({ noteId: 'n2', route: 'llm', sentences: 3, ms: 900, ok: false });
   h.taggerCalled?.({ noteId: 'n2', route: 'encoder_fallback', sentences: 3, ms: 12, ok: true });
   h.notePublished?.({ noteId: 'n2', topic: 'out', spans: 1, totalMs: 950, routes: { encoder: 0, llm: 0, encoder_fallback: 1 }, routing: routing({ sentences: 5, sentencesEncoder: 5, sentencesLlm: 0, reasons: ['llm_fallback', 'llm_fallback:LLM_TIMEOUT'], estimatedGain: -0.01, llmSentences: [] }) });
   h.noteDeadLettered?.({ topic: 'in', partition: 0, offset: '3', code: 'DECODE_FAILED', stage: 'decode' });
   h.inFlightChanged?.({ inFlight: 2, paused: false });
-  m.observe({ circuitState: () => 'half-open', inFlight: () => 2, paused: () => false, consumerLag: () => 5 });
+  h.tombstone?.({ topic: 'in', partition: 0, offset: '4', propagated: true });
+  h.dlqValueDropped?.({ topic: 'in', partition: 0, offset: '5', code: 'NOTE_TOO_LARGE', bytes: 2_000_000 });
+  h.schemaRegistryFailed?.({ code: 'SCHEMA_REGISTRY_UNAVAILABLE' });
+  m.observe({ circuitState: () => 'half-open', inFlight: () => 2, paused: () => false, consumerLag: () => 5, llmCap: () => ({ usage: { sentence_share: 0.5 } }) });
   const text = await m.collectPrometheus();
   await m.shutdown();
   const names = new Set(text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(l)?.[0] ?? ''));
@@ -106,6 +109,9 @@ test('the metrics module exports exactly the documented series, with codes for l
   assert.match(text, /^bioner_llm_fallbacks_total\{code="LLM_TIMEOUT"[^}]*\} 1$/m);
   assert.match(text, /^bioner_budget_overruns_total\{policy="length-aware"[^}]*\} 1$/m);
   assert.match(text, /^bioner_llm_circuit_state\{[^}]*\} 1$/m);
+  assert.match(text, /^bioner_tombstones_total\{outcome="propagated"[^}]*\} 1$/m);
+  assert.match(text, /^bioner_dlq_value_dropped_total\{code="NOTE_TOO_LARGE"[^}]*\} 1$/m);
+  assert.match(text, /^bioner_schema_registry_errors_total\{code="SCHEMA_REGISTRY_UNAVAILABLE"[^}]*\} 1$/m);
   assert.match(text, /^bioner_route_estimated_gain_total\{policy="length-aware",sign="positive"[^}]*\} 0\.02$/m);
   assert.match(text, /^bioner_route_estimated_gain_total\{policy="length-aware",sign="negative"[^}]*\} 0\.01$/m);
   // Labels: only the low-cardinality set (le for buckets, otel_scope_name from the exporter, target_info's resource).
@@ -114,7 +120,9 @@ test('the metrics module exports exactly the documented series, with codes for l
     if (line.startsWith('#') || line.startsWith('target_info')) continue;
     for (const m of line.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g)) labelNames.add(m[1]);
   }
-  assert.deepEqual([...labelNames].sort(), ['code', 'le', 'ok', 'otel_scope_name', 'outcome', 'policy', 'route', 'sign', 'stage']);
+  assert.match(text, /^bioner_llm_capped_total\{policy="length-aware",limit="sentence_share"[^}]*\} 1$/m);
+  assert.match(text, /^bioner_llm_cap_usage\{limit="sentence_share"[^}]*\} 0\.5$/m);
+  assert.deepEqual([...labelNames].sort(), ['code', 'le', 'limit', 'ok', 'otel_scope_name', 'outcome', 'policy', 'route', 'sign', 'stage']);
   assert.ok(!text.includes('"n1"') && !text.includes('"n2"'), 'no note id in the exposition');
 });
 
