@@ -8,6 +8,7 @@ import { InputNotFoundError, RouterError, UsageError } from '../errors.js';
 import { LLM_ADAPTERS } from '../config/schema.js';
 import { POLICY_NAMES, type PolicyName } from '../route/index.js';
 import { packageRoot } from '../schemas.js';
+import { calibrateCommand } from './calibrate.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { evalRouterCommand, frontierCommand } from './router-eval.js';
@@ -129,12 +130,35 @@ const COMMANDS = {
       'note-sentences': { type: 'string', arg: 'K', help: 'IOB data: consecutive sentences that make a note (default 10)' },
     },
   },
+  calibrate: {
+    summary: 'measure the configured encoder and LLM on labeled data; write the domain\'s calibration entry',
+    usage: ['calibrate --config FILE --data PATH [--format iob|standoff] [--out FILE] [--domain NAME]', '          [--limit N] [--seed S] [--bootstrap B]'],
+    description: [
+      'Runs encoder.* and the llm.* adapter (onnx, openai, vllm-pooling) over the data with the service\'s',
+      'concurrency, then writes or merges the domain\'s entry of the calibration file the router reads: strict',
+      'F1 per route and entity length (1, 2, 3+ tokens) with bootstrap 95% intervals, the gain per bucket, each',
+      'route\'s per-call latency line (overhead + ms/token, p50, p95) and the openai realignment counts.',
+      'Progress on stderr; SIGINT stops and writes what was measured, marked partial (exit 130).',
+    ],
+    options: {
+      config: { type: 'string', short: 'c', arg: 'FILE', help: 'router config (YAML or JSON); encoder, llm and processing.concurrency are read from it', path: 'file' },
+      data: { type: 'string', arg: 'PATH', help: 'labeled data (required): an IOB file or a directory of brat .txt/.ann pairs', path: 'data' },
+      format: { type: 'string', default: 'iob', arg: 'iob|standoff', help: 'format of --data' },
+      out: { type: 'string', arg: 'FILE', help: 'calibration file to write or merge into (default routing.calibrationFile)' },
+      domain: { type: 'string', arg: 'NAME', help: 'the entry to write (default routing.domain)' },
+      limit: { type: 'string', arg: 'N', help: 'at most N sentences (standoff: whole documents up to N sentences)' },
+      seed: { type: 'string', default: '1', arg: 'S', help: 'seed of the call sizes and the bootstrap' },
+      bootstrap: { type: 'string', default: '1000', arg: 'B', help: 'bootstrap resamples for the 95% intervals' },
+    },
+  },
   'serve-llm': {
-    summary: "the reference decoder behind vLLM's /v1/chat/completions and /pooling",
-    usage: ['serve-llm [--model DIR] [--port P] [--host H] [--api-key-file FILE]'],
+    summary: "the reference decoder behind vLLM's /v1/chat/completions, /v1/completions and /pooling",
+    usage: ['serve-llm [--model DIR] [--port P] [--host H] [--api-key-file FILE] [--served-model-name NAME] [--lora-modules NAME=DIR,...]'],
     description: ['Prints the bound URL on one line; stops on SIGTERM.'],
     options: {
       model: { type: 'string', short: 'm', default: 'models/bc5cdr-llm', arg: 'DIR', help: 'LLM bundle to serve', path: 'model' },
+      'served-model-name': { type: 'string', arg: 'NAME', help: 'name requests give as "model" (default: the bundle\'s name)' },
+      'lora-modules': { type: 'string', arg: 'NAME=DIR,...', help: 'more bundles served under their own names, as vLLM serves LoRA adapters' },
       port: { type: 'string', default: '8000', arg: 'P', help: 'port; 0 picks a free one' },
       host: { type: 'string', default: '127.0.0.1', arg: 'H', help: 'address to listen on' },
       'api-key-file': { type: 'string', arg: 'FILE', help: 'require "Authorization: Bearer <key>", the key read from FILE', path: 'file' },
@@ -336,12 +360,33 @@ async function main(argv: string[]): Promise<void> {
       await frontierCommand({ model: values.model, llmModel: values['llm-model'], data: values.data, format: values.format ?? 'iob', out: values.out, domain: values.domain, noteSentences });
       return;
     }
+    case 'calibrate': {
+      const { values } = parseCommand('calibrate', rest, COMMANDS.calibrate.options);
+      if (values.data === undefined) throw new UsageError('calibrate needs --data PATH');
+      if (values.format !== 'iob' && values.format !== 'standoff') throw new UsageError('--format must be iob or standoff');
+      const limit = values.limit === undefined ? undefined : Number(values.limit);
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new UsageError('--limit must be a positive integer');
+      const seed = Number(values.seed);
+      if (!Number.isInteger(seed)) throw new UsageError('--seed must be an integer');
+      const bootstrap = Number(values.bootstrap);
+      if (!Number.isInteger(bootstrap) || bootstrap < 1) throw new UsageError('--bootstrap must be a positive integer');
+      await checkInputs('calibrate', values);
+      await calibrateCommand({ config: values.config, data: values.data, format: values.format, out: values.out, domain: values.domain, limit, seed, bootstrap });
+      return;
+    }
     case 'serve-llm': {
       const { values } = parseCommand('serve-llm', rest, COMMANDS['serve-llm'].options);
       const port = Number(values.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be an integer in 0..65535');
+      const loraModules: Record<string, string> = {};
+      for (const item of (values['lora-modules'] ?? '').split(',').filter((x) => x.trim() !== '')) {
+        const eq = item.indexOf('=');
+        if (eq <= 0 || eq === item.length - 1) throw new UsageError('--lora-modules takes NAME=DIR pairs, comma-separated');
+        loraModules[item.slice(0, eq).trim()] = item.slice(eq + 1).trim();
+      }
       await checkInputs('serve-llm', values);
-      await serveLlmCommand({ model: values.model ?? 'models/bc5cdr-llm', port, host: values.host ?? '127.0.0.1', apiKeyFile: values['api-key-file'] });
+      for (const [name, dir] of Object.entries(loraModules)) await checkPath(`--lora-modules ${name}`, dir, 'model');
+      await serveLlmCommand({ model: values.model ?? 'models/bc5cdr-llm', port, host: values.host ?? '127.0.0.1', apiKeyFile: values['api-key-file'], servedName: values['served-model-name'], loraModules });
       return;
     }
   }

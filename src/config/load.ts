@@ -28,6 +28,9 @@ const OPTIONAL_WITHOUT_DEFAULT: Array<{ path: string[]; example: Json }> = [
   { path: ['llm', 'model'], example: 'bc5cdr-llm' },
   { path: ['llm', 'apiKeyFile'], example: '/run/secrets/llm-api-key' },
   { path: ['llm', 'labels'], example: ['O', 'B-Chemical', 'I-Chemical'] },
+  { path: ['llm', 'promptFile'], example: '/etc/bioner-router/prompt.yaml' },
+  { path: ['routing', 'llmCap', 'maxSentenceShare'], example: 0.2 },
+  { path: ['routing', 'llmCap', 'maxTokensPerMinute'], example: 20000 },
   { path: ['routing', 'lengthEstimator'], example: 'models/length-estimator/bc5cdr.json' },
   { path: ['routing', 'load', 'inFlightHigh'], example: 32 },
 ];

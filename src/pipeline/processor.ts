@@ -29,6 +29,20 @@ export interface NoteProcessorOptions {
   load?: () => LoadSnapshot;
   /** Milliseconds clock (performance.now by default); tests pass a fake one. */
   clock?: () => number;
+  /**
+   * Per input topic (routing.domains): the router of that topic's domain
+   * (its calibration entry and length estimator) and the LLM model name its
+   * requests carry. Other topics use the processor's own router and llm.model.
+   */
+  topics?: ReadonlyMap<string, TopicRoute>;
+}
+
+/** What a note's input topic selects. */
+export interface TopicRoute {
+  domain: string;
+  router: Router;
+  /** Sent as the LLM requests' `model` for these notes (a LoRA adapter name); undefined: llm.model. */
+  llmModel?: string;
 }
 
 /** Per-note inputs that do not come from the note body. */
@@ -43,6 +57,8 @@ export interface ProcessContext {
    * rejects with the abort reason.
    */
   signal?: AbortSignal;
+  /** Input topic of the note: picks its domain's router and LLM model (NoteProcessorOptions.topics). */
+  topic?: string;
 }
 
 /** Reason codes added to `routing.reasons` when LLM sentences went to the encoder instead. */
@@ -111,7 +127,7 @@ export class NoteProcessor {
     const prepared = withTextSpan(note.noteId, note.text.length, () => prepareText(note.text));
     const t1 = this.now();
     const budget = resolveBudget({ noteBudgetMs: note.latencyBudgetMs, headerBudgetMs: context.headerBudgetMs ?? null, topic: position.topic }, this.budgetSettings, this.load?.() ?? NO_LOAD);
-    const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, { receivedAt, signal: context.signal });
+    const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, { receivedAt, signal: context.signal, topic: position.topic });
     return {
       noteId: note.noteId,
       source: note.source,
@@ -128,13 +144,28 @@ export class NoteProcessor {
    * Routes and tags already-prepared sentences (the consumer path after the
    * text stage; `eval --tagger router` calls it with corpus sentences).
    */
-  async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, context: Pick<ProcessContext, 'receivedAt' | 'signal'> = {}): Promise<TaggedSentences> {
-    return withRouteSpan(this.router.policy, noteId, this.router.policy === 'cascade', (span) => this.routeAndTag(noteId, sentences, budget, context.receivedAt ?? this.now(), context.signal, span));
+  async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, context: Pick<ProcessContext, 'receivedAt' | 'signal' | 'topic'> = {}): Promise<TaggedSentences> {
+    const route = this.routeFor(context.topic);
+    return withRouteSpan(route.router.policy, noteId, route.router.policy === 'cascade', (span) => this.routeAndTag(noteId, sentences, budget, context.receivedAt ?? this.now(), context.signal, span, route));
   }
 
-  private async routeAndTag(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, receivedAt: number, signal: AbortSignal | undefined, routeSpan: Span): Promise<TaggedSentences> {
+  /** The topic's domain route, else the processor's own router with llm.model. */
+  routeFor(topic: string | undefined): { router: Router; llmModel: string | undefined } {
+    const chosen = topic === undefined ? undefined : this.options.topics?.get(topic);
+    return chosen === undefined ? { router: this.router, llmModel: undefined } : { router: chosen.router, llmModel: chosen.llmModel };
+  }
+
+  private async routeAndTag(
+    noteId: string,
+    sentences: readonly Sentence[],
+    budget: NoteBudget,
+    receivedAt: number,
+    signal: AbortSignal | undefined,
+    routeSpan: Span,
+    { router, llmModel }: { router: Router; llmModel: string | undefined },
+  ): Promise<TaggedSentences> {
     const tr = this.now();
-    const decision = this.router.plan({ sentences, budget, elapsedMs: tr - receivedAt });
+    const decision = router.plan({ sentences, budget, elapsedMs: tr - receivedAt });
     let routeMs = this.now() - tr;
     const routeCounts: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
     for (const r of decision.sentenceRoutes) routeCounts[r]++;
@@ -152,7 +183,7 @@ export class NoteProcessor {
     // Encoder first: cheap, and its answer is what a failed LLM falls back on.
     let evidence: EncoderEvidence[] = [];
     if (encoderList.length > 0) {
-      const { tagged: detailed, ms } = await this.runEncoder(noteId, 'encoder', encoderList, decision.cascade, signal);
+      const { tagged: detailed, ms } = await this.runEncoder(noteId, 'encoder', encoderList, decision.cascade, signal, router);
       taggerMs.encoder += ms;
       put(encoderList, detailed.map((d) => d.spans), 'encoder');
       evidence = detailed.map((d) => ({ minConfidence: d.minConfidence, hasLongSpan: d.spans.some((sp) => sp.last - sp.first + 1 >= 3) }));
@@ -163,7 +194,7 @@ export class NoteProcessor {
     let llmTargets = llmPositions;
     if (decision.cascade) {
       const t = this.now();
-      const refined = this.router.refine({ sentences, decision, evidence, elapsedMs: t - receivedAt });
+      const refined = router.refine({ sentences, decision, evidence, elapsedMs: t - receivedAt });
       routeMs += this.now() - t;
       for (const r of refined.reasons) if (!reasons.includes(r)) reasons.push(r);
       llmTargets = [...refined.llmSentences].sort((a, b) => a - b);
@@ -178,13 +209,13 @@ export class NoteProcessor {
       const tokens = list.reduce((n, s) => n + s.tokens.length, 0);
       const call = { route: 'llm' as const, sentences: list.length, words: tokens, model: this.taggers.llm?.model.id };
       const { value: answer, failure, ms } = await withTaggerSpan(call, this.now, async () => {
-        const result = await this.tryLlm(list, llmDeadlineMs(budget, this.now() - receivedAt, this.options.llmMaxMs), signal);
+        const result = await this.tryLlm(list, llmDeadlineMs(budget, this.now() - receivedAt, this.options.llmMaxMs), signal, llmModel);
         return result.ok === undefined ? { value: undefined, failure: result.failure } : { value: result.ok };
       });
       taggerMs.llm += ms;
       this.hooks.taggerCalled({ noteId, route: 'llm', sentences: list.length, ms, ok: failure === undefined });
       if (answer !== undefined) {
-        this.router.costs.observe('llm', tokens, ms);
+        router.costs.observe('llm', tokens, ms);
         put(list, answer, 'llm');
         llmSentences.push(...llmTargets);
         if (decision.cascade) {
@@ -198,7 +229,7 @@ export class NoteProcessor {
         const code = errorCodeOf(failure);
         markRouteFallback(routeSpan, failure);
         fellBack = true;
-        if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) this.router.costs.observeFailure('llm', tokens, ms);
+        if (code === ErrorCodes.LLM_TIMEOUT || code === ErrorCodes.LLM_BUDGET_EXCEEDED) router.costs.observeFailure('llm', tokens, ms);
         for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${code}`]) if (!reasons.includes(reason)) reasons.push(reason);
         if (decision.cascade) {
           // The encoder's spans for these sentences are already there; they now stand for the failed LLM call.
@@ -206,7 +237,7 @@ export class NoteProcessor {
           routeCounts.encoder -= list.length;
         } else {
           routeCounts.llm -= list.length;
-          const again = await this.runEncoder(noteId, 'encoder_fallback', list, false, signal);
+          const again = await this.runEncoder(noteId, 'encoder_fallback', list, false, signal, router);
           taggerMs.encoder += again.ms;
           put(list, again.tagged.map((d) => d.spans), 'encoder_fallback');
         }
@@ -239,7 +270,7 @@ export class NoteProcessor {
   }
 
   /** One encoder call: timed, reported to the hooks, and (when it succeeds) fed to the cost model. */
-  private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean, signal: AbortSignal | undefined): Promise<{ tagged: SentenceTagging[]; ms: number }> {
+  private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean, signal: AbortSignal | undefined, router: Router): Promise<{ tagged: SentenceTagging[]; ms: number }> {
     const tagger = this.taggers.encoder;
     const words = list.reduce((n, s) => n + s.tokens.length, 0);
     let ok = false;
@@ -258,7 +289,7 @@ export class NoteProcessor {
     } finally {
       if (!ok) ms = this.now() - start;
       this.hooks.taggerCalled({ noteId, route, sentences: list.length, ms, ok });
-      if (ok) this.router.costs.observe('encoder', words, ms);
+      if (ok) router.costs.observe('encoder', words, ms);
     }
   }
 
@@ -268,7 +299,7 @@ export class NoteProcessor {
    * windows dropped, requests aborted) once it is no longer awaited or the
    * caller's `signal` aborts, and a late answer is discarded.
    */
-  private async tryLlm(sentences: Sentence[], limitMs: number, parent: AbortSignal | undefined): Promise<{ ok: TokenSpan[][]; failure?: undefined } | { ok?: undefined; failure: unknown }> {
+  private async tryLlm(sentences: Sentence[], limitMs: number, parent: AbortSignal | undefined, model: string | undefined): Promise<{ ok: TokenSpan[][]; failure?: undefined } | { ok?: undefined; failure: unknown }> {
     const tagger = this.taggers.llm;
     if (tagger === undefined) return { failure: new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the routing policy chose the LLM but no LLM tagger is configured') };
     if (limitMs <= 0) return { failure: new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the note's budget was spent before the LLM was called (${sentences.length} sentences)`) };
@@ -295,7 +326,7 @@ export class NoteProcessor {
     });
     let work: Promise<TokenSpan[][]>;
     try {
-      work = tagger.tagSentences(sentences, { signal: controller.signal });
+      work = tagger.tagSentences(sentences, model === undefined ? { signal: controller.signal } : { signal: controller.signal, model });
     } catch (err) {
       clearTimeout(timer);
       if (onParentAbort !== undefined) parent?.removeEventListener('abort', onParentAbort);

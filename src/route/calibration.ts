@@ -21,6 +21,8 @@ export interface DomainCalibration {
   gains: RouteGains | null;
   /** Devel entities per length bucket behind the gains. */
   supportByLength: Record<string, number>;
+  /** The entry was written by an interrupted `calibrate` run (fewer sentences than the data set had). */
+  partial?: boolean;
 }
 
 // ---------------------------------------------------------------- file format (models/calibration.json)
@@ -29,7 +31,25 @@ export interface DomainCalibration {
 const must = (what: string) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? 'is missing' : `must be ${what}`) });
 const measured = (): z.ZodNumber => z.number(must('a finite number'));
 
-/** One route's measurement on a domain's devel set, as `npm run eval:table` writes it. */
+/**
+ * A route's per-call latency model, as `bioner-router calibrate` fits it: a
+ * least-squares line `overhead_ms + ms_per_token x tokens` over calls of
+ * different sizes, run with the adapter's real concurrency, and the p50/p95
+ * of a call. When present the router starts from this line instead of
+ * `ms_per_token` alone.
+ */
+export const CalibrationLatencySchema = z.object(
+  {
+    overhead_ms: measured(),
+    ms_per_token: measured(),
+    p50_ms: measured().optional(),
+    p95_ms: measured().optional(),
+    calls: measured().optional(),
+  },
+  must('an object'),
+);
+
+/** One route's measurement on a domain's devel set, as `npm run eval:table` or `bioner-router calibrate` writes it. */
 export const CalibrationRouteSchema = z.object(
   {
     model: z.string(must('a string')).optional(),
@@ -37,6 +57,7 @@ export const CalibrationRouteSchema = z.object(
     f1: z.record(z.string(), z.number(must('a number or null')).nullable(), must('an object of bucket -> F1')).optional(),
     ms_per_sentence: measured().optional(),
     ms_per_token: measured().optional(),
+    latency: CalibrationLatencySchema.optional(),
   },
   must('an object'),
 );
@@ -53,6 +74,7 @@ export const CalibrationDatasetSchema = z.object(
       },
       must('an object of route -> measurement'),
     ),
+    partial: z.boolean(must('true or false')).optional(),
   },
   must('an object'),
 );
@@ -98,10 +120,13 @@ export function parseCalibration(raw: unknown, domain: string, fallbackLlmCostRa
   const entry = parsed.data;
   const enc = entry.routes.encoder;
   const llm = entry.routes.llm;
-  const encoderCost = { overheadMs: 0, msPerToken: enc.ms_per_token };
-  const llmCost = llm?.ms_per_token !== undefined ? { overheadMs: 0, msPerToken: llm.ms_per_token } : { overheadMs: 0, msPerToken: enc.ms_per_token * fallbackLlmCostRatio };
+  // A fitted per-call line (calibrate) says more than a batched per-token cost (eval:table): it has the overhead.
+  const costOf = (r: CalibrationRoute & { ms_per_token?: number }): RouteCost | undefined =>
+    r.latency !== undefined ? { overheadMs: r.latency.overhead_ms, msPerToken: r.latency.ms_per_token } : r.ms_per_token !== undefined ? { overheadMs: 0, msPerToken: r.ms_per_token } : undefined;
+  const encoderCost = costOf(enc) ?? { overheadMs: 0, msPerToken: enc.ms_per_token };
+  const llmCost = (llm === undefined ? undefined : costOf(llm)) ?? { overheadMs: 0, msPerToken: enc.ms_per_token * fallbackLlmCostRatio };
   const support = entry.support_by_length ?? {};
-  return { domain, costs: { encoder: encoderCost, llm: llmCost }, gains: gainsOf(enc.f1, llm?.f1, support), supportByLength: support };
+  return { domain, costs: { encoder: encoderCost, llm: llmCost }, gains: gainsOf(enc.f1, llm?.f1, support), supportByLength: support, partial: entry.partial ?? false };
 }
 
 type BucketF1 = Record<'1' | '2' | '3+' | 'all', number>;

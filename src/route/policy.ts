@@ -3,6 +3,7 @@ import type { Sentence } from '../types.js';
 import type { NoteBudget } from './budget.js';
 import type { RouteGains } from './calibration.js';
 import type { OnlineCostModel } from './cost-model.js';
+import type { CapAllowance, CapLimit, LlmCap } from './llm-cap.js';
 
 export { POLICY_NAMES };
 export type PolicyName = (typeof POLICY_NAMES)[number];
@@ -36,7 +37,14 @@ export const Reasons = {
   flaggedLongExpected: 'flag_long_expected',
   flaggedLongSpan: 'flag_long_span',
   flaggedLowConfidence: 'flag_low_confidence',
+  /** LLM work that fitted the budget was held back by routing.llmCap; `llm_cap:<limit>` names the limit. */
+  llmCap: 'llm_cap',
 } as const;
+
+/** `llm_cap:sentence_share` or `llm_cap:tokens_per_minute`, next to `llm_cap`. */
+export function capReason(limit: CapLimit): string {
+  return `${Reasons.llmCap}:${limit}`;
+}
 
 export interface PolicySettings {
   granularity: Granularity;
@@ -111,6 +119,8 @@ export interface RouterContext {
   gains: RouteGains | null;
   estimator: LongEntityEstimator | null;
   settings: PolicySettings;
+  /** The LLM cost cap shared by every router of the process (one LLM server); null: none. */
+  cap?: LlmCap | null;
 }
 
 interface Candidate {
@@ -150,6 +160,10 @@ export class Router {
     return this.context.costs;
   }
 
+  get cap(): LlmCap | null {
+    return this.context.cap ?? null;
+  }
+
   get usesLlm(): boolean {
     return policyUsesLlm(this.policy);
   }
@@ -183,7 +197,11 @@ export class Router {
       addReason(decision.reasons, Reasons.encoderPolicy);
       return decision;
     }
-    if (this.policy === 'cascade') return decision; // the LLM part is decided by `refine`, after the encoder pass
+    if (this.policy === 'cascade') {
+      // The note's sentences count for the cap's share now; `refine`, after the encoder pass, counts its LLM work.
+      this.cap?.record(sentences.length, 0, 0);
+      return decision;
+    }
     const candidates: Candidate[] = [];
     sentences.forEach((s, index) => {
       const tokens = tokensOf(s);
@@ -204,7 +222,8 @@ export class Router {
         chosen = chosen.length > 0 && total > settings.minGain * Math.max(1, candidates.length) ? candidates : [];
       }
     }
-    const admitted = this.admit(chosen, totalTokens, input.elapsedMs, budget, decision.reasons, settings.granularity === 'note' && this.policy === 'length-aware');
+    const allowance = this.cap?.allowance(sentences.length) ?? { sentences: Infinity, tokens: Infinity };
+    const admitted = this.admit(chosen, totalTokens, input.elapsedMs, budget, decision.reasons, settings.granularity === 'note' && this.policy === 'length-aware', allowance);
     let llmTokens = 0;
     let gain = 0;
     for (const c of admitted) {
@@ -212,6 +231,7 @@ export class Router {
       llmTokens += c.tokens;
       gain += c.gain;
     }
+    this.cap?.record(sentences.length, admitted.length, llmTokens);
     decision.predictedEncoderMs = costs.predict('encoder', totalTokens - llmTokens);
     decision.predictedLlmMs = costs.predict('llm', llmTokens);
     decision.estimatedGain = sentences.length > 0 ? gain / sentences.length : 0;
@@ -249,13 +269,18 @@ export class Router {
     const chosen: Candidate[] = [];
     let tokens = 0;
     let cut = false;
+    // The note's sentences were counted by `plan`; only its LLM work is new here.
+    const allowance = this.cap?.allowance(0) ?? { sentences: Infinity, tokens: Infinity };
     for (const c of flagged) {
       const cost = costs.predict('llm', tokens + c.tokens);
-      if (input.elapsedMs + cost <= decision.budget.effectiveMs) {
+      if (input.elapsedMs + cost > decision.budget.effectiveMs) cut = true;
+      else if (this.capCut(chosen.length + 1, tokens + c.tokens, allowance, reasons)) continue;
+      else {
         chosen.push(c);
         tokens += c.tokens;
-      } else cut = true;
+      }
     }
+    this.cap?.record(0, chosen.length, tokens);
     if (cut) {
       addReason(reasons, Reasons.budgetExhausted);
       if (decision.budget.loadFactor < 1) addReason(reasons, Reasons.loadShed);
@@ -290,23 +315,38 @@ export class Router {
     return out;
   }
 
-  /** Admits candidates in priority order while the whole plan fits the effective budget. */
-  private admit(candidates: Candidate[], totalTokens: number, elapsedMs: number, budget: NoteBudget, reasons: string[], allOrNothing: boolean): Candidate[] {
+  /**
+   * Whether the cap refuses LLM work of `sentences` sentences and `tokens`
+   * tokens for this note (adding its reasons when it does).
+   */
+  private capCut(sentences: number, tokens: number, allowance: CapAllowance, reasons: string[]): boolean {
+    const limits: CapLimit[] = [];
+    if (sentences > allowance.sentences) limits.push('sentence_share');
+    if (tokens > allowance.tokens) limits.push('tokens_per_minute');
+    if (limits.length === 0) return false;
+    addReason(reasons, Reasons.llmCap);
+    for (const l of limits) addReason(reasons, capReason(l));
+    return true;
+  }
+
+  /** Admits candidates in priority order while the whole plan fits the effective budget and the LLM cap. */
+  private admit(candidates: Candidate[], totalTokens: number, elapsedMs: number, budget: NoteBudget, reasons: string[], allOrNothing: boolean, allowance: CapAllowance): Candidate[] {
     const costs = this.context.costs;
     const fits = (llmTokens: number): boolean => elapsedMs + costs.predict('encoder', totalTokens - llmTokens) + costs.predict('llm', llmTokens) <= budget.effectiveMs;
     let admitted: Candidate[] = [];
     let cut = false;
     if (allOrNothing) {
       const tokens = candidates.reduce((n, c) => n + c.tokens, 0);
-      if (candidates.length > 0 && fits(tokens)) admitted = candidates;
-      else cut = candidates.length > 0;
+      if (candidates.length > 0 && !fits(tokens)) cut = true;
+      else if (candidates.length > 0 && !this.capCut(candidates.length, tokens, allowance, reasons)) admitted = candidates;
     } else {
       let tokens = 0;
       for (const c of [...candidates].sort(byPriority)) {
-        if (fits(tokens + c.tokens)) {
+        if (!fits(tokens + c.tokens)) cut = true;
+        else if (!this.capCut(admitted.length + 1, tokens + c.tokens, allowance, reasons)) {
           admitted.push(c);
           tokens += c.tokens;
-        } else cut = true;
+        }
       }
     }
     if (cut) {

@@ -16,7 +16,10 @@ export interface LogitsBackend {
   readonly kind: string;
   /** True when rows may already be probabilities (vLLM's token_classify can apply softmax); such rows are not softmaxed again. */
   readonly mayAnswerProbabilities: boolean;
-  run(rows: readonly number[][], signal?: AbortSignal): Promise<Float32Array[]>;
+  /** True when `run` sends `model` somewhere (vLLM's /pooling); rows are then batched per model. In-process backends ignore it. */
+  readonly usesModel?: boolean;
+  /** `model`: the served model name for the rows (remote backends; every row of a call shares it). */
+  run(rows: readonly number[][], signal?: AbortSignal, model?: string): Promise<Float32Array[]>;
   close(): Promise<void>;
 }
 
@@ -37,6 +40,8 @@ export interface TokenClassifierOptions {
 interface RowJob {
   ids: number[];
   signal: AbortSignal | undefined;
+  /** Served model name asked for (remote backends); rows of different models never share a batch. */
+  model: string | undefined;
   resolve: (logits: Float32Array) => void;
   reject: (err: unknown) => void;
 }
@@ -119,18 +124,31 @@ export class TokenClassifierTagger implements Tagger {
   async tagSentencesDetailed(sentences: readonly Sentence[], options: TagOptions = {}): Promise<SentenceTagging[]> {
     if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
     if (options.signal?.aborted === true) throw abortError(options.signal);
-    return Promise.all(sentences.map((s) => this.tagSentence(s, options.signal)));
+    return Promise.all(sentences.map(async (s) => (await this.tagSentence(s, options.signal, options.model)).tagging));
+  }
+
+  /**
+   * Spans plus each word's label probabilities (row-major words x labels):
+   * what the reference server reports as the logprobs of the tags it answers.
+   */
+  async tagSentencesWithProbabilities(sentences: readonly Sentence[], options: TagOptions = {}): Promise<Array<SentenceTagging & { probs: Float32Array }>> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
+    if (options.signal?.aborted === true) throw abortError(options.signal);
+    return Promise.all(sentences.map(async (s) => {
+      const out = await this.tagSentence(s, options.signal, options.model);
+      return { ...out.tagging, probs: out.probs };
+    }));
   }
 
   /** Raw logits for rows of ids (specials included), through the same batching queue as tagging. */
   async logits(rows: readonly number[][], signal?: AbortSignal): Promise<Float32Array[]> {
     if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
-    return Promise.all(rows.map((ids) => this.enqueue(ids, signal)));
+    return Promise.all(rows.map((ids) => this.enqueue(ids, signal, undefined)));
   }
 
-  private async tagSentence(sentence: Sentence, signal: AbortSignal | undefined): Promise<SentenceTagging> {
+  private async tagSentence(sentence: Sentence, signal: AbortSignal | undefined, model: string | undefined): Promise<{ tagging: SentenceTagging; probs: Float32Array }> {
     const words = sentence.tokens;
-    if (words.length === 0) return { spans: [], minConfidence: 1 };
+    if (words.length === 0) return { tagging: { spans: [], minConfidence: 1 }, probs: new Float32Array(0) };
     const maxPieces = this.maxSequenceLength - 2;
     const pieces = words.map((w, i) => {
       const ids = this.piecesOf(w.text, i > 0 && words[i - 1].end < w.start);
@@ -142,7 +160,7 @@ export class TokenClassifierTagger implements Tagger {
     await Promise.all(
       windows.map(async (w) => {
         const { ids, firstPiece } = this.assemble(pieces, w);
-        const logits = await this.enqueue(ids, signal);
+        const logits = await this.enqueue(ids, signal, model);
         if (logits.length < ids.length * numLabels) {
           throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} returned ${logits.length} values for ${ids.length} positions x ${numLabels} labels`);
         }
@@ -152,7 +170,7 @@ export class TokenClassifierTagger implements Tagger {
         }
       }),
     );
-    return { spans: decodeBio(probs, words.length, this.labels, this.settings.decode), minConfidence: leastConfidentWord(probs, words.length, numLabels) };
+    return { tagging: { spans: decodeBio(probs, words.length, this.labels, this.settings.decode), minConfidence: leastConfidentWord(probs, words.length, numLabels) }, probs };
   }
 
   private assemble(pieces: number[][], w: TextWindow): { ids: number[]; firstPiece: Int32Array } {
@@ -166,10 +184,11 @@ export class TokenClassifierTagger implements Tagger {
     return { ids, firstPiece };
   }
 
-  private enqueue(ids: number[], signal: AbortSignal | undefined): Promise<Float32Array> {
+  private enqueue(ids: number[], signal: AbortSignal | undefined, model: string | undefined): Promise<Float32Array> {
     if (signal?.aborted === true) return Promise.reject(abortError(signal));
     return new Promise<Float32Array>((resolve, reject) => {
-      this.queue.push({ ids, signal, resolve, reject });
+      // A backend that ignores the name may batch rows of every model together.
+      this.queue.push({ ids, signal, model: this.backend.usesModel === true ? model : undefined, resolve, reject });
       this.schedule();
     });
   }
@@ -203,7 +222,7 @@ export class TokenClassifierTagger implements Tagger {
       if (this.queue.length === 0) return;
       // Similar lengths together waste less padding.
       if (this.queue.length > this.settings.batchSize) this.queue.sort((a, b) => a.ids.length - b.ids.length);
-      const batch = this.queue.splice(0, this.settings.batchSize);
+      const batch = this.takeBatch();
       this.stats.windowsRun += batch.length;
       this.active++;
       void this.runBatch(batch).finally(() => {
@@ -213,10 +232,22 @@ export class TokenClassifierTagger implements Tagger {
     }
   }
 
+  /** Up to batchSize queued rows for the same served model as the first one, in queue order. */
+  private takeBatch(): RowJob[] {
+    const model = this.queue[0].model;
+    if (this.queue.every((j) => j.model === model)) return this.queue.splice(0, this.settings.batchSize);
+    const batch: RowJob[] = [];
+    for (let i = 0; i < this.queue.length && batch.length < this.settings.batchSize; ) {
+      if (this.queue[i].model === model) batch.push(...this.queue.splice(i, 1));
+      else i++;
+    }
+    return batch;
+  }
+
   private async runBatch(batch: RowJob[]): Promise<void> {
     try {
       // A one-row batch belongs to one caller, whose signal may cancel the request itself.
-      const out = await this.backend.run(batch.map((j) => j.ids), batch.length === 1 ? batch[0].signal : undefined);
+      const out = await this.backend.run(batch.map((j) => j.ids), batch.length === 1 ? batch[0].signal : undefined, batch[0].model);
       if (out.length !== batch.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`);
       for (const [r, job] of batch.entries()) job.resolve(out[r]);
     } catch (err) {

@@ -15,6 +15,12 @@ export interface TagOptions {
    * rejects with the abort reason.
    */
   signal?: AbortSignal;
+  /**
+   * Served model name for this call (the remote adapters' `model` field; a
+   * LoRA adapter served by the same vLLM), e.g. the per-topic
+   * `routing.domains.<topic>.llmModel`. In-process models ignore it.
+   */
+  model?: string;
 }
 
 /** One sentence's spans plus the evidence the cascade policy reads. */

@@ -32,7 +32,8 @@ const OPTIONS: Record<string, string[]> = {
   tag: ['--model'],
   eval: ['--model', '--data', '--format', '--json', '--tagger', '--llm-adapter', '--llm-url', '--llm-model', '--policy', '--budget-ms', '--domain', '--note-sentences', '--granularity', '--predictions'],
   frontier: ['--model', '--llm-model', '--data', '--format', '--out', '--domain', '--note-sentences'],
-  'serve-llm': ['--model', '--port', '--host', '--api-key-file'],
+  calibrate: ['--config', '--data', '--format', '--out', '--domain', '--limit', '--seed', '--bootstrap'],
+  'serve-llm': ['--model', '--port', '--host', '--api-key-file', '--served-model-name', '--lora-modules'],
 };
 
 let dir = '';

@@ -18,7 +18,10 @@ test('llm defaults: in-process onnx adapter on the reference decoder, encoder po
   assert.equal(c.llm.adapter, 'onnx');
   assert.equal(c.llm.modelDir, 'models/bc5cdr-llm');
   assert.equal(c.llm.baseUrl, undefined);
-  assert.equal(c.llm.structuredOutputs, true);
+  assert.equal(c.llm.structuredOutputs, 'json');
+  assert.equal(c.llm.endpoint, 'chat');
+  assert.equal(c.llm.wordSplit, 'pipeline');
+  assert.equal(c.llm.logprobs, true);
   assert.deepEqual(c.llm.circuit, { failureThreshold: 5, resetTimeoutMs: 30000 });
   assert.ok(c.llm.timeoutMs < c.processing.noteTimeoutMs);
   assert.equal(c.routing.policy, 'encoder');
@@ -53,6 +56,13 @@ test('every llm option has an environment variable, optional ones without defaul
     ['BIONER_LLM_TIMEOUT_MS', 'llm.timeoutMs'],
     ['BIONER_LLM_MAX_CONCURRENCY', 'llm.maxConcurrency'],
     ['BIONER_LLM_STRUCTURED_OUTPUTS', 'llm.structuredOutputs'],
+    ['BIONER_LLM_ENDPOINT', 'llm.endpoint'],
+    ['BIONER_LLM_PROMPT_FILE', 'llm.promptFile'],
+    ['BIONER_LLM_WORD_SPLIT', 'llm.wordSplit'],
+    ['BIONER_LLM_LOGPROBS', 'llm.logprobs'],
+    ['BIONER_ROUTING_LLM_CAP_MAX_SENTENCE_SHARE', 'routing.llmCap.maxSentenceShare'],
+    ['BIONER_ROUTING_LLM_CAP_MAX_TOKENS_PER_MINUTE', 'routing.llmCap.maxTokensPerMinute'],
+    ['BIONER_ROUTING_LLM_CAP_WINDOW_MS', 'routing.llmCap.windowMs'],
     ['BIONER_LLM_CIRCUIT_FAILURE_THRESHOLD', 'llm.circuit.failureThreshold'],
     ['BIONER_LLM_CIRCUIT_RESET_TIMEOUT_MS', 'llm.circuit.resetTimeoutMs'],
     ['BIONER_ENCODER_MAX_SEQUENCE_LENGTH', 'encoder.maxSequenceLength'],
@@ -74,7 +84,8 @@ test('every llm option has an environment variable, optional ones without defaul
   assert.equal(c.llm.baseUrl, 'http://vllm:8000');
   assert.equal(c.llm.model, 'bioner/bc5cdr');
   assert.deepEqual(c.llm.labels, ['O', 'B-Chemical', 'I-Chemical']);
-  assert.equal(c.llm.structuredOutputs, false);
+  // The old boolean spelling still works: false is `none`.
+  assert.equal(c.llm.structuredOutputs, 'none');
   assert.equal(c.llm.circuit.failureThreshold, 9);
   assert.equal(c.routing.policy, 'llm');
 });

@@ -8,11 +8,13 @@ import { TokenClassifierTagger, type LogitsBackend, type TokenClassifierOptions 
 import type { ModelInfo, Tagger } from '../types.js';
 import { LlmHttpClient, readApiKey } from './http.js';
 import { OpenAiChatTagger } from './openai.js';
+import { loadPromptTemplates } from './prompt.js';
 import { VllmPoolingBackend } from './pooling.js';
 import type { RealignStats } from './realign.js';
 
 export { LlmHttpClient, readApiKey, type LlmClientOptions, type LlmClientStats, type CircuitStateName } from './http.js';
-export { OpenAiChatTagger } from './openai.js';
+export { OpenAiChatTagger, structuredMode, type ScoreStats, type OpenAiTaggerOptions } from './openai.js';
+export { DEFAULT_PROMPT, loadPromptTemplates, renderChat, renderCompletion, answerRegex, type PromptTemplates } from './prompt.js';
 export { VllmPoolingBackend } from './pooling.js';
 export type { RealignStats } from './realign.js';
 
@@ -59,7 +61,8 @@ export function httpClientFor(config: LlmConfig, apiKey: string | undefined, log
 /**
  * The LLM tagger chosen by `llm.adapter` (route `llm` for all three):
  * - `onnx`: the reference decoder bundle in llm.modelDir, in-process (same path as the encoder);
- * - `openai`: chat completions at llm.baseUrl, labels from llm.labels or llm.modelDir's id2label;
+ * - `openai`: chat or text completions at llm.baseUrl (llm.endpoint), the prompt of llm.promptFile,
+ *   labels from llm.labels or llm.modelDir's id2label;
  * - `vllm-pooling`: /pooling token_classify at llm.baseUrl, tokenised locally with llm.modelDir.
  */
 export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext): Promise<LlmTagger> {
@@ -94,8 +97,17 @@ export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext):
         labels = read.labels;
         model = config.model === undefined ? read.model : { ...read.model, id: config.model };
       }
+      const prompt = await loadPromptTemplates(config.promptFile);
       const client = httpClientFor(config, apiKey, logger);
-      return new OpenAiChatTagger(client, model, labels, { model: config.model, structuredOutputs: config.structuredOutputs, onRealign: ctx.onRealign });
+      return new OpenAiChatTagger(client, model, labels, {
+        model: config.model,
+        endpoint: config.endpoint,
+        structuredOutputs: config.structuredOutputs,
+        wordSplit: config.wordSplit,
+        prompt,
+        logprobs: config.logprobs,
+        onRealign: ctx.onRealign,
+      });
     }
   }
 }

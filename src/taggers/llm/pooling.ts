@@ -44,6 +44,7 @@ export function readPoolingResponse(value: unknown): PoolingResponse {
 export class VllmPoolingBackend implements LogitsBackend {
   readonly kind = 'vllm-pooling';
   readonly mayAnswerProbabilities = true;
+  readonly usesModel = true;
 
   constructor(
     private readonly client: LlmHttpClient,
@@ -51,9 +52,11 @@ export class VllmPoolingBackend implements LogitsBackend {
     private readonly model: string | undefined,
   ) {}
 
-  async run(rows: readonly number[][], signal?: AbortSignal): Promise<Float32Array[]> {
+  async run(rows: readonly number[][], signal?: AbortSignal, model?: string): Promise<Float32Array[]> {
     const body: Record<string, unknown> = { input: rows.length === 1 ? rows[0] : rows, task: 'token_classify' };
-    if (this.model !== undefined) body.model = this.model;
+    // A call's own model (the per-topic routing.domains llmModel) wins over llm.model.
+    const name = model ?? this.model;
+    if (name !== undefined) body.model = name;
     const { data } = readPoolingResponse(await this.client.postJson('/pooling', body, signal));
     if (data.length !== rows.length) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${data.length} data entries for ${rows.length} input(s)`);
     // Entries without an index keep their place.

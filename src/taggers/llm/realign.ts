@@ -23,8 +23,16 @@ const AnswerPairSchema = z.tuple([z.string(), z.string()]);
 export const AnswerJsonSchema = z.union([z.object({ lines: z.array(z.unknown()) }), z.array(z.unknown())]);
 export type AnswerJson = z.infer<typeof AnswerJsonSchema>;
 
+/** Where an answered tag sits in the answer text, as received (before fences and whitespace were stripped): UTF-16 [start, end). */
+export interface TagRange {
+  start: number;
+  end: number;
+}
+
 export interface ParsedAnswer {
   lines: AnswerLine[];
+  /** Per line, its tag's range in the content (for the tag's token logprobs); undefined where it cannot be placed. */
+  tagRanges: Array<TagRange | undefined>;
   /** Lines (or JSON entries) that could not be read as token + tag. */
   malformed: number;
   format: 'json' | 'lines';
@@ -102,13 +110,18 @@ export function tokensFromMessages(messages: readonly ChatMessage[]): string[] |
   for (let i = messages.length - 1; i >= 0; i--) {
     const m = messages[i];
     if (m.role !== 'user') continue;
-    const lines = m.content.split('\n');
-    const open = lines.indexOf(TOKENS_OPEN);
-    const close = lines.lastIndexOf(TOKENS_CLOSE);
-    if (open < 0 || close < open) return undefined;
-    return lines.slice(open + 1, close);
+    return tokensFromText(m.content);
   }
   return undefined;
+}
+
+/** The lines between a `<tokens>` line and the last `</tokens>` line of a text (a completions prompt, a user message). */
+export function tokensFromText(text: string): string[] | undefined {
+  const lines = text.split('\n');
+  const open = lines.indexOf(TOKENS_OPEN);
+  const close = lines.lastIndexOf(TOKENS_CLOSE);
+  if (open < 0 || close < open) return undefined;
+  return lines.slice(open + 1, close);
 }
 
 /** JSON schema for vLLM `structured_outputs: {json: ...}`: `{"lines": [{"token": string, "tag": <label enum>}]}`. */
@@ -140,15 +153,41 @@ export function formatAnswer(lines: readonly AnswerLine[], structured: boolean):
 // ---------------------------------------------------------------- parsing
 
 const JSON_STRING = '"(?:[^"\\\\]|\\\\.)*"';
-const JSON_ENTRY = new RegExp(`\\{\\s*"token"\\s*:\\s*(${JSON_STRING})\\s*,\\s*"tag"\\s*:\\s*(${JSON_STRING})\\s*\\}`, 'g');
+// With match indices ('d'), so each entry's tag literal can be placed in the answer text.
+const JSON_ENTRY = new RegExp(`\\{\\s*"token"\\s*:\\s*(${JSON_STRING})\\s*,\\s*"tag"\\s*:\\s*(${JSON_STRING})\\s*\\}`, 'dg');
 
-function stripFence(text: string): string {
-  const m = /^\s*```[a-zA-Z]*\s*\n([\s\S]*?)\n?```\s*$/.exec(text);
-  return m === null ? text : m[1];
+/** The text inside a code fence (and where it starts), or the text itself. */
+function stripFence(text: string): { text: string; offset: number } {
+  const m = /^\s*```[a-zA-Z]*\s*\n([\s\S]*?)\n?```\s*$/d.exec(text);
+  return m === null || m.indices?.[1] === undefined ? { text, offset: 0 } : { text: m[1], offset: m.indices[1][0] };
+}
+
+/** The content of a matched JSON string literal (quotes excluded), shifted into the answer's coordinates. */
+function literalRange(m: RegExpMatchArray, group: number, base: number): TagRange | undefined {
+  const at = m.indices?.[group];
+  return at === undefined ? undefined : { start: base + at[0] + 1, end: base + at[1] - 1 };
+}
+
+/**
+ * Places the tags of JSON lines read by JSON.parse: the {token, tag} entries
+ * found in the text, in order, must be those lines exactly; otherwise (other
+ * key order, extra fields, pairs) the lines stay unplaced and unscored.
+ */
+function placeJsonTags(text: string, lines: readonly AnswerLine[], base: number): Array<TagRange | undefined> {
+  const none = lines.map((): TagRange | undefined => undefined);
+  const found = [...text.matchAll(JSON_ENTRY)];
+  if (found.length !== lines.length) return none;
+  const ranges: Array<TagRange | undefined> = [];
+  for (const [k, m] of found.entries()) {
+    const range = literalRange(m, 2, base);
+    if (range === undefined || jsonString(m[1])?.trim() !== lines[k].token || jsonString(m[2])?.trim() !== lines[k].tag) return none;
+    ranges.push(range);
+  }
+  return ranges;
 }
 
 /** The entries of a JSON answer as lines; throws LLM_BAD_RESPONSE when it has no list or no entry is readable. */
-function fromJson(value: unknown): ParsedAnswer {
+function fromJson(value: unknown): Omit<ParsedAnswer, 'tagRanges'> {
   const answer = AnswerJsonSchema.safeParse(value);
   if (!answer.success) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, 'the LLM answered JSON without a "lines" list of {token, tag}');
   const entries = Array.isArray(answer.data) ? answer.data : answer.data.lines;
@@ -196,7 +235,10 @@ function jsonString(literal: string): string | undefined {
  * Throws LLM_BAD_RESPONSE when nothing in it can be read.
  */
 export function parseAnswer(content: string): ParsedAnswer {
-  const text = stripFence(content).trim();
+  const fenced = stripFence(content);
+  const text = fenced.text.trim();
+  // Where `text` starts in `content`: tag ranges are given in the content as received.
+  const base = fenced.offset + (fenced.text.length - fenced.text.trimStart().length);
   if (text.startsWith('{') || text.startsWith('[')) {
     let value: unknown;
     let json = true;
@@ -205,50 +247,67 @@ export function parseAnswer(content: string): ParsedAnswer {
     } catch {
       json = false;
     }
-    if (json) return fromJson(value);
+    if (json) {
+      const parsed = fromJson(value);
+      return { ...parsed, tagRanges: placeJsonTags(text, parsed.lines, base) };
+    }
     // JSON cut short (max_tokens reached): keep the complete {token, tag} entries.
     const salvaged: AnswerLine[] = [];
+    const salvagedRanges: Array<TagRange | undefined> = [];
     let undecodable = 0;
     for (const m of text.matchAll(JSON_ENTRY)) {
       const token = jsonString(m[1]);
       const tag = jsonString(m[2]);
       if (token === undefined || tag === undefined) undecodable++;
-      else salvaged.push({ token: token.trim(), tag: tag.trim() });
+      else {
+        salvaged.push({ token: token.trim(), tag: tag.trim() });
+        salvagedRanges.push(literalRange(m, 2, base));
+      }
     }
     if (salvaged.length === 0) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`);
     // The cut-off tail counts as one unreadable entry.
-    return { lines: salvaged, malformed: 1 + undecodable, format: 'json' };
+    return { lines: salvaged, tagRanges: salvagedRanges, malformed: 1 + undecodable, format: 'json' };
   }
   const lines: AnswerLine[] = [];
+  const tagRanges: Array<TagRange | undefined> = [];
   let malformed = 0;
+  let lineStart = 0;
   for (const raw of text.split('\n')) {
+    const at = base + lineStart;
+    lineStart += raw.length + 1;
     const line = raw.replace(/\r$/, '');
     if (line.trim() === '') continue;
     const tab = line.lastIndexOf('\t');
     let token: string;
     let tag: string;
+    let tagStart: number;
     if (tab >= 0) {
       token = line.slice(0, tab).trim();
-      tag = line.slice(tab + 1).trim();
+      const after = line.slice(tab + 1);
+      tag = after.trim();
+      tagStart = at + tab + 1 + (after.length - after.trimStart().length);
     } else {
-      const m = /^(\S.*?)\s+(\S+)$/.exec(line.trim());
+      const trimmed = line.trim();
+      const m = /^(\S.*?)\s+(\S+)$/.exec(trimmed);
       if (m === null) {
         malformed++;
         continue;
       }
       token = m[1];
       tag = m[2];
+      tagStart = at + (line.length - line.trimStart().length) + trimmed.length - tag.length;
     }
     if (token === '' || tag === '' || /\s/.test(tag)) {
       malformed++;
       continue;
     }
     lines.push({ token, tag });
+    tagRanges.push({ start: tagStart, end: tagStart + tag.length });
   }
   if (lines.length === 0) {
     throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answer has no token<TAB>TAG line (${malformed} unreadable line(s))`);
   }
-  return { lines, malformed, format: 'lines' };
+  return { lines, tagRanges, malformed, format: 'lines' };
 }
 
 // ---------------------------------------------------------------- realignment
@@ -256,6 +315,8 @@ export function parseAnswer(content: string): ParsedAnswer {
 export interface Realigned {
   /** Label index per input token (into `labels`); unmatched tokens get `O`. */
   tags: number[];
+  /** The answer line each input token took its tag from; -1 where none did (the token is `O`). */
+  answerIndex: number[];
   stats: RealignStats;
 }
 
@@ -322,6 +383,7 @@ export function realign(input: readonly string[], answer: readonly AnswerLine[],
     if (!lower.has(l.toLowerCase())) lower.set(l.toLowerCase(), k);
   });
   const tags = new Array<number>(input.length).fill(oIndex);
+  const answerIndex = new Array<number>(input.length).fill(-1);
   const stats: RealignStats = { ...emptyStats(), tokens: input.length, malformed };
   const pairs = lcsPairs(input, answer.map((l) => l.token));
   let prevI = -1;
@@ -338,27 +400,89 @@ export function realign(input: readonly string[], answer: readonly AnswerLine[],
     gap(i, j);
     const k = labelIndex(answer[j].tag, labels, lower);
     if (k < 0) stats.invalidTags++;
-    else tags[i] = k;
+    else {
+      tags[i] = k;
+      answerIndex[i] = j;
+    }
     stats.matched++;
     prevI = i;
     prevJ = j;
   }
   gap(input.length, answer.length);
-  return { tags, stats };
+  return { tags, answerIndex, stats };
 }
 
 /**
  * Spans from realigned tags with the argmax + conlleval repair of bio.ts
  * (`I-X` after `O`, at the start or after another type opens a new entity).
- * Each span's score is 1.0: a generated answer carries no probabilities.
+ * Without `tagProbabilities` each span scores 1.0 (the answer carried no
+ * probabilities); with them, a span scores the mean of its tokens' tag
+ * probabilities (tokens without one are left out of the mean; none: 1.0).
  */
-export function spansFromTags(tags: readonly number[], labels: readonly string[]): TokenSpan[] {
+export function spansFromTags(tags: readonly number[], labels: readonly string[], tagProbabilities?: ReadonlyArray<number | undefined>): TokenSpan[] {
   const L = labels.length;
   const probs = new Float32Array(tags.length * L);
   tags.forEach((k, t) => {
     probs[t * L + k] = 1;
   });
-  return decodeBio(probs, tags.length, labels, 'argmax');
+  const spans = decodeBio(probs, tags.length, labels, 'argmax');
+  if (tagProbabilities === undefined) return spans;
+  return spans.map((s) => {
+    let sum = 0;
+    let n = 0;
+    for (let t = s.first; t <= s.last; t++) {
+      const p = tagProbabilities[t];
+      if (p !== undefined && Number.isFinite(p)) {
+        sum += p;
+        n++;
+      }
+    }
+    return n === 0 ? s : { ...s, score: sum / n };
+  });
+}
+
+const EDGE_PUNCTUATION = /^\p{P}$/u;
+
+/**
+ * Tags of whole words spread onto the pipeline tokens each covers: `B-X` on
+ * the first token and `I-X` on the rest (`X` when the label set has no
+ * `I-X`), `I-X` and `O` on all of them. Punctuation tokens at either edge of
+ * a tagged word (`(IL-2),` has `(` and `,`) stay `O`: whitespace words carry
+ * the punctuation around them, entities do not. A word's probability goes to
+ * each of its tokens.
+ */
+export function spreadWordTags(
+  wordTags: readonly number[],
+  first: readonly number[],
+  last: readonly number[],
+  tokenTexts: readonly string[],
+  labels: readonly string[],
+  wordProbabilities?: ReadonlyArray<number | undefined>,
+): { tags: number[]; probabilities: Array<number | undefined> | undefined } {
+  const oIndex = Math.max(0, labels.indexOf('O'));
+  const tags = new Array<number>(tokenTexts.length).fill(oIndex);
+  const probabilities = wordProbabilities === undefined ? undefined : new Array<number | undefined>(tokenTexts.length).fill(undefined);
+  wordTags.forEach((k, w) => {
+    let a = first[w];
+    let b = last[w];
+    if (k !== oIndex) {
+      while (a < b && EDGE_PUNCTUATION.test(tokenTexts[a])) a++;
+      while (b > a && EDGE_PUNCTUATION.test(tokenTexts[b])) b--;
+    }
+    const { prefix, type } = splitTag(labels[k]);
+    const inside =
+      prefix === 'B'
+        ? labels.findIndex((l) => {
+            const t = splitTag(l);
+            return t.prefix === 'I' && t.type === type;
+          })
+        : k;
+    for (let t = a; t <= b; t++) {
+      tags[t] = t === a || inside < 0 ? k : inside;
+      if (probabilities !== undefined) probabilities[t] = wordProbabilities?.[w];
+    }
+  });
+  return { tags, probabilities };
 }
 
 /** BIO tags for spans over n tokens, named with the model's labels (`B-X`/`I-X` where it has them, else the bare type). */
