@@ -1,13 +1,13 @@
 import type { Admin, Kafka } from 'kafkajs';
 import { DlqHeaders, headerString } from '../publish/dlq.js';
-import { decodeTaggedNote } from '../publish/tagged-note.js';
+import { decodeTaggedNote, SourceHeaders } from '../publish/tagged-note.js';
 import { readTopics, type ReadRecord } from './read-topic.js';
 
 /** What became of every input offset, as read back from the output and DLQ topics. */
 export interface OracleReport {
   /** Input offsets (low..high of every partition). */
   total: number;
-  /** Distinct input offsets with at least one output record. */
+  /** Distinct input offsets with at least one output record (a propagated tombstone counts). */
   published: number;
   /** Distinct input offsets with at least one DLQ record (and no output record). */
   deadLettered: number;
@@ -53,6 +53,12 @@ function sourceOffset(r: ReadRecord, topics: Omit<OracleTopics, 'input'>): strin
   if (r.topic === topics.output && r.value !== null) {
     const rec = decodeTaggedNote(r.value);
     return `${rec.input.partition}:${rec.input.offset}`;
+  }
+  // A propagated input tombstone: a null value whose headers name the input record it stands for.
+  if (r.topic === topics.output) {
+    const partition = headerString(r.headers, SourceHeaders.partition);
+    const offset = headerString(r.headers, SourceHeaders.offset);
+    return partition === undefined || offset === undefined ? undefined : `${partition}:${offset}`;
   }
   if (r.topic === topics.dlq) return `${headerString(r.headers, DlqHeaders.sourcePartition) ?? '?'}:${headerString(r.headers, DlqHeaders.sourceOffset) ?? '?'}`;
   return undefined;

@@ -4,7 +4,7 @@ import { accountOffsets } from '../../src/embedded/oracle.js';
 import type { ReadRecord } from '../../src/embedded/read-topic.js';
 import { InvalidRecordError } from '../../src/errors.js';
 import { buildDlqMessage } from '../../src/publish/dlq.js';
-import { toTaggedNoteRecord, encodeTaggedNote } from '../../src/publish/tagged-note.js';
+import { SourceHeaders, toTaggedNoteRecord, encodeTaggedNote } from '../../src/publish/tagged-note.js';
 
 const topics = { output: 'out', dlq: 'dlq' };
 
@@ -52,9 +52,12 @@ test('an offset both dead-lettered and later published counts as published, the 
   assert.deepEqual(report.missing, []);
 });
 
-test('records from other topics and tombstones are ignored', () => {
+test('records from other topics and tombstones without source headers are ignored; a propagated tombstone accounts for its input offset', () => {
   const stray: ReadRecord = { ...output(0, 0), topic: 'elsewhere' };
-  const tombstone: ReadRecord = { ...output(0, 0), value: null };
-  const report = accountOffsets(['0:0'], [stray, tombstone], topics);
-  assert.deepEqual(report.missing, ['0:0']);
+  const bare: ReadRecord = { ...output(0, 0), value: null };
+  assert.deepEqual(accountOffsets(['0:0'], [stray, bare], topics).missing, ['0:0']);
+  const propagated: ReadRecord = { ...output(0, 0), value: null, headers: { [SourceHeaders.topic]: Buffer.from('in'), [SourceHeaders.partition]: Buffer.from('0'), [SourceHeaders.offset]: Buffer.from('0') } };
+  const report = accountOffsets(['0:0'], [propagated], topics);
+  assert.deepEqual(report.missing, []);
+  assert.equal(report.published, 1);
 });
