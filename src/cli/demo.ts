@@ -15,7 +15,7 @@ import { packageRoot } from '../schemas.js';
 import { ATTR_ERROR_TYPE, BionerAttr } from '../telemetry/attributes.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, METRIC_SERIES, serviceSources } from '../telemetry/metrics.js';
-import { telemetryIdentity } from '../telemetry/otel-env.js';
+import { SERVICE_VERSION, telemetryIdentity } from '../telemetry/otel-env.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { composeRouter } from '../pipeline/compose.js';
 import type { PolicyName } from '../route/index.js';
@@ -103,10 +103,11 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     const spans = new InMemorySpanExporter();
     const identity = telemetryIdentity(config.telemetry);
     const tracing = setupTracing(config.telemetry, { exporter: spans, identity });
-    const metrics = createRouterMetrics(identity);
+    const metrics = createRouterMetrics({ ...identity, runtime: true });
     try {
       const parts = await composeRouter(config, { logger, hooks: metrics.hooks });
       metrics.observe(serviceSources(parts.service, parts.llm));
+      metrics.observe({ build: () => ({ serviceVersion: SERVICE_VERSION, encoderModel: parts.encoder.model, llmModel: parts.llm?.model }) });
       await parts.service.start();
       const expected = notes.length + bad.length;
       const tally = taggingProgress(notes.length, topics.output, progress);

@@ -5,7 +5,7 @@ import { kafkaSecurityOptions } from '../kafka/security.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
-import { telemetryIdentity } from '../telemetry/otel-env.js';
+import { SERVICE_VERSION, telemetryIdentity } from '../telemetry/otel-env.js';
 import { routerReadiness, startTelemetryServer, type Readiness } from '../telemetry/server.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { composeRouter } from '../pipeline/compose.js';
@@ -27,7 +27,7 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const sampling = tracing.sampling;
   if (sampling?.ignored !== undefined) logger.warn('unsupported OTEL_TRACES_SAMPLER ignored', { sampler: sampling.ignored, using: sampling.name });
   logger.info('tracing', { enabled: tracing.enabled, exporters: tracing.exporters?.join(',') ?? 'none', serviceName: identity.serviceName, sampler: sampling?.name, sampleRatio: sampling?.ratio });
-  const metrics = createRouterMetrics(identity);
+  const metrics = createRouterMetrics({ ...identity, runtime: true });
   // The server starts before the models load, so /healthz answers at once and /readyz says what is missing.
   let service: RouterService | undefined;
   let modelsLoaded = false;
@@ -45,6 +45,7 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const running = parts.service;
   service = running;
   metrics.observe(serviceSources(running, parts.llm));
+  metrics.observe({ build: () => ({ serviceVersion: SERVICE_VERSION, encoderModel: parts.encoder.model, llmModel: parts.llm?.model }) });
   const cap = parts.cap;
   if (cap !== null) metrics.observe({ llmCap: () => cap.snapshot() });
 

@@ -6,7 +6,8 @@ import { AggregationTemporality, DataPointType, MeterProvider, type CollectionRe
 import type { Route } from '../types.js';
 import type { RoutingRecord } from '../route/record.js';
 import type { PipelineHooks } from './hooks.js';
-import { DEFAULT_SERVICE_NAME, telemetryIdentity, telemetryResource } from './otel-env.js';
+import { DEFAULT_SERVICE_NAME, SERVICE_VERSION, telemetryIdentity, telemetryResource } from './otel-env.js';
+import { startRuntimeMetrics, type BuildInfo } from './runtime-metrics.js';
 
 /**
  * Prometheus exposition names of every series this module exports (verified
@@ -89,6 +90,8 @@ export interface MetricSources {
   consumerLag?: () => number | null;
   /** Lag per owned partition, keyed `topic/partition` (ConsumerLoop.lagByKey); each entry is one `{topic, partition}` series. */
   consumerLagByPartition?: () => ReadonlyMap<string, number>;
+  /** The service version and loaded models, for bioner_build_info (runtime series only). */
+  build?: () => BuildInfo;
   /** routing.llmCap's window (LlmCap.snapshot): the used fraction of each configured limit. */
   llmCap?: () => { usage: Partial<Record<LlmCapLimit, number>> };
 }
@@ -102,7 +105,28 @@ export interface RouterMetricsOptions {
   serviceName?: string;
   /** Extra resource attributes (service.version, deployment.environment, ...); never PHI. */
   resourceAttributes?: Attributes;
+  /** Also export the runtime series (RUNTIME_SERIES: event loop, V8 heap and GC, RSS, build info); `run` and `demo` do. */
+  runtime?: boolean;
 }
+
+/**
+ * The runtime series (with `runtime: true`): OpenTelemetry's Node runtime
+ * instrumentation names, as Prometheus exposes them, plus RSS and build info.
+ */
+export const RUNTIME_SERIES = {
+  /** gauge (bytes) resident set size */
+  rss: 'process_memory_usage',
+  /** gauge {service_version, encoder_model, encoder_model_version, llm_model, llm_model_version} always 1 */
+  buildInfo: 'bioner_build_info',
+  /** gauge (ratio) event-loop utilisation */
+  eventLoopUtilization: 'nodejs_eventloop_utilization',
+  /** gauge (s) event-loop delay percentiles (p50, p90, p99, min, max, mean, stddev) */
+  eventLoopDelayP99: 'nodejs_eventloop_delay_p99',
+  /** gauge (bytes) {v8js_heap_space_name} V8 heap used */
+  heapUsed: 'v8js_memory_heap_used',
+  /** histogram (s) {v8js_gc_type} garbage-collection pauses */
+  gcDuration: 'v8js_gc_duration',
+} as const;
 
 export interface RouterMetrics {
   hooks: PipelineHooks & DeliveryHooks;
@@ -205,6 +229,7 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   });
   const serializer = new PrometheusSerializer();
   const meter = meterProvider.getMeter('bioner-router');
+  const runtime = options.runtime === true ? startRuntimeMetrics(meterProvider, meter, () => sources.build?.() ?? { serviceVersion: SERVICE_VERSION }) : undefined;
 
   const notes = meter.createCounter('bioner.notes', { description: 'Input records finished, by outcome and routing policy' });
   const received = meter.createCounter('bioner.notes.received', { description: 'Input records fetched from Kafka' });
@@ -325,6 +350,7 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
     },
     async shutdown() {
       pendingFallbacks.clear();
+      runtime?.stop();
       await meterProvider.shutdown();
     },
   };

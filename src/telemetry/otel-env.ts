@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Attributes } from '@opentelemetry/api';
 import { defaultResource, resourceAttributesEnvDetector, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace';
-import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { packageRoot } from '../schemas.js';
 
 /**
  * The standard OTEL_* variables the router interprets itself, in one place,
@@ -48,8 +51,18 @@ export function telemetryIdentity(config: { serviceName: string }, env: OtelEnv 
 }
 
 /** The SDK's default resource (telemetry.sdk.*) with the identity on top; service.name always wins. */
+/** This package's version (package.json), the resource's service.version unless OTEL_RESOURCE_ATTRIBUTES sets one. */
+export const SERVICE_VERSION: string = (() => {
+  try {
+    const pkg: unknown = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8'));
+    return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+})();
+
 export function telemetryResource(identity: TelemetryIdentity): Resource {
-  return defaultResource().merge(resourceFromAttributes({ ...identity.resourceAttributes, [ATTR_SERVICE_NAME]: identity.serviceName }));
+  return defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_VERSION]: SERVICE_VERSION, ...identity.resourceAttributes, [ATTR_SERVICE_NAME]: identity.serviceName }));
 }
 
 /** The sampler names of the OpenTelemetry spec that need no extra component. */
