@@ -14,7 +14,7 @@ import { decodeTaggedNote } from '../publish/tagged-note.js';
 import { packageRoot } from '../schemas.js';
 import { ATTR_ERROR_TYPE, BionerAttr } from '../telemetry/attributes.js';
 import { createLogger } from '../telemetry/logger.js';
-import { createRouterMetrics, METRIC_SERIES, serviceSources } from '../telemetry/metrics.js';
+import { createRouterMetrics, metricsExporterNames, METRIC_SERIES, serviceSources } from '../telemetry/metrics.js';
 import { SERVICE_VERSION, telemetryIdentity } from '../telemetry/otel-env.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { composeRouter } from '../pipeline/compose.js';
@@ -103,7 +103,8 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     const spans = new InMemorySpanExporter();
     const identity = telemetryIdentity(config.telemetry);
     const tracing = setupTracing(config.telemetry, { exporter: spans, identity });
-    const metrics = createRouterMetrics({ ...identity, runtime: true });
+    // The demo's summary reads the Prometheus view, so that one is always on; OTEL_METRICS_EXPORTER may add push exporters.
+    const metrics = createRouterMetrics({ ...identity, runtime: true, exporters: [...new Set(['prometheus' as const, ...metricsExporterNames()])] });
     try {
       const parts = await composeRouter(config, { logger, hooks: metrics.hooks });
       metrics.observe(serviceSources(parts.service, parts.llm));

@@ -4,7 +4,7 @@ import { schemaRegistryOptions } from '../ingest/schema-registry.js';
 import { kafkaSecurityOptions } from '../kafka/security.js';
 import { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
-import { createRouterMetrics, serviceSources } from '../telemetry/metrics.js';
+import { createRouterMetrics, metricsExporterNames, serviceSources } from '../telemetry/metrics.js';
 import { SERVICE_VERSION, telemetryIdentity } from '../telemetry/otel-env.js';
 import { routerReadiness, startTelemetryServer, type Readiness } from '../telemetry/server.js';
 import { setupTracing } from '../telemetry/tracing.js';
@@ -27,7 +27,9 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   const sampling = tracing.sampling;
   if (sampling?.ignored !== undefined) logger.warn('unsupported OTEL_TRACES_SAMPLER ignored', { sampler: sampling.ignored, using: sampling.name });
   logger.info('tracing', { enabled: tracing.enabled, exporters: tracing.exporters?.join(',') ?? 'none', serviceName: identity.serviceName, sampler: sampling?.name, sampleRatio: sampling?.ratio });
-  const metrics = createRouterMetrics({ ...identity, runtime: true });
+  const metricsExporters = metricsExporterNames();
+  logger.info('metrics', { exporters: metricsExporters.join(',') || 'none' });
+  const metrics = createRouterMetrics({ ...identity, runtime: true, exporters: metricsExporters });
   // The server starts before the models load, so /healthz answers at once and /readyz says what is missing.
   let service: RouterService | undefined;
   let modelsLoaded = false;

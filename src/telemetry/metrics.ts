@@ -2,7 +2,9 @@ import { ValueType, type Attributes, type ObservableResult } from '@opentelemetr
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { hrTime } from '@opentelemetry/core';
 import { emptyResource } from '@opentelemetry/resources';
-import { AggregationTemporality, DataPointType, MeterProvider, type CollectionResult, type DataPoint, type MetricProducer } from '@opentelemetry/sdk-metrics';
+import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import { AggregationTemporality, ConsoleMetricExporter, DataPointType, MeterProvider, PeriodicExportingMetricReader, type CollectionResult, type DataPoint, type MetricProducer } from '@opentelemetry/sdk-metrics';
+import { ConfigError } from '../errors.js';
 import type { Route } from '../types.js';
 import type { RoutingRecord } from '../route/record.js';
 import type { PipelineHooks } from './hooks.js';
@@ -107,6 +109,30 @@ export interface RouterMetricsOptions {
   resourceAttributes?: Attributes;
   /** Also export the runtime series (RUNTIME_SERIES: event loop, V8 heap and GC, RSS, build info); `run` and `demo` do. */
   runtime?: boolean;
+  /** Where metrics go (metricsExporterNames: OTEL_METRICS_EXPORTER); default `prometheus` (the /metrics endpoint). */
+  exporters?: readonly MetricsExporterName[];
+}
+
+export const METRICS_EXPORTERS = ['prometheus', 'otlp', 'console', 'none'] as const;
+export type MetricsExporterName = (typeof METRICS_EXPORTERS)[number];
+
+/**
+ * OTEL_METRICS_EXPORTER (comma-separated `prometheus`, `otlp`, `console`,
+ * `none`; default `prometheus`): `prometheus` is the pull endpoint /metrics;
+ * `otlp` pushes OTLP/HTTP to OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT and
+ * `console` prints, both every OTEL_METRIC_EXPORT_INTERVAL ms (default 60 s);
+ * `none` anywhere means no export. Unknown names are refused at start-up.
+ */
+export function metricsExporterNames(env: Record<string, string | undefined> = process.env): MetricsExporterName[] {
+  const raw = env.OTEL_METRICS_EXPORTER?.trim();
+  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return [];
+  if (raw === undefined || raw === '') return ['prometheus'];
+  const names = raw.split(',').map((n) => n.trim().toLowerCase()).filter((n) => n !== '');
+  for (const n of names) {
+    if (!(METRICS_EXPORTERS as readonly string[]).includes(n)) throw new ConfigError('OTEL_METRICS_EXPORTER', `"${n}" is not one of ${METRICS_EXPORTERS.join(', ')}`);
+  }
+  const known = names as MetricsExporterName[];
+  return known.includes('none') ? [] : [...new Set(known)];
 }
 
 /**
@@ -133,6 +159,8 @@ export interface RouterMetrics {
   /** Sets (merges) the gauge sources; call again to replace one. */
   observe(sources: MetricSources): void;
   meterProvider: MeterProvider;
+  /** False when OTEL_METRICS_EXPORTER leaves `prometheus` out: /metrics then answers 404. */
+  servesPrometheus: boolean;
   /** Prometheus text exposition (format 0.0.4) of the current values. */
   collectPrometheus(): Promise<string>;
   shutdown(): Promise<void>;
@@ -221,11 +249,17 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   // The lag gauge comes from its own producer: the SDK's cumulative storage keeps reporting the last value of
   // every attribute set an observable gauge ever saw, so a revoked partition's series would never go away.
   const reader = new PrometheusExporter({ preventServerStart: true, metricProducers: [lagProducer(() => sources)] });
+  const exporters = options.exporters ?? ['prometheus'];
+  // Push exporters (OTEL_METRICS_EXPORTER=otlp/console) read on a timer, with the same lag producer.
+  const interval = Number(process.env.OTEL_METRIC_EXPORT_INTERVAL);
+  const pushReaders = exporters
+    .filter((e) => e !== 'prometheus')
+    .map((e) => new PeriodicExportingMetricReader({ exporter: e === 'otlp' ? new OTLPMetricExporter() : new ConsoleMetricExporter(), exportIntervalMillis: interval > 0 ? interval : 60_000, metricProducers: [lagProducer(() => sources)] }));
   // A caller's serviceName is taken as already resolved; without one the OTEL_* env still wins over the default.
   const identity = options.serviceName === undefined ? telemetryIdentity({ serviceName: DEFAULT_SERVICE_NAME }) : { serviceName: options.serviceName, resourceAttributes: {} };
   const meterProvider = new MeterProvider({
     resource: telemetryResource({ serviceName: identity.serviceName, resourceAttributes: { ...identity.resourceAttributes, ...(options.resourceAttributes ?? {}) } }),
-    readers: [reader],
+    readers: [...(exporters.includes('prometheus') ? [reader] : []), ...pushReaders],
   });
   const serializer = new PrometheusSerializer();
   const meter = meterProvider.getMeter('bioner-router');
@@ -344,6 +378,7 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
       sources = { ...sources, ...next };
     },
     meterProvider,
+    servesPrometheus: exporters.includes('prometheus'),
     async collectPrometheus() {
       const { resourceMetrics } = await reader.collect();
       return serializer.serialize(resourceMetrics);

@@ -13,7 +13,7 @@ export interface TelemetryServerOptions {
   /** 0 = a free port (see `url`). */
   port: number;
   host?: string;
-  metrics: { collectPrometheus(): Promise<string> };
+  metrics: { collectPrometheus(): Promise<string>; servesPrometheus?: boolean };
   ready: () => Readiness;
   /**
    * Start-up done (models loaded) for GET /startupz, the orchestrator's startup probe. Unlike /readyz it
@@ -65,7 +65,8 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
       return;
     }
     if (path === '/metrics') {
-      send(res, 200, PROMETHEUS_CONTENT_TYPE, await options.metrics.collectPrometheus());
+      if (options.metrics.servesPrometheus === false) send(res, 404, 'text/plain; charset=utf-8', 'metrics are not exported as prometheus (OTEL_METRICS_EXPORTER)\n');
+      else send(res, 200, PROMETHEUS_CONTENT_TYPE, await options.metrics.collectPrometheus());
     } else if (path === '/healthz') {
       send(res, 200, 'application/json', JSON.stringify({ status: 'ok' }));
     } else if (path === '/startupz') {
