@@ -158,7 +158,7 @@ export async function measureCalibration(units: readonly CalibrationUnit[], opti
             const c0 = performance.now();
             const spans = await tagger.tagSentences(call, { signal: options.signal });
             samples[route].push({ tokens, ms: performance.now() - c0 });
-            call.forEach((s, i) => predictions[route].set(s, spans[i]));
+            for (const [i, s] of call.entries()) predictions[route].set(s, spans[i]);
           }),
         ),
       );

@@ -4,7 +4,7 @@ import type { RouterConfig } from '../config/schema.js';
 import type { KafkaSecurityOptions } from '../kafka/security.js';
 import { packageRoot } from '../schemas.js';
 import { ConfigError } from '../errors.js';
-import { createRouter, LlmCap, loadCalibration, policyUsesLlm, type Router } from '../route/index.js';
+import { createRouter, LlmCap, loadCalibration, policyUsesLlm, type DomainCalibration, type Router } from '../route/index.js';
 import { loadLengthEstimator } from '../route/length-estimate.js';
 import { EncoderTagger } from '../taggers/encoder.js';
 import { resolveExistingModelDir } from '../taggers/model-bundle.js';
@@ -62,7 +62,7 @@ export function llmCapFor(config: RouterConfig): LlmCap | null {
 /** A router for one domain of the calibration file, with its estimator; `field` names the option a wrong domain came from. */
 async function domainRouter(config: RouterConfig, domain: string, lengthEstimator: string | undefined, field: string, cap: LlmCap | null, logger: Logger | undefined): Promise<Router> {
   const { routing } = config;
-  let calibration;
+  let calibration: DomainCalibration;
   try {
     calibration = await loadCalibration(packagePath(routing.calibrationFile), domain);
   } catch (err) {

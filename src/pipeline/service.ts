@@ -16,7 +16,7 @@ import { BionerAttr } from '../telemetry/attributes.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { DeliveryHooks } from '../telemetry/metrics.js';
-import { withProcessSpan, withSendSpan } from '../telemetry/pipeline-spans.js';
+import { brokerAddress, withProcessSpan, withSendSpan, type BrokerAddress } from '../telemetry/pipeline-spans.js';
 import { recordFailure } from '../telemetry/tracing.js';
 import type { NoteProcessor } from './processor.js';
 
@@ -61,6 +61,8 @@ export class RouterService {
   private connected = false;
   /** False when the last close() gave up waiting for in-flight notes. */
   drained = true;
+  /** server.address/server.port of the messaging spans: the first bootstrap server. */
+  private readonly broker: BrokerAddress | undefined;
 
   constructor(
     private readonly config: RouterConfig,
@@ -73,6 +75,7 @@ export class RouterService {
     options: { schemaRegistry?: SchemaRegistryClient } = {},
   ) {
     const kafka = createKafka(config.kafka, logger, kafkaSecurity);
+    this.broker = brokerAddress(config.kafka.brokers[0]);
     this.hooks = safeHooks(hooks, logger);
     this.delivery = safeDeliveryHooks(hooks, logger);
     this.registry = options.schemaRegistry;
@@ -189,7 +192,7 @@ export class RouterService {
     });
     if (key !== undefined) this.keyTurns.set(key, mine);
     const turn = previous ?? Promise.resolve();
-    return withProcessSpan(info, this.config.input.groupId, (span) => this.handleTraced(record, span, turn)).finally(() => {
+    return withProcessSpan(info, this.config.input.groupId, (span) => this.handleTraced(record, span, turn), this.broker).finally(() => {
       release();
       if (key !== undefined && this.keyTurns.get(key) === mine) this.keyTurns.delete(key);
     });
@@ -341,7 +344,7 @@ export class RouterService {
 
   /** Publishes one record inside its `send <topic>` span; `propagate` puts the trace context into its headers. */
   private send(topic: string, record: OutboundRecord, propagate = false): Promise<void> {
-    return withSendSpan(topic, this.config.kafka.clientId, record.value?.length ?? 0, record.headers, propagate, (headers) => this.sink.send(topic, { ...record, headers }));
+    return withSendSpan(topic, this.config.kafka.clientId, record.value?.length ?? 0, record.headers, propagate, (headers) => this.sink.send(topic, { ...record, headers }), this.broker);
   }
 
   /**

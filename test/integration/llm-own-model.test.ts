@@ -19,7 +19,7 @@ import { validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { createProcessor, llmCapFor, loadRouter, loadTopicRoutes } from '../../src/pipeline/compose.js';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
-import { createLlmTagger, OpenAiChatTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
+import { createLlmTagger, type OpenAiChatTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
 import { answerRegex } from '../../src/taggers/llm/prompt.js';
 import { buildMessages, tokensFromMessages, tokensFromText, type ChatMessage } from '../../src/taggers/llm/realign.js';
 import { startLlmServer, type LlmServer } from '../../src/taggers/llm/reference-server.js';

@@ -120,6 +120,10 @@ test('encoder-only notes: process -> text, route encoder -> tag encoder, send; p
     assert.equal(proc.attributes[MessagingAttr.OPERATION_TYPE], 'process');
     assert.equal(proc.attributes[MessagingAttr.CONSUMER_GROUP_NAME], names.group);
     assert.equal(typeof proc.attributes[MessagingAttr.KAFKA_OFFSET], 'number');
+    // The broker it talks to: the first bootstrap server.
+    const [bootHost, bootPort] = cluster.bootstrapServers[0].split(':');
+    assert.equal(proc.attributes[MessagingAttr.SERVER_ADDRESS], bootHost);
+    assert.equal(proc.attributes[MessagingAttr.SERVER_PORT], Number(bootPort));
     assert.notEqual(proc.status.code, SpanStatusCode.ERROR);
     const traceId = proc.spanContext().traceId;
     if (input.headers !== undefined) {
@@ -150,6 +154,8 @@ test('encoder-only notes: process -> text, route encoder -> tag encoder, send; p
     assert.equal(send.kind, SpanKind.PRODUCER);
     assert.equal(send.attributes[MessagingAttr.OPERATION_TYPE], 'send');
     assert.equal(send.attributes[MessagingAttr.DESTINATION_NAME], names.output);
+    assert.equal(send.attributes[MessagingAttr.SERVER_ADDRESS], bootHost);
+    assert.equal(send.attributes[MessagingAttr.SERVER_PORT], Number(bootPort));
 
     // The output record carries the send span's context: downstream consumers continue the same trace.
     const out = outputs.find((r) => r.key?.toString() === input.id);
@@ -246,15 +252,17 @@ test('fallback: a closed LLM port gives tag llm with status ERROR and error.type
   assert.ok(exception !== undefined, 'the failure is recorded as an exception event');
   assert.equal(exception.attributes?.['exception.type'], 'LlmError');
   assert.equal(exception.attributes?.['exception.stacktrace'], undefined, 'no stack trace');
-  // Under the tagger call, one CLIENT span per HTTP request (one per sentence, no retries here), each refused.
+  // Under the tagger call, one CLIENT span per HTTP request (one per sentence, no retries here). The first refusal
+  // fails the call, so the other request is either refused too or cancelled because the note stopped waiting.
   const requests = childrenOf(spans, llm);
-  assert.equal(requests.length, 2);
+  assert.ok(requests.length >= 1 && requests.length <= 2, `${requests.length} requests`);
   for (const r of requests) {
     assert.equal(r.name, 'POST /v1/chat/completions');
     assert.equal(r.attributes['server.port'], port);
-    assert.equal(r.attributes['error.type'], 'LLM_UNAVAILABLE');
+    assert.ok(['LLM_UNAVAILABLE', 'LLM_BUDGET_EXCEEDED'].includes(String(r.attributes['error.type'])), String(r.attributes['error.type']));
     assert.equal(r.attributes['http.response.status_code'], undefined, 'no answer, no status');
   }
+  assert.ok(requests.some((r) => r.attributes['error.type'] === 'LLM_UNAVAILABLE'), 'the refused request says so');
   assert.equal(fallback.attributes[BionerAttr.TAGGER_ROUTE], 'encoder_fallback');
   assert.equal(fallback.attributes[BionerAttr.TAGGER_OK], true);
   assert.equal(fallback.attributes[BionerAttr.TAGGER_SENTENCES], 2);

@@ -41,9 +41,10 @@ test('every leaf option of the schema has a description and a row in the referen
   // Record maps have keys the user chooses, so no environment variable can name them.
   assert.deepEqual(
     options.filter((o) => o.fileOnly).map((o) => o.path),
-    ['routing.topicBudgets'],
+    ['routing.topicBudgets', 'routing.domains'],
   );
   assert.ok(doc.includes('| `routing.topicBudgets` | (file only) |'));
+  assert.ok(doc.includes('| `routing.domains` | (file only) |'));
 });
 
 test('every cross-field rule of schema.ts is listed in the reference, worded by its own message', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -19,6 +19,15 @@ test('the default templates render exactly the prompt the adapter always sent', 
   const completion = renderCompletion(DEFAULT_PROMPT, ['Cisplatin', 'induced'], LABELS);
   const [system, user] = buildMessages(['Cisplatin', 'induced'], LABELS);
   assert.equal(completion, `${system.content}\n\n${user.content}\n\nAnswer:\n`);
+});
+
+test('the built-in prompt written out as a file in docs/use-your-own-vllm.md loads as exactly the built-in prompt', async () => {
+  const doc = await readFile(new URL('../../docs/use-your-own-vllm.md', import.meta.url), 'utf8');
+  const block = /The built-in prompt, as a file, is exactly:\n\n```yaml\n([\s\S]*?)```/.exec(doc);
+  assert.ok(block !== null, 'the doc shows the built-in prompt as a YAML file');
+  const dir = await mkdtemp(join(tmpdir(), 'bioner-prompt-doc-'));
+  await writeFile(join(dir, 'prompt.yaml'), block[1]);
+  assert.deepEqual(await loadPromptTemplates(join(dir, 'prompt.yaml')), DEFAULT_PROMPT);
 });
 
 test('a prompt file replaces the templates it names; unknown placeholders and keys are refused at start-up', async () => {
