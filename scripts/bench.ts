@@ -54,13 +54,20 @@ const row = (what: string, value: string, note = ''): void => {
   process.stderr.write(`  ${what}: ${value} ${note}\n`);
 };
 const r2 = (x: number): number => Number(x.toFixed(2));
-const pct = (sorted: number[], p: number): number => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]);
+const pct = (sorted: number[], p: number): number =>
+  sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 
 async function loadTexts(): Promise<{ source: string; texts: string[] }> {
   const csv = resolve(packageRoot, '../shared/data/mtsamples/mtsamples.csv');
   if (existsSync(csv)) return { source: 'mtsamples.csv', texts: (await readMtsamplesCsv(csv)).slice(0, P.notes) };
   const jsonl = resolve(packageRoot, 'test/fixtures/mtsamples/notes.jsonl');
-  return { source: 'fixtures notes.jsonl', texts: (await readNotesFile(jsonl)).map((n) => n.text).filter((t) => t.trim() !== '').slice(0, P.notes) };
+  return {
+    source: 'fixtures notes.jsonl',
+    texts: (await readNotesFile(jsonl))
+      .map((n) => n.text)
+      .filter((t) => t.trim() !== '')
+      .slice(0, P.notes),
+  };
 }
 
 /** Wraps the tagger's backend to record the batches it sends and the time spent in them. */
@@ -89,7 +96,16 @@ function instrument(tagger: EncoderTagger): { batches: number[][][]; backendMs: 
       runMs += performance.now() - t;
     }
   };
-  return { batches, backendMs: () => backendMs, runMs: () => runMs, reset: () => { batches.length = 0; backendMs = 0; runMs = 0; } };
+  return {
+    batches,
+    backendMs: () => backendMs,
+    runMs: () => runMs,
+    reset: () => {
+      batches.length = 0;
+      backendMs = 0;
+      runMs = 0;
+    },
+  };
 }
 
 function feedsFor(batch: number[][], padId: number, tokenTypes: boolean): Record<string, ort.Tensor> {
@@ -103,7 +119,10 @@ function feedsFor(batch: number[][], padId: number, tokenTypes: boolean): Record
       mask[i * cols + c] = 1n;
     });
   });
-  const feeds: Record<string, ort.Tensor> = { input_ids: new ort.Tensor('int64', ids, [rowsN, cols]), attention_mask: new ort.Tensor('int64', mask, [rowsN, cols]) };
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', ids, [rowsN, cols]),
+    attention_mask: new ort.Tensor('int64', mask, [rowsN, cols]),
+  };
   if (tokenTypes) feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(rowsN * cols), [rowsN, cols]);
   return feeds;
 }
@@ -127,7 +146,9 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
  * (the graph's inputs and output are BERT's). Undefined when the package is
  * not installed (it is a devDependency).
  */
-async function transformersJsPipeline(modelDir: string): Promise<{ run: (texts: string[]) => Promise<unknown>; version: string; close: () => Promise<void> } | undefined> {
+async function transformersJsPipeline(
+  modelDir: string,
+): Promise<{ run: (texts: string[]) => Promise<unknown>; version: string; close: () => Promise<void> } | undefined> {
   let tjs: typeof import('@huggingface/transformers');
   try {
     tjs = await import('@huggingface/transformers');
@@ -221,12 +242,24 @@ async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Pro
   const ratio = paired(taggerMs, rawMs);
   const speedup = paired(tjsMs, taggerMs);
   const speedup1 = paired(tjs1Ms, taggerMs);
-  row('encoder: EncoderTagger', `${rate(tMs).toFixed(1)} sent/s`, `${sentences.length} sentences, ${windows} windows, ${batches.length} batches of <= ${BATCH}; median of ${P.rounds} interleaved rounds`);
+  row(
+    'encoder: EncoderTagger',
+    `${rate(tMs).toFixed(1)} sent/s`,
+    `${sentences.length} sentences, ${windows} windows, ${batches.length} batches of <= ${BATCH}; median of ${P.rounds} interleaved rounds`,
+  );
   row('encoder: raw session.run', `${rate(rMs).toFixed(1)} sent/s`, 'the same padded batches, tensors prebuilt');
   row('encoder: overhead vs raw onnxruntime', `${ratio.toFixed(3)}x`, `target <= 1.15x: ${ratio <= 1.15 ? 'met' : 'MISSED'}`);
-  row('encoder: time split (median round)', `run ${runMs.toFixed(0)} ms / tensors+slice ${(backendMs - runMs).toFixed(0)} ms / tokenise+window+decode ${(tMs - backendMs).toFixed(0)} ms`, `of ${tMs.toFixed(0)} ms`);
+  row(
+    'encoder: time split (median round)',
+    `run ${runMs.toFixed(0)} ms / tensors+slice ${(backendMs - runMs).toFixed(0)} ms / tokenise+window+decode ${(tMs - backendMs).toFixed(0)} ms`,
+    `of ${tMs.toFixed(0)} ms`,
+  );
   if (tjs !== undefined) {
-    row(`encoder: transformers.js ${tjs.version}, batched`, `${rate(jMs).toFixed(1)} sent/s`, `pipeline('token-classification'), same model.onnx and threads, ${BATCH} sentence strings a call`);
+    row(
+      `encoder: transformers.js ${tjs.version}, batched`,
+      `${rate(jMs).toFixed(1)} sent/s`,
+      `pipeline('token-classification'), same model.onnx and threads, ${BATCH} sentence strings a call`,
+    );
     row('encoder: speed-up vs transformers.js batched', `${speedup.toFixed(2)}x`, `target >= 3x: ${speedup >= 3 ? 'met' : 'MISSED'}`);
     row(`encoder: transformers.js ${tjs.version}, one sentence a call`, `${rate(j1Ms).toFixed(1)} sent/s`, 'the same pipeline called per sentence');
     row('encoder: speed-up vs transformers.js per sentence', `${speedup1.toFixed(2)}x`, `target >= 3x: ${speedup1 >= 3 ? 'met' : 'MISSED'}`);
@@ -234,10 +267,28 @@ async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Pro
     row('encoder: transformers.js', 'not installed', 'npm ci installs it (devDependency @huggingface/transformers)');
   }
   results.encoder = {
-    sentences: sentences.length, windows, batches: batches.length, rounds: P.rounds,
-    tagger_sent_per_s: r2(rate(tMs)), raw_sent_per_s: r2(rate(rMs)), overhead_ratio: Number(ratio.toFixed(3)), target_ratio: 1.15,
-    session_run_ms: r2(runMs), tensor_and_slice_ms: r2(backendMs - runMs), tokenise_window_decode_ms: r2(tMs - backendMs),
-    transformers_js: tjs === undefined ? null : { version: tjs.version, batched_sent_per_s: r2(rate(jMs)), batched_speedup: Number(speedup.toFixed(2)), single_sent_per_s: r2(rate(j1Ms)), single_speedup: Number(speedup1.toFixed(2)), target_speedup: 3 },
+    sentences: sentences.length,
+    windows,
+    batches: batches.length,
+    rounds: P.rounds,
+    tagger_sent_per_s: r2(rate(tMs)),
+    raw_sent_per_s: r2(rate(rMs)),
+    overhead_ratio: Number(ratio.toFixed(3)),
+    target_ratio: 1.15,
+    session_run_ms: r2(runMs),
+    tensor_and_slice_ms: r2(backendMs - runMs),
+    tokenise_window_decode_ms: r2(tMs - backendMs),
+    transformers_js:
+      tjs === undefined
+        ? null
+        : {
+            version: tjs.version,
+            batched_sent_per_s: r2(rate(jMs)),
+            batched_speedup: Number(speedup.toFixed(2)),
+            single_sent_per_s: r2(rate(j1Ms)),
+            single_speedup: Number(speedup1.toFixed(2)),
+            target_speedup: 3,
+          },
   };
 }
 
@@ -247,7 +298,12 @@ async function benchEncoder(sentences: Sentence[], sentenceTexts: string[]): Pro
  * and publishes the spans as JSON; without `tag` it forwards the value
  * unchanged. Returns the epoch ms at which the first record was handled.
  */
-async function bareLoop(kafka: Kafka, from: string, to: string, tagger: EncoderTagger | undefined): Promise<{ firstAt: () => number; stop: () => Promise<void> }> {
+async function bareLoop(
+  kafka: Kafka,
+  from: string,
+  to: string,
+  tagger: EncoderTagger | undefined,
+): Promise<{ firstAt: () => number; stop: () => Promise<void> }> {
   const producer = createProducer(kafka);
   await producer.connect();
   const consumer = kafka.consumer({ groupId: `bench-${from}`, maxWaitTimeInMs: 100 });
@@ -287,7 +343,15 @@ async function benchPipeline(texts: string[]): Promise<number[]> {
   process.stderr.write('[2/4] pipeline\n');
   const logger = createLogger('warn');
   await ensureMockKafkaBinary();
-  const t = { input: 'clinical-notes', output: 'tagged-notes', dlq: 'clinical-notes.dlq', bareIn: 'bare-in', bareOut: 'bare-out', ptIn: 'pt-in', ptOut: 'pt-out' };
+  const t = {
+    input: 'clinical-notes',
+    output: 'tagged-notes',
+    dlq: 'clinical-notes.dlq',
+    bareIn: 'bare-in',
+    bareOut: 'bare-out',
+    ptIn: 'pt-in',
+    ptOut: 'pt-out',
+  };
   const cluster = await MockKafkaCluster.start({ brokers: 1, topics: Object.values(t).map((name) => ({ name, partitions: 1 })) });
   try {
     const config = validateConfig({
@@ -304,7 +368,10 @@ async function benchPipeline(texts: string[]): Promise<number[]> {
     const n = P.pipeNotes;
     const messages = Array.from({ length: n }, (_, i) => {
       const noteId = `bench-${String(i + 1).padStart(4, '0')}`;
-      return { key: noteId, value: encodeNote({ noteId, text: texts[i % texts.length], source: 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: null }, 'json') };
+      return {
+        key: noteId,
+        value: encodeNote({ noteId, text: texts[i % texts.length], source: 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+      };
     });
     for (const topic of [t.input, t.bareIn, t.ptIn]) await producer.send({ topic, messages });
     await producer.disconnect();
@@ -341,19 +408,45 @@ async function benchPipeline(texts: string[]): Promise<number[]> {
     const tagged = ours.records.filter((r) => r.topic === t.output && r.value !== null).map((r) => decodeTaggedNote(r.value as Buffer));
     const lat = tagged.map((x) => x.timings.total_ms).sort((a, b) => a - b);
     const sum = (f: (x: (typeof tagged)[number]) => number): number => tagged.reduce((acc, x) => acc + f(x), 0);
-    const [textMs, routeMs, encMs, totalMs] = [sum((x) => x.timings.text_ms), sum((x) => x.timings.route_ms), sum((x) => x.timings.encoder_ms), sum((x) => x.timings.total_ms)];
+    const [textMs, routeMs, encMs, totalMs] = [
+      sum((x) => x.timings.text_ms),
+      sum((x) => x.timings.route_ms),
+      sum((x) => x.timings.encoder_ms),
+      sum((x) => x.timings.total_ms),
+    ];
     const rate = (ms: number): number => (n / ms) * 1000;
     const ratio = pipeMs / bareMs;
-    row('pipeline: RouterService (encoder policy)', `${rate(pipeMs).toFixed(2)} notes/s`, `${tagged.length} notes; concurrency ${config.processing.concurrency}, Avro out, ordered commits, DLQ path`);
+    row(
+      'pipeline: RouterService (encoder policy)',
+      `${rate(pipeMs).toFixed(2)} notes/s`,
+      `${tagged.length} notes; concurrency ${config.processing.concurrency}, Avro out, ordered commits, DLQ path`,
+    );
     row('pipeline: bare kafkajs consume+tag+produce', `${rate(bareMs).toFixed(2)} notes/s`, 'eachMessage, same text stage and EncoderTagger, spans as JSON');
     row('pipeline: overhead vs bare loop', `${ratio.toFixed(3)}x`, `time ratio; target <= 1.2x: ${ratio <= 1.2 ? 'met' : 'MISSED'}`);
     row('pipeline: bare kafkajs passthrough', `${rate(ptMs).toFixed(1)} notes/s`, 'no inference: the broker round trip alone');
-    row('pipeline: note latency p50 / p95', `${pct(lat, 50).toFixed(0)} / ${pct(lat, 95).toFixed(0)} ms`, 'timings.total_ms (receipt to publish), all notes queued at start');
-    row('pipeline: latency split (sum over notes)', `text ${textMs.toFixed(0)} / route ${routeMs.toFixed(1)} / encoder ${encMs.toFixed(0)} / other ${(totalMs - textMs - routeMs - encMs).toFixed(0)} ms`, 'other = waiting for a tagging slot + publish');
+    row(
+      'pipeline: note latency p50 / p95',
+      `${pct(lat, 50).toFixed(0)} / ${pct(lat, 95).toFixed(0)} ms`,
+      'timings.total_ms (receipt to publish), all notes queued at start',
+    );
+    row(
+      'pipeline: latency split (sum over notes)',
+      `text ${textMs.toFixed(0)} / route ${routeMs.toFixed(1)} / encoder ${encMs.toFixed(0)} / other ${(totalMs - textMs - routeMs - encMs).toFixed(0)} ms`,
+      'other = waiting for a tagging slot + publish',
+    );
     results.pipeline = {
-      notes: n, router_notes_per_s: r2(rate(pipeMs)), bare_loop_notes_per_s: r2(rate(bareMs)), passthrough_notes_per_s: r2(rate(ptMs)),
-      overhead_ratio: Number(ratio.toFixed(3)), target_ratio: 1.2, p50_ms: r2(pct(lat, 50)), p95_ms: r2(pct(lat, 95)),
-      sum_text_ms: r2(textMs), sum_route_ms: r2(routeMs), sum_encoder_ms: r2(encMs), sum_total_ms: r2(totalMs),
+      notes: n,
+      router_notes_per_s: r2(rate(pipeMs)),
+      bare_loop_notes_per_s: r2(rate(bareMs)),
+      passthrough_notes_per_s: r2(rate(ptMs)),
+      overhead_ratio: Number(ratio.toFixed(3)),
+      target_ratio: 1.2,
+      p50_ms: r2(pct(lat, 50)),
+      p95_ms: r2(pct(lat, 95)),
+      sum_text_ms: r2(textMs),
+      sum_route_ms: r2(routeMs),
+      sum_encoder_ms: r2(encMs),
+      sum_total_ms: r2(totalMs),
     };
     return [routeMs, totalMs, tagged.length];
   } finally {
@@ -366,7 +459,13 @@ async function benchRouter(sentencesPerNote: Sentence[][], routeShare: number[])
   const budget: NoteBudget = { budgetMs: 2000, source: 'default', effectiveMs: 2000, loadFactor: 1 };
   const out: Record<string, number> = {};
   for (const policy of POLICY_NAMES) {
-    const config = validateConfig({ kafka: { brokers: ['127.0.0.1:9092'] }, input: { topic: 'x', groupId: 'x' }, output: { topic: 'y', dlqTopic: 'z' }, routing: { policy }, logging: { level: 'warn' } });
+    const config = validateConfig({
+      kafka: { brokers: ['127.0.0.1:9092'] },
+      input: { topic: 'x', groupId: 'x' },
+      output: { topic: 'y', dlqTopic: 'z' },
+      routing: { policy },
+      logging: { level: 'warn' },
+    });
     const router = await loadRouter(config);
     let n = 0;
     const t0 = performance.now();
@@ -378,15 +477,27 @@ async function benchRouter(sentencesPerNote: Sentence[][], routeShare: number[])
     }
     const rate = (n / (performance.now() - t0)) * 1000;
     out[policy] = Math.round(rate);
-    row(`router: plan ${policy}`, `${Math.round(rate)} decisions/s`, `per note (mean ${(sentencesPerNote.reduce((a, s) => a + s.length, 0) / sentencesPerNote.length).toFixed(0)} sentences)`);
+    row(
+      `router: plan ${policy}`,
+      `${Math.round(rate)} decisions/s`,
+      `per note (mean ${(sentencesPerNote.reduce((a, s) => a + s.length, 0) / sentencesPerNote.length).toFixed(0)} sentences)`,
+    );
   }
   const [routeMs, totalMs, notes] = routeShare;
   const share = totalMs > 0 ? routeMs / totalMs : 0;
-  row('router: share of note latency (encoder policy)', `${(share * 100).toFixed(3)} %`, `mean route_ms ${(routeMs / Math.max(1, notes)).toFixed(2)} ms per note, measured in the pipeline run`);
+  row(
+    'router: share of note latency (encoder policy)',
+    `${(share * 100).toFixed(3)} %`,
+    `mean route_ms ${(routeMs / Math.max(1, notes)).toFixed(2)} ms per note, measured in the pipeline run`,
+  );
   // The gain-based policies score every sentence (length estimate, costs): their plan against the same notes' mean latency.
   const meanNoteMs = totalMs / Math.max(1, notes);
   const planShare = meanNoteMs > 0 ? 1000 / Math.min(out['length-aware'], out.cascade) / meanNoteMs : 0;
-  row('router: plan time / note latency (length-aware, cascade)', `${(planShare * 100).toFixed(2)} %`, `slowest plan ${(1000 / Math.min(out['length-aware'], out.cascade)).toFixed(2)} ms vs mean note ${meanNoteMs.toFixed(0)} ms`);
+  row(
+    'router: plan time / note latency (length-aware, cascade)',
+    `${(planShare * 100).toFixed(2)} %`,
+    `slowest plan ${(1000 / Math.min(out['length-aware'], out.cascade)).toFixed(2)} ms vs mean note ${meanNoteMs.toFixed(0)} ms`,
+  );
   results.router = { decisions_per_s: out, share_of_latency: Number(share.toFixed(5)), gain_policy_plan_share: Number(planShare.toFixed(5)) };
 }
 
@@ -406,7 +517,14 @@ async function benchLlm(sentences: Sentence[]): Promise<void> {
   try {
     const sub = sentences.slice(0, P.httpSentences);
     for (const adapter of ['openai', 'vllm-pooling'] as const) {
-      const config = validateConfig({ kafka: { brokers: ['127.0.0.1:9092'] }, input: { topic: 'x', groupId: 'x' }, output: { topic: 'y', dlqTopic: 'z' }, routing: { policy: 'llm' }, llm: { adapter, baseUrl: server.url, modelDir: LLM_DIR }, logging: { level: 'warn' } });
+      const config = validateConfig({
+        kafka: { brokers: ['127.0.0.1:9092'] },
+        input: { topic: 'x', groupId: 'x' },
+        output: { topic: 'y', dlqTopic: 'z' },
+        routing: { policy: 'llm' },
+        llm: { adapter, baseUrl: server.url, modelDir: LLM_DIR },
+        logging: { level: 'warn' },
+      });
       const tagger = await createLlmTagger(config.llm, { modelDir: LLM_DIR, encoder: config.encoder });
       await tagger.tagSentences(sub.slice(0, 4));
       const before = server.stats.requests;
@@ -416,7 +534,11 @@ async function benchLlm(sentences: Sentence[]): Promise<void> {
       const reqs = server.stats.requests - before;
       await tagger.close();
       const rate = (sub.length / ms) * 1000;
-      row(`llm: HTTP ${adapter}`, `${rate.toFixed(1)} sent/s`, `${sub.length} sentences, ${reqs} requests, ${(inRate / rate).toFixed(2)}x slower than in-process`);
+      row(
+        `llm: HTTP ${adapter}`,
+        `${rate.toFixed(1)} sent/s`,
+        `${sub.length} sentences, ${reqs} requests, ${(inRate / rate).toFixed(2)}x slower than in-process`,
+      );
       llm[`${adapter.replace('-', '_')}_sent_per_s`] = r2(rate);
       llm[`${adapter.replace('-', '_')}_requests`] = reqs;
     }
@@ -447,7 +569,11 @@ async function main(): Promise<void> {
 
   const w1 = Math.max(...rows.map((r) => r[0].length));
   const w2 = Math.max(...rows.map((r) => r[1].length));
-  const lines = [`bioner-router bench (${source}, ${texts.length} notes, ${THREADS} threads${quick ? ', quick' : ''})`, `${'measure'.padEnd(w1)}  ${'value'.padEnd(w2)}  notes`, '-'.repeat(w1 + w2 + 40)];
+  const lines = [
+    `bioner-router bench (${source}, ${texts.length} notes, ${THREADS} threads${quick ? ', quick' : ''})`,
+    `${'measure'.padEnd(w1)}  ${'value'.padEnd(w2)}  notes`,
+    '-'.repeat(w1 + w2 + 40),
+  ];
   for (const [a, b, c] of rows) lines.push(`${a.padEnd(w1)}  ${b.padEnd(w2)}  ${c}`);
   lines.push(`bench wall time ${((performance.now() - started) / 1000).toFixed(1)} s`);
   results.wall_s = r2((performance.now() - started) / 1000);

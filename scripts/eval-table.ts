@@ -106,14 +106,21 @@ for (const [id, res] of Object.entries(results)) {
     gain = Object.fromEntries((['all', ...buckets] as const).map((b) => [b, llm.f1[b] - encoder.f1[b]]));
     costRatio = llm.ms_per_sentence / encoder.ms_per_sentence;
     const sign = (x: number): string => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}`;
-    lines.push(`| ${name} | **LLM - encoder** | ${sign(gain.all)} | ${sign(gain['1'])} | ${sign(gain['2'])} | ${sign(gain['3+'])} | x${costRatio.toFixed(1)} |`);
+    lines.push(
+      `| ${name} | **LLM - encoder** | ${sign(gain.all)} | ${sign(gain['1'])} | ${sign(gain['2'])} | ${sign(gain['3+'])} | x${costRatio.toFixed(1)} |`,
+    );
   }
   calibration[id] = {
     data: res.data,
     sentences: res.sentences,
     tokens: res.tokens,
     support_by_length: (encoder ?? llm)?.support,
-    routes: Object.fromEntries(Object.entries(res.routes).map(([k, v]) => [k, { model: v.model, f1: v.f1, ms_per_sentence: Number(v.ms_per_sentence.toFixed(4)), ms_per_token: Number(v.ms_per_token.toFixed(5)) }])),
+    routes: Object.fromEntries(
+      Object.entries(res.routes).map(([k, v]) => [
+        k,
+        { model: v.model, f1: v.f1, ms_per_sentence: Number(v.ms_per_sentence.toFixed(4)), ms_per_token: Number(v.ms_per_token.toFixed(5)) },
+      ]),
+    ),
     ...(gain === undefined ? {} : { llm_gain: gain, cost_ratio: Number((costRatio as number).toFixed(3)) }),
   };
 }
@@ -121,7 +128,20 @@ for (const [id, res] of Object.entries(results)) {
 const table = lines.join('\n');
 process.stdout.write(table + '\n');
 if (values.only === undefined) {
-  await writeFile(join(root, 'models/calibration.json'), JSON.stringify({ generated_by: 'npm run eval:table', generated_at: new Date().toISOString(), machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown' }, cost_unit: 'wall-clock milliseconds, batched', datasets: calibration }, null, 2) + '\n');
+  await writeFile(
+    join(root, 'models/calibration.json'),
+    JSON.stringify(
+      {
+        generated_by: 'npm run eval:table',
+        generated_at: new Date().toISOString(),
+        machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown' },
+        cost_unit: 'wall-clock milliseconds, batched',
+        datasets: calibration,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
   const readmePath = join(root, 'README.md');
   const readme = await readFile(readmePath, 'utf8');
   const start = '<!-- eval-table:start -->';

@@ -51,7 +51,8 @@ async function loadTexts(): Promise<string[]> {
   return (await readNotesFile(resolve(packageRoot, 'test/fixtures/mtsamples/notes.jsonl'))).map((n) => n.text);
 }
 
-const quantile = (sorted: number[], q: number): number => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
+const quantile = (sorted: number[], q: number): number =>
+  sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface RateResult {
@@ -94,11 +95,22 @@ async function main(): Promise<void> {
       await producer.connect();
       const messages = Array.from({ length: count }, (_, i) => {
         const noteId = `load-${round}-${i}`;
-        return { key: noteId, value: encodeNote({ noteId, text: texts[i % texts.length], source: 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: null }, 'json') };
+        return {
+          key: noteId,
+          value: encodeNote({ noteId, text: texts[i % texts.length], source: 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+        };
       });
       await parts.service.start();
       // One warm-up note first, so the group has joined and the models are warm before the clock starts.
-      await producer.send({ topic: names.input, messages: [{ key: 'warm-up', value: encodeNote({ noteId: 'warm-up', text: texts[0], source: 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: null }, 'json') }] });
+      await producer.send({
+        topic: names.input,
+        messages: [
+          {
+            key: 'warm-up',
+            value: encodeNote({ noteId: 'warm-up', text: texts[0], source: 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+          },
+        ],
+      });
       await readTopics(kafka, [names.output], (rs) => rs.length >= 1, 120_000);
       const lagSeries: number[] = [];
       const rss: number[] = [];
@@ -153,7 +165,10 @@ async function main(): Promise<void> {
     const burst = await runOnce(BURST, undefined);
     const max = burst.result.rate;
     results.push(burst.result);
-    for (const spec of String(args.rates).split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    for (const spec of String(args.rates)
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '')) {
       const rate = spec.endsWith('%') ? (max * Number(spec.slice(0, -1))) / 100 : Number(spec);
       if (!(rate > 0)) throw new UsageError(`bad rate ${spec}: a share of the maximum (50%) or notes/s`);
       const count = Math.max(10, Math.round(rate * SECONDS));
@@ -166,7 +181,19 @@ async function main(): Promise<void> {
   const fmt = (n: number, d = 1): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
   const rows = [
     ['run', 'notes/s', 'notes', 'p50 ms', 'p95 ms', 'p99 ms', 'max lag', 'CPU ms/note', 'cores busy', 'RSS MiB p50/max', 'LLM share'],
-    ...results.map((r, i) => [i === 0 ? 'max (burst)' : `open loop`, fmt(r.rate, 2), String(r.notes), fmt(r.p50_ms), fmt(r.p95_ms), fmt(r.p99_ms), String(r.max_lag), fmt(r.cpu_ms_per_note), fmt(r.cpu_cores, 2), `${fmt(r.rss_mb_p50, 0)}/${fmt(r.rss_mb_max, 0)}`, fmt(r.llm_share, 3)]),
+    ...results.map((r, i) => [
+      i === 0 ? 'max (burst)' : `open loop`,
+      fmt(r.rate, 2),
+      String(r.notes),
+      fmt(r.p50_ms),
+      fmt(r.p95_ms),
+      fmt(r.p99_ms),
+      String(r.max_lag),
+      fmt(r.cpu_ms_per_note),
+      fmt(r.cpu_cores, 2),
+      `${fmt(r.rss_mb_p50, 0)}/${fmt(r.rss_mb_max, 0)}`,
+      fmt(r.llm_share, 3),
+    ]),
   ];
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   for (const r of rows) process.stdout.write(r.map((v, c) => v.padStart(widths[c])).join('  ') + '\n');

@@ -78,7 +78,10 @@ class RouterProcess {
   constructor(private readonly configFile: string) {}
 
   start(): void {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', this.configFile], { cwd: packageRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', this.configFile], {
+      cwd: packageRoot,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const inc: (typeof this.incarnations)[number] = { startedAt: clock(), rss: [] };
     this.incarnations.push(inc);
     child.stderr?.on('data', (d: Buffer) => {
@@ -139,7 +142,14 @@ async function loadTexts(): Promise<string[]> {
 async function main(): Promise<void> {
   const texts = await loadTexts();
   const topics = { input: 'soak-notes', output: 'soak-tagged', dlq: 'soak-dlq' };
-  const cluster = await MockKafkaCluster.start({ brokers: 3, topics: [{ name: topics.input, partitions: 3 }, { name: topics.output, partitions: 3 }, { name: topics.dlq, partitions: 1 }] });
+  const cluster = await MockKafkaCluster.start({
+    brokers: 3,
+    topics: [
+      { name: topics.input, partitions: 3 },
+      { name: topics.output, partitions: 3 },
+      { name: topics.dlq, partitions: 1 },
+    ],
+  });
   const llmServer = await startLlmServer({ modelDir: resolve(packageRoot, 'models/bc5cdr-llm'), port: 0 });
   const llmProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: llmServer.port });
   const dir = await mkdtemp(join(tmpdir(), 'bioner-soak-'));
@@ -152,13 +162,23 @@ async function main(): Promise<void> {
       output: { topic: topics.output, dlqTopic: topics.dlq },
       processing: { concurrency: 4, maxInFlight: 16 },
       routing: { policy: POLICY, defaultBudgetMs: 3000 },
-      llm: { adapter: 'openai', baseUrl: llmProxy.url, modelDir: 'models/bc5cdr-llm', timeoutMs: 2000, retries: 1, retryBackoffMs: 50, circuit: { failureThreshold: 5, resetTimeoutMs: 2000 } },
+      llm: {
+        adapter: 'openai',
+        baseUrl: llmProxy.url,
+        modelDir: 'models/bc5cdr-llm',
+        timeoutMs: 2000,
+        retries: 1,
+        retryBackoffMs: 50,
+        circuit: { failureThreshold: 5, resetTimeoutMs: 2000 },
+      },
       logging: { level: 'warn' },
       telemetry: { port: -1, tracesExporter: 'none' },
     }),
   );
   const router = new RouterProcess(configFile);
-  say(`soak: ${MINUTES} min at ${RATE} notes/s, seed ${SEED}, policy ${POLICY}, ${texts.length} source notes, embedded cluster ${cluster.bootstrapServers.join(',')}`);
+  say(
+    `soak: ${MINUTES} min at ${RATE} notes/s, seed ${SEED}, policy ${POLICY}, ${texts.length} source notes, embedded cluster ${cluster.bootstrapServers.join(',')}`,
+  );
   router.start();
 
   const kafka = createKafka(validateConfig({ kafka: { brokers: cluster.bootstrapServers, clientId: 'bioner-soak-driver' } }).kafka, silentLogger);
@@ -181,7 +201,20 @@ async function main(): Promise<void> {
             const b = badTemplates[n % badTemplates.length];
             return { key: `bad-${n}-${b.expect}`, value: b.value };
           })()
-        : { key: `soak-${n}`, value: encodeNote({ noteId: `soak-${n}`, text: texts[n % texts.length], source: 'mtsamples', latencyBudgetMs: pick([null, 200, 1000, 3000]), patientId: null, metadata: null }, 'json') };
+        : {
+            key: `soak-${n}`,
+            value: encodeNote(
+              {
+                noteId: `soak-${n}`,
+                text: texts[n % texts.length],
+                source: 'mtsamples',
+                latencyBudgetMs: pick([null, 200, 1000, 3000]),
+                patientId: null,
+                metadata: null,
+              },
+              'json',
+            ),
+          };
       for (;;) {
         try {
           await producer.send({ topic: topics.input, messages: [message] });

@@ -160,7 +160,11 @@ export class PublishError extends RouterError {
 export class SchemaRegistryError extends RouterError {
   readonly status: number | undefined;
   constructor(code: ErrorCode, message: string, options: RouterErrorOptions & { status?: number } = {}) {
-    super(code, message, { retriable: options.retriable ?? code === ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE, stage: options.stage ?? 'decode', cause: options.cause });
+    super(code, message, {
+      retriable: options.retriable ?? code === ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE,
+      stage: options.stage ?? 'decode',
+      cause: options.cause,
+    });
     this.status = options.status;
   }
 }

@@ -5,14 +5,43 @@
  */
 export { loadConfig, validateConfig, environmentOverrides } from './config/load.js';
 export type { RouterConfig, ConfigInput } from './config/schema.js';
-export { RouterError, ConfigError, InvalidRecordError, ModelLoadError, TaggerError, LlmError, NoteTimeoutError, PublishError, ErrorCodes, isRetriable } from './errors.js';
+export {
+  RouterError,
+  ConfigError,
+  InvalidRecordError,
+  ModelLoadError,
+  TaggerError,
+  LlmError,
+  NoteTimeoutError,
+  PublishError,
+  ErrorCodes,
+  isRetriable,
+} from './errors.js';
 export type { ErrorCode, Stage } from './errors.js';
 export { decodeNote, encodeNote, validateNote } from './ingest/decode.js';
 export { NoteDecoder } from './ingest/note-decoder.js';
-export { SchemaRegistryClient, schemaRegistryOptions, frameConfluent, parseConfluentFrame, type SchemaRegistryClientOptions } from './ingest/schema-registry.js';
+export {
+  SchemaRegistryClient,
+  schemaRegistryOptions,
+  frameConfluent,
+  parseConfluentFrame,
+  type SchemaRegistryClientOptions,
+} from './ingest/schema-registry.js';
 export type { ClinicalNote, RecordPosition } from './ingest/note.js';
 export { prepareText, type PreparedText } from './text/index.js';
-export { createRouter, Router, Reasons, OnlineCostModel, loadCalibration, resolveBudget, type RouterSetup, type PolicyName, type RouteDecision, type NoteBudget, type DomainCalibration } from './route/index.js';
+export {
+  createRouter,
+  Router,
+  Reasons,
+  OnlineCostModel,
+  loadCalibration,
+  resolveBudget,
+  type RouterSetup,
+  type PolicyName,
+  type RouteDecision,
+  type NoteBudget,
+  type DomainCalibration,
+} from './route/index.js';
 export { EncoderTagger, type EncoderOptions } from './taggers/encoder.js';
 export type { Tagger, ModelInfo, TagOptions } from './taggers/types.js';
 export { createLlmTagger, type LlmTagger, type LlmConfig, type RealignStats } from './taggers/llm/index.js';

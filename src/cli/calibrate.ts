@@ -1,6 +1,13 @@
 import { resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
-import { calibrationEntry, measureCalibration, readCalibrationData, writeCalibrationEntry, type CalibrateProgress, type CalibrationMeta } from '../eval/calibrate.js';
+import {
+  calibrationEntry,
+  measureCalibration,
+  readCalibrationData,
+  writeCalibrationEntry,
+  type CalibrateProgress,
+  type CalibrationMeta,
+} from '../eval/calibrate.js';
 import { loadEncoder, resolveExistingModelDir } from '../pipeline/compose.js';
 import { createLlmTagger, OpenAiChatTagger } from '../taggers/llm/index.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -40,7 +47,9 @@ export async function calibrateCommand(opts: CalibrateCommandOptions): Promise<v
   const data = await readCalibrationData(opts.data, opts.format, opts.limit);
   const sentences = data.units.reduce((n, u) => n + u.sentences.length, 0);
   const inDocs = data.unit === 'document' ? ` in ${data.units.length} documents` : '';
-  process.stderr.write(`calibrate: ${sentences} of ${data.available} sentences${inDocs}; loading the encoder (${config.encoder.modelDir}) and the ${config.llm.adapter} LLM adapter\n`);
+  process.stderr.write(
+    `calibrate: ${sentences} of ${data.available} sentences${inDocs}; loading the encoder (${config.encoder.modelDir}) and the ${config.llm.adapter} LLM adapter\n`,
+  );
   const encoder = await loadEncoder(config.encoder);
   const llm = await createLlmTagger(config.llm, { modelDir: await resolveExistingModelDir(config.llm.modelDir), encoder: config.encoder, logger });
 
@@ -78,10 +87,21 @@ export async function calibrateCommand(opts: CalibrateCommandOptions): Promise<v
         model: llm.model.id,
         adapter: config.llm.adapter,
         ...(config.llm.model === undefined ? {} : { served_model: config.llm.model }),
-        ...(config.llm.adapter === 'openai' ? { endpoint: config.llm.endpoint, structured_outputs: config.llm.structuredOutputs, word_split: config.llm.wordSplit, logprobs: config.llm.logprobs } : {}),
+        ...(config.llm.adapter === 'openai'
+          ? { endpoint: config.llm.endpoint, structured_outputs: config.llm.structuredOutputs, word_split: config.llm.wordSplit, logprobs: config.llm.logprobs }
+          : {}),
       },
     };
-    const meta: CalibrationMeta = { data: opts.data, format: opts.format, unit: data.unit, available: data.available, seed: opts.seed, resamples: opts.bootstrap, routes, interrupted };
+    const meta: CalibrationMeta = {
+      data: opts.data,
+      format: opts.format,
+      unit: data.unit,
+      available: data.available,
+      seed: opts.seed,
+      resamples: opts.bootstrap,
+      routes,
+      interrupted,
+    };
     if (llm instanceof OpenAiChatTagger) {
       meta.realignment = { ...llm.stats };
       meta.scores = { ...llm.scoreStats };
@@ -90,7 +110,9 @@ export async function calibrateCommand(opts: CalibrateCommandOptions): Promise<v
     await writeCalibrationEntry(out, domain, entry);
     const routesOut = entry.routes as Record<'encoder' | 'llm', { f1: Record<string, number | null> }>;
     process.stderr.write(`calibrate: wrote ${domain} to ${out}${measured.partial ? ' (partial)' : ''}\n`);
-    process.stdout.write(`${JSON.stringify({ domain, out, partial: measured.partial, sentences: entry.sentences, f1: { encoder: routesOut.encoder.f1.all, llm: routesOut.llm.f1.all }, llm_gain: entry.llm_gain })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ domain, out, partial: measured.partial, sentences: entry.sentences, f1: { encoder: routesOut.encoder.f1.all, llm: routesOut.llm.f1.all }, llm_gain: entry.llm_gain })}\n`,
+    );
     if (interrupted) process.exitCode = 130;
   } finally {
     process.off('SIGINT', onSigint);

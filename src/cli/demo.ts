@@ -44,7 +44,11 @@ export function malformedRecords(): Array<{ key: string; value: Buffer; expect: 
     { key: 'bad-missing-text', value: Buffer.from(JSON.stringify({ note_id: 'bad-missing-text' }), 'utf8'), expect: 'TEXT_MISSING' },
     { key: 'bad-empty-text', value: Buffer.from(JSON.stringify({ note_id: 'bad-empty-text', text: '   \n ' }), 'utf8'), expect: 'TEXT_EMPTY' },
     { key: 'bad-wrong-type', value: Buffer.from(JSON.stringify({ note_id: 'bad-wrong-type', text: 42 }), 'utf8'), expect: 'SCHEMA_MISMATCH' },
-    { key: 'bad-utf8', value: Buffer.concat([Buffer.from('{"note_id":"bad-utf8","text":"fever ', 'utf8'), Buffer.from([0xc3, 0x28]), Buffer.from('"}', 'utf8')]), expect: 'INVALID_UTF8' },
+    {
+      key: 'bad-utf8',
+      value: Buffer.concat([Buffer.from('{"note_id":"bad-utf8","text":"fever ', 'utf8'), Buffer.from([0xc3, 0x28]), Buffer.from('"}', 'utf8')]),
+      expect: 'INVALID_UTF8',
+    },
   ];
 }
 
@@ -67,14 +71,28 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
   if (pool.length === 0) throw new DataFormatError(`no notes with text in ${source}`);
   const notes = Array.from({ length: opts.notes }, (_, i) => {
     const base = pool[i % pool.length];
-    return { noteId: `demo-${String(i + 1).padStart(4, '0')}`, text: base.text, source: base.id ?? 'mtsamples', latencyBudgetMs: null, patientId: null, metadata: { fixture: base.id ?? String(i % pool.length) } };
+    return {
+      noteId: `demo-${String(i + 1).padStart(4, '0')}`,
+      text: base.text,
+      source: base.id ?? 'mtsamples',
+      latencyBudgetMs: null,
+      patientId: null,
+      metadata: { fixture: base.id ?? String(i % pool.length) },
+    };
   });
   const bad = opts.format === 'json' ? malformedRecords() : malformedRecords().filter((b) => b.expect !== 'INVALID_UTF8');
 
   progress('demo: starting embedded Kafka (3 brokers)...');
   await ensureMockKafkaBinary();
   const topics = { input: 'clinical-notes', output: 'tagged-notes', dlq: 'clinical-notes.dlq' };
-  const cluster = await MockKafkaCluster.start({ brokers: 3, topics: [{ name: topics.input, partitions: 3 }, { name: topics.output, partitions: 3 }, { name: topics.dlq, partitions: 1 }] });
+  const cluster = await MockKafkaCluster.start({
+    brokers: 3,
+    topics: [
+      { name: topics.input, partitions: 3 },
+      { name: topics.output, partitions: 3 },
+      { name: topics.dlq, partitions: 1 },
+    ],
+  });
   try {
     const config = validateConfig({
       kafka: { brokers: cluster.bootstrapServers, clientId: 'bioner-demo' },
@@ -241,10 +259,14 @@ function printSummary(
     for (const s of r.spans) byLabel.set(s.label, (byLabel.get(s.label) ?? 0) + 1);
     const labels = [...byLabel].map(([l, n]) => `${l}:${n}`).join(' ') || '-';
     const llmSentences = `${r.routing.sentences_llm}/${r.routing.sentences}`;
-    lines.push(`${r.note_id.padEnd(10)} ${String(r.text_length).padStart(6)} ${labels.padEnd(34)} ${llmSentences.padEnd(10)} ${r.timings.total_ms.toFixed(1).padStart(7)}  ${r.routing.reasons.join(',')}`);
+    lines.push(
+      `${r.note_id.padEnd(10)} ${String(r.text_length).padStart(6)} ${labels.padEnd(34)} ${llmSentences.padEnd(10)} ${r.timings.total_ms.toFixed(1).padStart(7)}  ${r.routing.reasons.join(',')}`,
+    );
   }
   for (const d of dlq) {
-    lines.push(`${(d.key?.toString() ?? '-').slice(0, 18).padEnd(18)} DLQ ${headerString(d.headers, DlqHeaders.errorCode) ?? '?'} at ${headerString(d.headers, DlqHeaders.stage) ?? '?'}: ${headerString(d.headers, DlqHeaders.errorMessage) ?? ''}`);
+    lines.push(
+      `${(d.key?.toString() ?? '-').slice(0, 18).padEnd(18)} DLQ ${headerString(d.headers, DlqHeaders.errorCode) ?? '?'} at ${headerString(d.headers, DlqHeaders.stage) ?? '?'}: ${headerString(d.headers, DlqHeaders.errorMessage) ?? ''}`,
+    );
   }
   const latencies = rows.map((r) => r.timings.total_ms).sort((a, b) => a - b);
   const summary = {
@@ -253,7 +275,15 @@ function printSummary(
     dlq: dlq.length,
     p50_ms: Number(percentile(latencies, 50).toFixed(1)),
     p95_ms: Number(percentile(latencies, 95).toFixed(1)),
-    llm_share: Number((rows.reduce((n, r) => n + r.routing.sentences_llm, 0) / Math.max(1, rows.reduce((n, r) => n + r.routing.sentences, 0))).toFixed(3)),
+    llm_share: Number(
+      (
+        rows.reduce((n, r) => n + r.routing.sentences_llm, 0) /
+        Math.max(
+          1,
+          rows.reduce((n, r) => n + r.routing.sentences, 0),
+        )
+      ).toFixed(3),
+    ),
   };
   write(lines.join('\n') + '\n');
   if (routing.length > 0) write(routing.join('\n') + '\n');

@@ -23,9 +23,13 @@ export function formatReport(r: ReportInput): string {
     `${'scope'.padEnd(14)} ${'P'.padStart(6)} ${'R'.padStart(6)} ${'F1'.padStart(6)} ${'support'.padStart(8)}`,
     `${'overall'.padEnd(14)} ${pct(r.precision)} ${pct(r.recall)} ${pct(r.f1)} ${String(r.tp + r.fn).padStart(8)}`,
   ];
-  for (const [label, s] of Object.entries(r.by_label)) lines.push(`${label.padEnd(14)} ${pct(s.precision)} ${pct(s.recall)} ${pct(s.f1)} ${String(s.support).padStart(8)}`);
-  for (const [len, s] of Object.entries(r.by_length)) lines.push(`${BUCKET_NAME[len as LengthBucket].padEnd(14)} ${pct(s.precision)} ${pct(s.recall)} ${pct(s.f1)} ${String(s.support).padStart(8)}`);
-  lines.push(`tagging: ${r.sentences_per_s.toFixed(1)} sentences/s, ${r.sentences > 0 ? ((r.tagging_seconds * 1000) / r.sentences).toFixed(2) : '0'} ms/sentence (${r.tagging_seconds.toFixed(1)} s)`);
+  for (const [label, s] of Object.entries(r.by_label))
+    lines.push(`${label.padEnd(14)} ${pct(s.precision)} ${pct(s.recall)} ${pct(s.f1)} ${String(s.support).padStart(8)}`);
+  for (const [len, s] of Object.entries(r.by_length))
+    lines.push(`${BUCKET_NAME[len as LengthBucket].padEnd(14)} ${pct(s.precision)} ${pct(s.recall)} ${pct(s.f1)} ${String(s.support).padStart(8)}`);
+  lines.push(
+    `tagging: ${r.sentences_per_s.toFixed(1)} sentences/s, ${r.sentences > 0 ? ((r.tagging_seconds * 1000) / r.sentences).toFixed(2) : '0'} ms/sentence (${r.tagging_seconds.toFixed(1)} s)`,
+  );
   return lines.join('\n');
 }
 
@@ -36,7 +40,12 @@ const round = (x: number): number => Number(x.toFixed(4));
  * `tokens` is the number of tokens tagged.
  */
 export function reportJson(r: ReportInput, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const prfOnly = (s: { precision: number; recall: number; f1: number; support?: number }) => ({ f1: round(s.f1), precision: round(s.precision), recall: round(s.recall), ...(s.support === undefined ? {} : { support: s.support }) });
+  const prfOnly = (s: { precision: number; recall: number; f1: number; support?: number }) => ({
+    f1: round(s.f1),
+    precision: round(s.precision),
+    recall: round(s.recall),
+    ...(s.support === undefined ? {} : { support: s.support }),
+  });
   return {
     f1: round(r.f1),
     precision: round(r.precision),
@@ -91,13 +100,20 @@ export async function evalCommand(opts: EvalOptions): Promise<void> {
     if (opts.llmUrl !== undefined) llm.baseUrl = opts.llmUrl;
     if (opts.llmModel !== undefined) llm.model = opts.llmModel;
     // Evaluation waits for the server: generous request timeout, the breaker effectively off.
-    const config = validateConfig({ llm: { timeoutMs: 60000, circuit: { failureThreshold: 1000 }, ...llm }, processing: { noteTimeoutMs: 120000 }, shutdown: { drainTimeoutMs: 120000 } });
+    const config = validateConfig({
+      llm: { timeoutMs: 60000, circuit: { failureThreshold: 1000 }, ...llm },
+      processing: { noteTimeoutMs: 120000 },
+      shutdown: { drainTimeoutMs: 120000 },
+    });
     tagger = await createLlmTagger(config.llm, { modelDir: await resolveExistingModelDir(config.llm.modelDir), encoder: config.encoder });
   }
   try {
     const r = opts.format === 'iob' ? await evaluateIob(tagger, opts.data, { predictions: opts.predictions }) : await evaluateStandoff(tagger, opts.data);
     process.stdout.write(formatReport(r) + '\n');
-    if (opts.json) process.stdout.write(JSON.stringify(reportJson(r, { tagger: which, model: tagger.model.id, ...(which === 'llm' ? { adapter: opts.llmAdapter ?? 'onnx' } : {}) })) + '\n');
+    if (opts.json)
+      process.stdout.write(
+        JSON.stringify(reportJson(r, { tagger: which, model: tagger.model.id, ...(which === 'llm' ? { adapter: opts.llmAdapter ?? 'onnx' } : {}) })) + '\n',
+      );
   } finally {
     await tagger.close();
   }

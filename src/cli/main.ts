@@ -69,10 +69,20 @@ const COMMANDS = {
     ],
     options: {
       notes: { type: 'string', default: '20', arg: 'N', help: 'notes to produce, cycled from the notes file' },
-      'notes-file': { type: 'string', arg: 'FILE', help: 'JSON lines with "text", or a CSV with a "transcription" column (default: the bundled mtsamples notes)', path: 'file' },
+      'notes-file': {
+        type: 'string',
+        arg: 'FILE',
+        help: 'JSON lines with "text", or a CSV with a "transcription" column (default: the bundled mtsamples notes)',
+        path: 'file',
+      },
       model: { type: 'string', arg: 'DIR', help: 'encoder bundle (default models/bc5cdr-encoder)', path: 'model' },
       format: { type: 'string', default: 'json', arg: 'json|avro', help: 'wire format of the input records' },
-      policy: { type: 'string', default: 'encoder', arg: POLICIES, help: 'routing policy; any but encoder uses the in-process reference decoder as the LLM, the encoder as fallback' },
+      policy: {
+        type: 'string',
+        default: 'encoder',
+        arg: POLICIES,
+        help: 'routing policy; any but encoder uses the in-process reference decoder as the LLM, the encoder as fallback',
+      },
       'llm-model': { type: 'string', arg: 'DIR', help: 'LLM bundle for the LLM route (default models/bc5cdr-llm)', path: 'model' },
     },
   },
@@ -99,7 +109,13 @@ const COMMANDS = {
       'router live over both in-process taggers and adds llm_share and cost_ms_per_sentence.',
     ],
     options: {
-      model: { type: 'string', short: 'm', arg: 'DIR', help: 'encoder bundle (default models/bc5cdr-encoder); with --tagger llm the LLM bundle (default models/bc5cdr-llm)', path: 'model' },
+      model: {
+        type: 'string',
+        short: 'm',
+        arg: 'DIR',
+        help: 'encoder bundle (default models/bc5cdr-encoder); with --tagger llm the LLM bundle (default models/bc5cdr-llm)',
+        path: 'model',
+      },
       data: { type: 'string', arg: 'PATH', help: 'gold data (required): an IOB file (token<TAB>tag) or a directory of brat .txt/.ann pairs', path: 'data' },
       format: { type: 'string', default: 'iob', arg: 'iob|standoff', help: 'format of --data' },
       json: { type: 'boolean', default: false, help: 'also print the scores as one JSON line (the last line)' },
@@ -107,7 +123,11 @@ const COMMANDS = {
       'llm-adapter': { type: 'string', arg: LLM_ADAPTERS.join('|'), help: 'with --tagger llm: in-process (onnx, default) or a server at --llm-url' },
       'llm-url': { type: 'string', arg: 'URL', help: 'server root for the openai and vllm-pooling adapters' },
       // Not path-checked here: a served model name with a remote adapter, a bundle directory with --tagger router.
-      'llm-model': { type: 'string', arg: 'NAME|DIR', help: 'remote adapters: the served model name; --tagger router: the LLM bundle (default models/bc5cdr-llm)' },
+      'llm-model': {
+        type: 'string',
+        arg: 'NAME|DIR',
+        help: 'remote adapters: the served model name; --tagger router: the LLM bundle (default models/bc5cdr-llm)',
+      },
       policy: { type: 'string', arg: 'P', help: `--tagger router: ${POLICY_NAMES.join(', ')} (default length-aware)` },
       'budget-ms': { type: 'string', arg: 'B', help: '--tagger router: latency budget per note in ms (default 1000)' },
       domain: { type: 'string', arg: 'D', help: '--tagger router: calibration domain (default: from the encoder name, e.g. bc5cdr)' },
@@ -131,17 +151,23 @@ const COMMANDS = {
     },
   },
   calibrate: {
-    summary: 'measure the configured encoder and LLM on labeled data; write the domain\'s calibration entry',
+    summary: "measure the configured encoder and LLM on labeled data; write the domain's calibration entry",
     usage: ['calibrate --config FILE --data PATH [--format iob|standoff] [--out FILE] [--domain NAME]', '          [--limit N] [--seed S] [--bootstrap B]'],
     description: [
-      'Runs encoder.* and the llm.* adapter (onnx, openai, vllm-pooling) over the data with the service\'s',
-      'concurrency, then writes or merges the domain\'s entry of the calibration file the router reads: strict',
+      "Runs encoder.* and the llm.* adapter (onnx, openai, vllm-pooling) over the data with the service's",
+      "concurrency, then writes or merges the domain's entry of the calibration file the router reads: strict",
       'F1 per route and entity length (1, 2, 3+ tokens) with bootstrap 95% intervals, the gain per bucket, each',
-      'route\'s per-call latency line (overhead + ms/token, p50, p95) and the openai realignment counts.',
+      "route's per-call latency line (overhead + ms/token, p50, p95) and the openai realignment counts.",
       'Progress on stderr; SIGINT stops and writes what was measured, marked partial (exit 130).',
     ],
     options: {
-      config: { type: 'string', short: 'c', arg: 'FILE', help: 'router config (YAML or JSON); encoder, llm and processing.concurrency are read from it', path: 'file' },
+      config: {
+        type: 'string',
+        short: 'c',
+        arg: 'FILE',
+        help: 'router config (YAML or JSON); encoder, llm and processing.concurrency are read from it',
+        path: 'file',
+      },
       data: { type: 'string', arg: 'PATH', help: 'labeled data (required): an IOB file or a directory of brat .txt/.ann pairs', path: 'data' },
       format: { type: 'string', default: 'iob', arg: 'iob|standoff', help: 'format of --data' },
       out: { type: 'string', arg: 'FILE', help: 'calibration file to write or merge into (default routing.calibrationFile)' },
@@ -200,7 +226,8 @@ function commandHelp(command: CommandName): string {
   const args: Array<[string, string]> = spec.positional === undefined ? [] : [[spec.positional.name, spec.positional.help]];
   // Long flags (the enum placeholders) put their text on the next line rather than widening every row.
   const width = Math.min(30, Math.max(...[...rows, ...args].map(([f]) => f.length))) + 2;
-  const table = (list: Array<[string, string]>): string[] => list.map(([f, h]) => (f.length + 2 > width ? `  ${f}\n  ${' '.repeat(width)}${h}` : `  ${f.padEnd(width)}${h}`));
+  const table = (list: Array<[string, string]>): string[] =>
+    list.map(([f, h]) => (f.length + 2 > width ? `  ${f}\n  ${' '.repeat(width)}${h}` : `  ${f.padEnd(width)}${h}`));
   return [
     ...usageLines(command),
     '',
@@ -213,13 +240,18 @@ function commandHelp(command: CommandName): string {
   ].join('\n');
 }
 
-
 /** The command whose arguments are being read, so a usage error can show that command's usage. */
 let activeCommand: CommandName | undefined;
 
 /** Whether `--help`/`-h` is among the arguments (read leniently, so `eval --bogus --help` still helps). */
 function wantsHelp(command: CommandName, args: string[]): boolean {
-  const { tokens } = parseArgs({ args, options: { ...COMMANDS[command].options, help: { type: 'boolean', short: 'h' } }, strict: false, allowPositionals: true, tokens: true });
+  const { tokens } = parseArgs({
+    args,
+    options: { ...COMMANDS[command].options, help: { type: 'boolean', short: 'h' } },
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
   return tokens.some((t) => t.kind === 'option' && t.name === 'help');
 }
 
@@ -230,7 +262,13 @@ function parseCommand<O extends NonNullable<ParseArgsConfig['options']>>(command
   return parseArgs({ args, options, allowPositionals: spec.positional !== undefined, strict: true });
 }
 
-const REASONS: Record<string, string> = { EACCES: 'permission denied', EPERM: 'permission denied', ENOTDIR: 'not found', ENOENT: 'not found', ELOOP: 'too many symbolic links' };
+const REASONS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  ENOTDIR: 'not found',
+  ENOENT: 'not found',
+  ELOOP: 'too many symbolic links',
+};
 
 /** The one check of an input path; throws InputNotFoundError naming the option and the path as given. */
 async function checkPath(what: string, path: string, kind: PathKind): Promise<void> {
@@ -238,7 +276,13 @@ async function checkPath(what: string, path: string, kind: PathKind): Promise<vo
   const candidates = kind === 'model' ? [resolve(path), resolve(packageRoot, path)] : [resolve(path)];
   // A bundle is wherever the loaders will find one (the first candidate with a readable config.json).
   for (const at of kind === 'model' ? candidates : []) {
-    if (await access(join(at, 'config.json'), constants.R_OK).then(() => true, () => false)) return;
+    if (
+      await access(join(at, 'config.json'), constants.R_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
   }
   let found: { at: string; isDirectory: boolean } | undefined;
   let failure = 'ENOENT';
@@ -305,7 +349,14 @@ async function main(argv: string[]): Promise<void> {
       if (values.format !== 'json' && values.format !== 'avro') throw new UsageError('--format must be json or avro');
       if (!(POLICY_NAMES as readonly string[]).includes(values.policy ?? '')) throw new UsageError(`--policy must be one of ${POLICY_NAMES.join(', ')}`);
       await checkInputs('demo', values);
-      await demoCommand({ notes, notesFile: values['notes-file'], model: values.model, format: values.format, policy: values.policy as PolicyName, llmModel: values['llm-model'] });
+      await demoCommand({
+        notes,
+        notesFile: values['notes-file'],
+        model: values.model,
+        format: values.format,
+        policy: values.policy as PolicyName,
+        llmModel: values['llm-model'],
+      });
       return;
     }
     case 'tag': {
@@ -327,7 +378,18 @@ async function main(argv: string[]): Promise<void> {
         await checkInputs('eval', values);
         // Only with the router is --llm-model a bundle directory.
         if (values['llm-model'] !== undefined) await checkPath('--llm-model', values['llm-model'], 'model');
-        await evalRouterCommand({ model: values.model, llmModel: values['llm-model'], data: values.data, format: values.format ?? 'iob', json: values.json ?? false, policy: values.policy ?? 'length-aware', budgetMs, domain: values.domain, noteSentences, granularity: values.granularity });
+        await evalRouterCommand({
+          model: values.model,
+          llmModel: values['llm-model'],
+          data: values.data,
+          format: values.format ?? 'iob',
+          json: values.json ?? false,
+          policy: values.policy ?? 'length-aware',
+          budgetMs,
+          domain: values.domain,
+          noteSentences,
+          granularity: values.granularity,
+        });
         return;
       }
       if (values.policy !== undefined || values['budget-ms'] !== undefined) throw new UsageError('--policy and --budget-ms need --tagger router');
@@ -335,8 +397,10 @@ async function main(argv: string[]): Promise<void> {
       const adapterName = values['llm-adapter'];
       const adapter = LLM_ADAPTERS.find((a) => a === adapterName);
       if (adapterName !== undefined && adapter === undefined) throw new UsageError(`--llm-adapter must be one of ${LLM_ADAPTERS.join(', ')}`);
-      if (values.tagger !== 'llm' && (adapter !== undefined || values['llm-url'] !== undefined)) throw new UsageError('--llm-adapter and --llm-url need --tagger llm');
-      if ((adapter === 'openai' || adapter === 'vllm-pooling') && values['llm-url'] === undefined) throw new UsageError(`--llm-adapter ${adapter} needs --llm-url URL`);
+      if (values.tagger !== 'llm' && (adapter !== undefined || values['llm-url'] !== undefined))
+        throw new UsageError('--llm-adapter and --llm-url need --tagger llm');
+      if ((adapter === 'openai' || adapter === 'vllm-pooling') && values['llm-url'] === undefined)
+        throw new UsageError(`--llm-adapter ${adapter} needs --llm-url URL`);
       await checkInputs('eval', values);
       await evalCommand({
         model: values.model,
@@ -357,7 +421,15 @@ async function main(argv: string[]): Promise<void> {
       const noteSentences = Number(values['note-sentences'] ?? '10');
       if (!Number.isInteger(noteSentences) || noteSentences < 1) throw new UsageError('--note-sentences must be a positive integer');
       await checkInputs('frontier', values);
-      await frontierCommand({ model: values.model, llmModel: values['llm-model'], data: values.data, format: values.format ?? 'iob', out: values.out, domain: values.domain, noteSentences });
+      await frontierCommand({
+        model: values.model,
+        llmModel: values['llm-model'],
+        data: values.data,
+        format: values.format ?? 'iob',
+        out: values.out,
+        domain: values.domain,
+        noteSentences,
+      });
       return;
     }
     case 'calibrate': {
@@ -371,7 +443,16 @@ async function main(argv: string[]): Promise<void> {
       const bootstrap = Number(values.bootstrap);
       if (!Number.isInteger(bootstrap) || bootstrap < 1) throw new UsageError('--bootstrap must be a positive integer');
       await checkInputs('calibrate', values);
-      await calibrateCommand({ config: values.config, data: values.data, format: values.format, out: values.out, domain: values.domain, limit, seed, bootstrap });
+      await calibrateCommand({
+        config: values.config,
+        data: values.data,
+        format: values.format,
+        out: values.out,
+        domain: values.domain,
+        limit,
+        seed,
+        bootstrap,
+      });
       return;
     }
     case 'serve-llm': {
@@ -386,7 +467,14 @@ async function main(argv: string[]): Promise<void> {
       }
       await checkInputs('serve-llm', values);
       for (const [name, dir] of Object.entries(loraModules)) await checkPath(`--lora-modules ${name}`, dir, 'model');
-      await serveLlmCommand({ model: values.model ?? 'models/bc5cdr-llm', port, host: values.host ?? '127.0.0.1', apiKeyFile: values['api-key-file'], servedName: values['served-model-name'], loraModules });
+      await serveLlmCommand({
+        model: values.model ?? 'models/bc5cdr-llm',
+        port,
+        host: values.host ?? '127.0.0.1',
+        apiKeyFile: values['api-key-file'],
+        servedName: values['served-model-name'],
+        loraModules,
+      });
       return;
     }
   }
@@ -403,7 +491,8 @@ function fileProblem(err: unknown): string | undefined {
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))) {
     // One line naming the problem, then the usage of the command at hand (the overview when there is none).
-    const usage = activeCommand === undefined ? overview() : [...usageLines(activeCommand), `'bioner-router ${activeCommand} --help' lists its options.`, ''].join('\n');
+    const usage =
+      activeCommand === undefined ? overview() : [...usageLines(activeCommand), `'bioner-router ${activeCommand} --help' lists its options.`, ''].join('\n');
     process.stderr.write(`bioner-router: ${err.message}\n\n${usage}`);
     process.exit(2);
   }
@@ -413,7 +502,12 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   }
   if (err instanceof RouterError) {
     // A config error lists several problems, one per line: each line gets the prefix, so each stands alone.
-    process.stderr.write(err.message.split('\n').map((line) => `bioner-router: ${err.code}: ${line}\n`).join(''));
+    process.stderr.write(
+      err.message
+        .split('\n')
+        .map((line) => `bioner-router: ${err.code}: ${line}\n`)
+        .join(''),
+    );
     process.exit(1);
   }
   const file = fileProblem(err);

@@ -67,7 +67,11 @@ function checkFormat(format: string): 'iob' | 'standoff' {
 
 function routerJson(r: RouterEvalReport, extra: Record<string, unknown>): Record<string, unknown> {
   return {
-    ...reportJson({ ...r, tagging_seconds: (r.cost_ms_per_sentence * r.sentences) / 1000, sentences_per_s: r.cost_ms_per_sentence > 0 ? 1000 / r.cost_ms_per_sentence : 0 }),
+    ...reportJson({
+      ...r,
+      tagging_seconds: (r.cost_ms_per_sentence * r.sentences) / 1000,
+      sentences_per_s: r.cost_ms_per_sentence > 0 ? 1000 / r.cost_ms_per_sentence : 0,
+    }),
     tagger: 'router',
     policy: r.setting.policy,
     budget_ms: r.setting.budgetMs,
@@ -94,7 +98,11 @@ export async function evalRouterCommand(opts: RouterEvalOptions): Promise<void> 
       `router ${policy} (budget ${opts.budgetMs} ms/note, domain ${parts.domain}): F1 ${(100 * r.f1).toFixed(2)}, 3+ words ${(100 * r.by_length['3+'].f1).toFixed(2)}, ` +
         `LLM share ${(100 * r.llm_share).toFixed(1)}%, ${r.cost_ms_per_sentence.toFixed(2)} ms/sentence over ${r.sentences} sentences in ${r.documents} notes\n`,
     );
-    if (opts.json) process.stdout.write(JSON.stringify(routerJson(r, { model: parts.taggers.encoder.model.id, llm_model: parts.taggers.llm.model.id, domain: parts.domain, mode: 'live' })) + '\n');
+    if (opts.json)
+      process.stdout.write(
+        JSON.stringify(routerJson(r, { model: parts.taggers.encoder.model.id, llm_model: parts.taggers.llm.model.id, domain: parts.domain, mode: 'live' })) +
+          '\n',
+      );
   } finally {
     await parts.taggers.encoder.close();
     await parts.taggers.llm.close();
@@ -159,12 +167,27 @@ export async function frontierCommand(opts: FrontierOptions): Promise<void> {
       costMsPerSentence: r.cost_ms_per_sentence,
       llmShare: r.llm_share,
     }));
-    const rows = results.slice(2).map((r) => ({ r, kept: gain > 0 ? (r.f1 - encoderR.f1) / gain : null, costShare: llmR.cost_ms_per_sentence > 0 ? r.cost_ms_per_sentence / llmR.cost_ms_per_sentence : 0 }));
+    const rows = results.slice(2).map((r) => ({
+      r,
+      kept: gain > 0 ? (r.f1 - encoderR.f1) / gain : null,
+      costShare: llmR.cost_ms_per_sentence > 0 ? r.cost_ms_per_sentence / llmR.cost_ms_per_sentence : 0,
+    }));
     const within = rows.filter((x) => x.costShare <= 0.35);
     const bestWithin = within.sort((a, b) => b.r.f1 - a.r.f1 || a.costShare - b.costShare)[0];
     const best = [...rows].sort((a, b) => b.r.f1 - a.r.f1 || a.costShare - b.costShare)[0];
     const describe = (x: (typeof rows)[number] | undefined): Record<string, unknown> | null =>
-      x === undefined ? null : { policy: x.r.setting.policy, granularity: x.r.setting.settings?.granularity ?? 'sentence', budget_ms: x.r.setting.budgetMs, f1: round(x.r.f1), f1_3plus: round(x.r.by_length['3+'].f1), llm_share: round(x.r.llm_share), cost_share_of_all_llm: round(x.costShare), gain_kept: x.kept === null ? null : round(x.kept) };
+      x === undefined
+        ? null
+        : {
+            policy: x.r.setting.policy,
+            granularity: x.r.setting.settings?.granularity ?? 'sentence',
+            budget_ms: x.r.setting.budgetMs,
+            f1: round(x.r.f1),
+            f1_3plus: round(x.r.by_length['3+'].f1),
+            llm_share: round(x.r.llm_share),
+            cost_share_of_all_llm: round(x.costShare),
+            gain_kept: x.kept === null ? null : round(x.kept),
+          };
     const summary = {
       domain: parts.domain,
       data: opts.data,

@@ -2,7 +2,7 @@ import { constants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { schemaRegistryOptions } from '../ingest/schema-registry.js';
 import { kafkaSecurityOptions } from '../kafka/security.js';
-import { RouterService } from '../pipeline/service.js';
+import type { RouterService } from '../pipeline/service.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createRouterMetrics, metricsExporterNames, serviceSources } from '../telemetry/metrics.js';
 import { SERVICE_VERSION, telemetryIdentity } from '../telemetry/otel-env.js';
@@ -21,21 +21,32 @@ export async function runCommand(configFile: string | undefined): Promise<void> 
   if (configFile === undefined) logger.info('no --config file: using defaults and BIONER_* environment overrides');
   // Resolved once (OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES over the config) so traces and metrics name the same service.
   const identity = telemetryIdentity(config.telemetry);
-  if (identity.resourceAttributesIgnored === true) logger.warn('OTEL_RESOURCE_ATTRIBUTES is malformed and was ignored (expected key=value pairs, comma-separated, percent-encoded)');
+  if (identity.resourceAttributesIgnored === true)
+    logger.warn('OTEL_RESOURCE_ATTRIBUTES is malformed and was ignored (expected key=value pairs, comma-separated, percent-encoded)');
   // Before anything that may create spans; flushed and stopped last on exit.
   const tracing = setupTracing(config.telemetry, { identity });
   const sampling = tracing.sampling;
   if (sampling?.ignored !== undefined) logger.warn('unsupported OTEL_TRACES_SAMPLER ignored', { sampler: sampling.ignored, using: sampling.name });
-  logger.info('tracing', { enabled: tracing.enabled, exporters: tracing.exporters?.join(',') ?? 'none', serviceName: identity.serviceName, sampler: sampling?.name, sampleRatio: sampling?.ratio });
+  logger.info('tracing', {
+    enabled: tracing.enabled,
+    exporters: tracing.exporters?.join(',') ?? 'none',
+    serviceName: identity.serviceName,
+    sampler: sampling?.name,
+    sampleRatio: sampling?.ratio,
+  });
   const metricsExporters = metricsExporterNames();
   logger.info('metrics', { exporters: metricsExporters.join(',') || 'none' });
   const metrics = createRouterMetrics({ ...identity, runtime: true, exporters: metricsExporters });
   // The server starts before the models load, so /healthz answers at once and /readyz says what is missing.
   let service: RouterService | undefined;
   let modelsLoaded = false;
-  const ready = (): Readiness => (service === undefined ? { ok: false, checks: { kafka: false, models: modelsLoaded } } : routerReadiness(service, () => modelsLoaded)());
+  const ready = (): Readiness =>
+    service === undefined ? { ok: false, checks: { kafka: false, models: modelsLoaded } } : routerReadiness(service, () => modelsLoaded)();
   // /startupz (the startup probe) turns 200 once the models are loaded, whatever Kafka is doing.
-  const server = config.telemetry.port === -1 ? undefined : await startTelemetryServer({ port: config.telemetry.port, host: config.telemetry.host, metrics, ready, started: () => modelsLoaded });
+  const server =
+    config.telemetry.port === -1
+      ? undefined
+      : await startTelemetryServer({ port: config.telemetry.port, host: config.telemetry.host, metrics, ready, started: () => modelsLoaded });
   if (server !== undefined) logger.info('telemetry server listening', { url: server.url, paths: '/metrics /healthz /startupz /readyz' });
   const parts = await composeRouter(config, {
     logger,

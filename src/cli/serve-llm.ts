@@ -14,14 +14,25 @@ export async function serveLlmCommand(opts: {
   logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'silent';
 }): Promise<void> {
   const logger = createLogger(opts.logLevel ?? 'info');
-  const server = await startLlmServer({ modelDir: opts.model, port: opts.port, host: opts.host, apiKeyFile: opts.apiKeyFile, servedName: opts.servedName, loraModules: opts.loraModules, logger });
+  const server = await startLlmServer({
+    modelDir: opts.model,
+    port: opts.port,
+    host: opts.host,
+    apiKeyFile: opts.apiKeyFile,
+    servedName: opts.servedName,
+    loraModules: opts.loraModules,
+    logger,
+  });
   process.stdout.write(`${server.url}\n`);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) process.exit(130);
     logger.info('serve-llm stopping', { signal });
-    void server.close().then(() => process.exit(0), () => process.exit(1));
+    void server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -23,7 +23,15 @@ export async function tagCommand(modelDir: string | undefined, file: string | un
     const conv = makeOffsetConverter(text);
     const out = {
       model: encoder.model,
-      spans: spans.map((s) => ({ start: conv.toCodePoint(s.start), end: conv.toCodePoint(s.end), label: s.label, score: Number(s.score.toFixed(4)), text: text.slice(s.start, s.end), sentence: s.sentenceIndex, route: s.route })),
+      spans: spans.map((s) => ({
+        start: conv.toCodePoint(s.start),
+        end: conv.toCodePoint(s.end),
+        label: s.label,
+        score: Number(s.score.toFixed(4)),
+        text: text.slice(s.start, s.end),
+        sentence: s.sentenceIndex,
+        route: s.route,
+      })),
     };
     process.stdout.write(JSON.stringify(out, null, 2) + '\n');
   } finally {

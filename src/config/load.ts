@@ -60,7 +60,11 @@ export function environmentOverrides(): Array<{ path: string[]; variable: string
 }
 
 function parseEnvValue(raw: string, example: Json): Json {
-  if (Array.isArray(example)) return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (Array.isArray(example))
+    return raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0);
   if (typeof example === 'number') {
     const n = Number(raw);
     return Number.isFinite(n) && raw.trim() !== '' ? n : raw;

@@ -38,7 +38,9 @@ export class FaultProxy {
     const proxy = new FaultProxy(server, options);
     server.on('connection', (client) => proxy.onConnection(client));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) => reject(new RouterError(ErrorCodes.INTERNAL, `fault proxy cannot listen: ${err.message}`, { stage: 'embedded', cause: err })));
+      server.once('error', (err) =>
+        reject(new RouterError(ErrorCodes.INTERNAL, `fault proxy cannot listen: ${err.message}`, { stage: 'embedded', cause: err })),
+      );
       server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
     });
     return proxy;

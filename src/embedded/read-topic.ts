@@ -16,7 +16,11 @@ export interface ReadRecord {
  * the demo and the accounting of what a run produced.
  */
 export async function readTopics(kafka: Kafka, topics: string[], until: (records: ReadRecord[]) => boolean, timeoutMs = 30_000): Promise<ReadRecord[]> {
-  const consumer = kafka.consumer({ groupId: `bioner-reader-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, allowAutoTopicCreation: false, maxWaitTimeInMs: 100 });
+  const consumer = kafka.consumer({
+    groupId: `bioner-reader-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 100,
+  });
   const records: ReadRecord[] = [];
   const seen = new Set<string>();
   await consumer.connect();
@@ -33,7 +37,15 @@ export async function readTopics(kafka: Kafka, topics: string[], until: (records
         const id = `${topic}/${partition}/${message.offset}`;
         if (seen.has(id)) return;
         seen.add(id);
-        records.push({ topic, partition, offset: message.offset, key: message.key, value: message.value, headers: message.headers ?? {}, timestamp: message.timestamp });
+        records.push({
+          topic,
+          partition,
+          offset: message.offset,
+          key: message.key,
+          value: message.value,
+          headers: message.headers ?? {},
+          timestamp: message.timestamp,
+        });
         if (until(records)) satisfied();
       },
     });

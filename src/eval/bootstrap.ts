@@ -113,6 +113,7 @@ export function bootstrapF1(routes: ReadonlyArray<readonly Float64Array[]>, resa
     values.sort((a, b) => a - b);
     return [quantile(values, 0.025), quantile(values, 0.975)];
   };
-  const perBucket = (lists: number[][]): Record<F1Bucket, Interval | null> => Object.fromEntries(F1_BUCKETS.map((name, b) => [name, interval(lists[b])])) as Record<F1Bucket, Interval | null>;
+  const perBucket = (lists: number[][]): Record<F1Bucket, Interval | null> =>
+    Object.fromEntries(F1_BUCKETS.map((name, b) => [name, interval(lists[b])])) as Record<F1Bucket, Interval | null>;
   return { f1: samples.map(perBucket), gain: routes.length >= 2 ? perBucket(gains) : null, resamples };
 }

@@ -78,7 +78,11 @@ export async function readCalibrationData(path: string, format: 'iob' | 'standof
     available += prepared.length;
     if (sentences >= limit || (units.length > 0 && sentences + prepared.length > limit)) continue;
     const tokens = prepared.flatMap((s) => s.tokens);
-    units.push({ id: doc.id, sentences: prepared, gold: doc.spans.map((g) => ({ start: g.start, end: g.end, label: g.label, words: tokensIn(tokens, g.start, g.end) })) });
+    units.push({
+      id: doc.id,
+      sentences: prepared,
+      gold: doc.spans.map((g) => ({ start: g.start, end: g.end, label: g.label, words: tokensIn(tokens, g.start, g.end) })),
+    });
     sentences += prepared.length;
   }
   return { units, unit: 'document', available };
@@ -277,8 +281,15 @@ const roundInterval = (i: Interval | null): Interval | null => (i === null ? nul
 function routeCounts(m: CalibrationMeasurement, route: RouteName): Float64Array[] {
   return m.units.map((u) => {
     const tokens = u.sentences.flatMap((s) => s.tokens);
-    const spans = toEntitySpans(u.sentences, u.sentences.map((s) => m.predictions[route].get(s) ?? []), route === 'llm' ? 'llm' : 'encoder');
-    return unitCounts(u.gold, spans.map((p) => ({ start: p.start, end: p.end, label: p.label, words: tokensIn(tokens, p.start, p.end) })));
+    const spans = toEntitySpans(
+      u.sentences,
+      u.sentences.map((s) => m.predictions[route].get(s) ?? []),
+      route === 'llm' ? 'llm' : 'encoder',
+    );
+    return unitCounts(
+      u.gold,
+      spans.map((p) => ({ start: p.start, end: p.end, label: p.label, words: tokensIn(tokens, p.start, p.end) })),
+    );
   });
 }
 
@@ -294,7 +305,8 @@ export function calibrationEntry(m: CalibrationMeasurement, meta: CalibrationMet
   const sentences = m.units.reduce((n, u) => n + u.sentences.length, 0);
   const tokens = m.units.reduce((n, u) => n + u.sentences.reduce((k, s) => k + s.tokens.length, 0), 0);
   const totals = { encoder: sumCounts(counts.encoder), llm: sumCounts(counts.llm) };
-  const f1Of = (c: Float64Array): Record<F1Bucket, number | null> => Object.fromEntries(F1_BUCKETS.map((b, k) => [b, round4(bucketF1(c, k))])) as Record<F1Bucket, number | null>;
+  const f1Of = (c: Float64Array): Record<F1Bucket, number | null> =>
+    Object.fromEntries(F1_BUCKETS.map((b, k) => [b, round4(bucketF1(c, k))])) as Record<F1Bucket, number | null>;
   const support = Object.fromEntries(['1', '2', '3+'].map((b, k) => [b, totals.encoder[k * 4 + 1]]));
   const routes: Record<string, unknown> = {};
   for (const [k, route] of (['encoder', 'llm'] as const).entries()) {
@@ -310,7 +322,15 @@ export function calibrationEntry(m: CalibrationMeasurement, meta: CalibrationMet
       recall: round4(c[all + 1] === 0 ? 0 : c[all] / c[all + 1]),
       // Throughput of the route's phases over everything it tagged (the eval:table measure, with this run's concurrency).
       ms_per_sentence: Number((m.wallMs[route] / Math.max(1, m.predictions[route].size)).toFixed(4)),
-      ms_per_token: Number((m.wallMs[route] / Math.max(1, m.calls[route].reduce((n, s) => n + s.tokens, 0))).toFixed(6)),
+      ms_per_token: Number(
+        (
+          m.wallMs[route] /
+          Math.max(
+            1,
+            m.calls[route].reduce((n, s) => n + s.tokens, 0),
+          )
+        ).toFixed(6),
+      ),
       ...(latency === undefined ? {} : { latency }),
       ...(route === 'llm' && meta.realignment !== undefined ? { realignment: meta.realignment } : {}),
       ...(route === 'llm' && meta.scores !== undefined ? { scores: meta.scores } : {}),
@@ -336,7 +356,8 @@ export function calibrationEntry(m: CalibrationMeasurement, meta: CalibrationMet
     routes,
     llm_gain: gain,
     llm_gain_ci95: boot.gain === null ? null : Object.fromEntries(F1_BUCKETS.map((b) => [b, roundInterval(boot.gain?.[b] ?? null)])),
-    cost_ratio: encLatency !== undefined && llmLatency !== undefined && encLatency.p50_ms > 0 ? Number((llmLatency.p50_ms / encLatency.p50_ms).toFixed(3)) : undefined,
+    cost_ratio:
+      encLatency !== undefined && llmLatency !== undefined && encLatency.p50_ms > 0 ? Number((llmLatency.p50_ms / encLatency.p50_ms).toFixed(3)) : undefined,
     bootstrap: { resamples: meta.resamples, seed: meta.seed, unit: meta.unit, units: m.units.length, interval: 'percentile, 95%' },
   };
 }
@@ -364,7 +385,14 @@ export async function writeCalibrationEntry(path: string, domain: string, entry:
       throw new DataFormatError(`${path} is not JSON; not overwriting it (give --out another file)`, { cause: err });
     }
     const datasets = (parsed as { datasets?: unknown } | null)?.datasets;
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || datasets === null || typeof datasets !== 'object' || Array.isArray(datasets)) {
+    if (
+      parsed === null ||
+      typeof parsed !== 'object' ||
+      Array.isArray(parsed) ||
+      datasets === null ||
+      typeof datasets !== 'object' ||
+      Array.isArray(datasets)
+    ) {
       throw new DataFormatError(`${path} has no "datasets" object; not overwriting it (give --out another file)`);
     }
     file = parsed as Record<string, unknown>;

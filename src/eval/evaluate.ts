@@ -108,7 +108,13 @@ async function scoreIob(tagger: Tagger, data: readonly IobSentence[], out: { pat
       }
     }
   }
-  return report(scorer.result(), data.length, data.length, data.reduce((n, s) => n + s.tokens.length, 0), taggingMs);
+  return report(
+    scorer.result(),
+    data.length,
+    data.length,
+    data.reduce((n, s) => n + s.tokens.length, 0),
+    taggingMs,
+  );
 }
 
 /**
@@ -137,7 +143,12 @@ export async function evaluateStandoff(tagger: Tagger, dir: string): Promise<Eva
       return Math.max(1, n);
     };
     const gold: EvalSpan[] = doc.spans.map((g) => ({ start: g.start, end: g.end, label: g.label, words: tokensIn(g.start, g.end) }));
-    const pred: EvalSpan[] = toEntitySpans(prepared.sentences, perSentence, tagger.route).map((p) => ({ start: p.start, end: p.end, label: p.label, words: tokensIn(p.start, p.end) }));
+    const pred: EvalSpan[] = toEntitySpans(prepared.sentences, perSentence, tagger.route).map((p) => ({
+      start: p.start,
+      end: p.end,
+      label: p.label,
+      words: tokensIn(p.start, p.end),
+    }));
     scorer.add(gold, pred);
   }
   return report(scorer.result(), docs.length, sentenceCount, tokenCount, taggingMs);

@@ -108,16 +108,47 @@ function markerPath(shape: Shape, x: number, y: number, r: number): string {
   const s = r * 0.9;
   switch (shape) {
     case 'square':
-      return pts([[-s, -s], [s, -s], [s, s], [-s, s]]);
+      return pts([
+        [-s, -s],
+        [s, -s],
+        [s, s],
+        [-s, s],
+      ]);
     case 'triangle':
-      return pts([[0, -r * 1.15], [r, r * 0.75], [-r, r * 0.75]]);
+      return pts([
+        [0, -r * 1.15],
+        [r, r * 0.75],
+        [-r, r * 0.75],
+      ]);
     case 'triangle-down':
-      return pts([[0, r * 1.15], [r, -r * 0.75], [-r, -r * 0.75]]);
+      return pts([
+        [0, r * 1.15],
+        [r, -r * 0.75],
+        [-r, -r * 0.75],
+      ]);
     case 'diamond':
-      return pts([[0, -r * 1.25], [r, 0], [0, r * 1.25], [-r, 0]]);
+      return pts([
+        [0, -r * 1.25],
+        [r, 0],
+        [0, r * 1.25],
+        [-r, 0],
+      ]);
     case 'cross': {
       const a = r * 0.35;
-      return pts([[-a, -r], [a, -r], [a, -a], [r, -a], [r, a], [a, a], [a, r], [-a, r], [-a, a], [-r, a], [-r, -a], [-a, -a]]);
+      return pts([
+        [-a, -r],
+        [a, -r],
+        [a, -a],
+        [r, -a],
+        [r, a],
+        [a, a],
+        [a, r],
+        [-a, r],
+        [-a, a],
+        [-r, a],
+        [-r, -a],
+        [-a, -a],
+      ]);
     }
     case 'circle':
       return '';
@@ -128,7 +159,10 @@ function markerPath(shape: Shape, x: number, y: number, r: number): string {
 function marker(cls: string, shape: Shape, x: number, y: number, r: number, fill: string, stroke: string, strokeWidth: number, tip?: string): string {
   const paint = `fill="${fill}" stroke="${stroke}" stroke-width="${strokeWidth}"`;
   const body = tip === undefined ? '' : `<title>${escapeXml(tip)}</title>`;
-  const open = shape === 'circle' ? `<circle class="${cls}" cx="${n(x)}" cy="${n(y)}" r="${n(r)}" ${paint}` : `<path class="${cls}" d="${markerPath(shape, x, y, r)}" ${paint}`;
+  const open =
+    shape === 'circle'
+      ? `<circle class="${cls}" cx="${n(x)}" cy="${n(y)}" r="${n(r)}" ${paint}`
+      : `<path class="${cls}" d="${markerPath(shape, x, y, r)}" ${paint}`;
   return body === '' ? `${open}/>` : `${open}>${body}</${shape === 'circle' ? 'circle' : 'path'}>`;
 }
 
@@ -201,10 +235,12 @@ export function frontierSvg(points: readonly FrontierPoint[], options: FrontierP
   const others = present.filter((k) => !KNOWN_POLICIES.includes(k)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const policies = [...KNOWN_POLICIES.filter((k) => present.includes(k)), ...others];
   const styleIndex = (pol: string): number => (KNOWN_POLICIES.includes(pol) ? KNOWN_POLICIES.indexOf(pol) : KNOWN_POLICIES.length + others.indexOf(pol));
-  const style = new Map(policies.map((pol) => {
-    const i = styleIndex(pol);
-    return [pol, { colour: COLOURS[i % COLOURS.length], shape: SHAPES[i % SHAPES.length] }];
-  }));
+  const style = new Map(
+    policies.map((pol) => {
+      const i = styleIndex(pol);
+      return [pol, { colour: COLOURS[i % COLOURS.length], shape: SHAPES[i % SHAPES.length] }];
+    }),
+  );
   const styleOf = (pol: string): { colour: string; shape: Shape } => style.get(pol) ?? { colour: COLOURS[0], shape: SHAPES[0] };
   const byCost = (a: FrontierPoint, b: FrontierPoint): number => a.costMsPerSentence - b.costMsPerSentence || a.f1 - b.f1;
   const polyline = (ps: readonly FrontierPoint[], attrs: string): string =>

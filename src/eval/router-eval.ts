@@ -81,7 +81,11 @@ export interface RouterEvalReport extends EvalResult {
   setting: RouterSetting;
 }
 
-const budgetSettings = (ms: number): BudgetSettings => ({ defaultBudgetMs: ms, topicBudgets: {}, load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 } });
+const budgetSettings = (ms: number): BudgetSettings => ({
+  defaultBudgetMs: ms,
+  topicBudgets: {},
+  load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 },
+});
 
 interface RunInputs {
   notes: readonly EvalNote[];
@@ -114,7 +118,10 @@ async function runRouter(inputs: RunInputs): Promise<RouterEvalReport> {
     const ms = out.routing.actualEncoderMs + out.routing.actualLlmMs;
     taggerMs += ms;
     if (ms > budget.effectiveMs) over++;
-    scorer.add(note.gold, out.spans.map((p) => ({ start: p.start, end: p.end, label: p.label, words: wordsIn(noteWords, p.start, p.end) })));
+    scorer.add(
+      note.gold,
+      out.spans.map((p) => ({ start: p.start, end: p.end, label: p.label, words: wordsIn(noteWords, p.start, p.end) })),
+    );
   }
   return {
     ...scorer.result(),
@@ -133,7 +140,13 @@ async function runRouter(inputs: RunInputs): Promise<RouterEvalReport> {
  * time, one note after another (so tagger times do not overlap); the router
  * starts from the calibration and learns costs online as in production.
  */
-export function evaluateRouter(notes: readonly EvalNote[], setting: RouterSetting, calibration: DomainCalibration, estimator: LongEntityEstimator | null, taggers: { encoder: Tagger; llm: Tagger }): Promise<RouterEvalReport> {
+export function evaluateRouter(
+  notes: readonly EvalNote[],
+  setting: RouterSetting,
+  calibration: DomainCalibration,
+  estimator: LongEntityEstimator | null,
+  taggers: { encoder: Tagger; llm: Tagger },
+): Promise<RouterEvalReport> {
   return runRouter({ notes, setting, calibration, estimator, taggers });
 }
 
@@ -156,7 +169,10 @@ export async function tagCorpus(notes: readonly EvalNote[], taggers: { encoder: 
     for (let i = 0; i < all.length; i += chunk) {
       const part = all.slice(i, i + chunk);
       const t0 = performance.now();
-      const tagged = tagger.tagSentencesDetailed !== undefined ? await tagger.tagSentencesDetailed(part) : (await tagger.tagSentences(part)).map((spans) => ({ spans, minConfidence: spans.reduce((m, s) => Math.min(m, s.score), 1) }));
+      const tagged =
+        tagger.tagSentencesDetailed !== undefined
+          ? await tagger.tagSentencesDetailed(part)
+          : (await tagger.tagSentences(part)).map((spans) => ({ spans, minConfidence: spans.reduce((m, s) => Math.min(m, s.score), 1) }));
       ms += performance.now() - t0;
       for (const [k, s] of part.entries()) map.set(s, tagged[k]);
     }
@@ -165,7 +181,13 @@ export async function tagCorpus(notes: readonly EvalNote[], taggers: { encoder: 
   const enc = await run(taggers.encoder);
   const llm = await run(taggers.llm);
   const perWord = (ms: number): number => (words > 0 ? ms / words : 0);
-  return { notes, encoder: enc.map, llm: llm.map, costs: { encoder: { overheadMs: 0, msPerToken: perWord(enc.ms) }, llm: { overheadMs: 0, msPerToken: perWord(llm.ms) } }, seconds: { encoder: enc.ms / 1000, llm: llm.ms / 1000 } };
+  return {
+    notes,
+    encoder: enc.map,
+    llm: llm.map,
+    costs: { encoder: { overheadMs: 0, msPerToken: perWord(enc.ms) }, llm: { overheadMs: 0, msPerToken: perWord(llm.ms) } },
+    seconds: { encoder: enc.ms / 1000, llm: llm.ms / 1000 },
+  };
 }
 
 /** Answers from a tagged corpus and advances a simulated clock by the measured cost of each call. */
@@ -202,7 +224,13 @@ class ReplayTagger implements Tagger {
  * a live run with those costs would produce; cost is in the calibration's unit
  * (batched CPU ms), so settings compare fairly and the sweep takes seconds.
  */
-export function replayRouter(corpus: TaggedCorpus, setting: RouterSetting, calibration: DomainCalibration, estimator: LongEntityEstimator | null, models: { encoder: Tagger['model']; llm: Tagger['model'] }): Promise<RouterEvalReport> {
+export function replayRouter(
+  corpus: TaggedCorpus,
+  setting: RouterSetting,
+  calibration: DomainCalibration,
+  estimator: LongEntityEstimator | null,
+  models: { encoder: Tagger['model']; llm: Tagger['model'] },
+): Promise<RouterEvalReport> {
   const clock = { t: 0 };
   const taggers = {
     encoder: new ReplayTagger('encoder', corpus.encoder, clock, corpus.costs.encoder, models.encoder),

@@ -56,7 +56,8 @@ export class NoteDecoder {
       const settled = pending;
       // Only the schema's own verdict is kept: registry failures (down, 404) are asked again next time.
       settled.catch((err: unknown) => {
-        if (!(err instanceof RouterError && err.code === ErrorCodes.SCHEMA_INCOMPATIBLE) && this.writers.get(schemaId) === settled) this.writers.delete(schemaId);
+        if (!(err instanceof RouterError && err.code === ErrorCodes.SCHEMA_INCOMPATIBLE) && this.writers.get(schemaId) === settled)
+          this.writers.delete(schemaId);
       });
     }
     return pending;

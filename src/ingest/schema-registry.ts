@@ -84,7 +84,8 @@ export class SchemaRegistryClient {
 
   constructor(private readonly options: SchemaRegistryClientOptions) {
     this.base = new URL(options.url.endsWith('/') ? options.url : `${options.url}/`);
-    this.authorization = options.auth === undefined ? undefined : `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`, 'utf8').toString('base64')}`;
+    this.authorization =
+      options.auth === undefined ? undefined : `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`, 'utf8').toString('base64')}`;
     this.cacheSize = options.cacheSize ?? 1000;
   }
 
@@ -135,7 +136,9 @@ export class SchemaRegistryClient {
     const body = answer.body as { schema?: unknown; schemaType?: unknown; references?: unknown } | null;
     if (body === null || typeof body !== 'object' || typeof body.schema !== 'string') {
       this.stats.failures++;
-      throw new SchemaRegistryError(ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE, 'GET /schemas/ids/{id}: the answer has no "schema" string', { status: answer.status });
+      throw new SchemaRegistryError(ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE, 'GET /schemas/ids/{id}: the answer has no "schema" string', {
+        status: answer.status,
+      });
     }
     return {
       id,
@@ -155,7 +158,13 @@ export class SchemaRegistryClient {
   }
 
   /** Maps an HTTP error answer to a typed error: `notRetriable` names the statuses that are the request's own fault; every other status means the registry is unwell or refuses us (retriable). */
-  private failure(method: string, path: string, answer: Answer, stage: Stage, notRetriable: Partial<Record<number, typeof ErrorCodes.SCHEMA_NOT_FOUND | typeof ErrorCodes.SCHEMA_INCOMPATIBLE>>): SchemaRegistryError {
+  private failure(
+    method: string,
+    path: string,
+    answer: Answer,
+    stage: Stage,
+    notRetriable: Partial<Record<number, typeof ErrorCodes.SCHEMA_NOT_FOUND | typeof ErrorCodes.SCHEMA_INCOMPATIBLE>>,
+  ): SchemaRegistryError {
     this.stats.failures++;
     const registryCode = (answer.body as { error_code?: unknown } | null)?.error_code;
     // Registry messages can echo the submitted schema: only the status and the numeric error code are kept.
@@ -216,7 +225,13 @@ export class SchemaRegistryClient {
           }
           if (res.statusCode === 200 && parsed === null) {
             this.stats.failures++;
-            reject(new SchemaRegistryError(ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE, `${method} /${shown}: HTTP 200 without a JSON answer`, { stage, retriable: true, status: 200 }));
+            reject(
+              new SchemaRegistryError(ErrorCodes.SCHEMA_REGISTRY_UNAVAILABLE, `${method} /${shown}: HTTP 200 without a JSON answer`, {
+                stage,
+                retriable: true,
+                status: 200,
+              }),
+            );
             return;
           }
           resolve({ status: res.statusCode ?? 0, body: parsed });
@@ -255,12 +270,16 @@ export async function schemaRegistryOptions(config: RouterConfig['schemaRegistry
   const options: SchemaRegistryClientOptions = { url: config.url, timeoutMs: config.timeoutMs };
   if (config.usernameFile !== undefined || config.passwordFile !== undefined) {
     if (config.usernameFile === undefined || config.passwordFile === undefined) {
-      throw new ConfigError(config.usernameFile === undefined ? 'schemaRegistry.usernameFile' : 'schemaRegistry.passwordFile', 'schemaRegistry.usernameFile and schemaRegistry.passwordFile go together');
+      throw new ConfigError(
+        config.usernameFile === undefined ? 'schemaRegistry.usernameFile' : 'schemaRegistry.passwordFile',
+        'schemaRegistry.usernameFile and schemaRegistry.passwordFile go together',
+      );
     }
     const username = (await readSecret('schemaRegistry.usernameFile', config.usernameFile, true)).toString('utf8');
     const password = (await readSecret('schemaRegistry.passwordFile', config.passwordFile, true)).toString('utf8');
     // RFC 7617: a colon in the user-id would split differently on the server.
-    if (username.includes(':')) throw new ConfigError('schemaRegistry.usernameFile', `${config.usernameFile} holds a username with a colon, which basic auth cannot carry`);
+    if (username.includes(':'))
+      throw new ConfigError('schemaRegistry.usernameFile', `${config.usernameFile} holds a username with a colon, which basic auth cannot carry`);
     options.auth = { username, password };
   }
   const ca = config.tls.caFile === undefined ? undefined : await readSecret('schemaRegistry.tls.caFile', config.tls.caFile, false);

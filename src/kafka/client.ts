@@ -15,10 +15,16 @@ import type { Logger } from '../telemetry/logger.js';
  */
 export function createKafka(config: RouterConfig['kafka'], logger: Logger, security: KafkaSecurityOptions = {}): Kafka {
   if (config.tls.enabled && security.ssl === undefined) {
-    throw new ConfigError('kafka.tls.enabled', 'TLS is on but no TLS options were resolved; call kafkaSecurityOptions(config.kafka) and pass its result to createKafka');
+    throw new ConfigError(
+      'kafka.tls.enabled',
+      'TLS is on but no TLS options were resolved; call kafkaSecurityOptions(config.kafka) and pass its result to createKafka',
+    );
   }
   if (config.sasl !== undefined && security.sasl === undefined) {
-    throw new ConfigError('kafka.sasl', 'SASL is configured but no credentials were resolved; call kafkaSecurityOptions(config.kafka) and pass its result to createKafka');
+    throw new ConfigError(
+      'kafka.sasl',
+      'SASL is configured but no credentials were resolved; call kafkaSecurityOptions(config.kafka) and pass its result to createKafka',
+    );
   }
   const creator: logCreator = () => (entry: LogEntry) => {
     const { message, ...rest } = entry.log;

@@ -22,7 +22,10 @@ export interface ConsumerLoopOptions {
 
 /** The error a record gets when the loop stops before it was handled: it stays uncommitted and is redelivered. */
 export function shuttingDownError(): RouterError {
-  return new RouterError(ErrorCodes.SHUTTING_DOWN, 'the router is stopping; the record stays uncommitted and is redelivered', { retriable: true, stage: 'ingest' });
+  return new RouterError(ErrorCodes.SHUTTING_DOWN, 'the router is stopping; the record stays uncommitted and is redelivered', {
+    retriable: true,
+    stage: 'ingest',
+  });
 }
 
 const isShuttingDown = (err: unknown): boolean => err instanceof RouterError && err.code === ErrorCodes.SHUTTING_DOWN;
@@ -132,7 +135,11 @@ export class ConsumerLoop {
   /** Stops fetching and waits (at most `timeoutMs`) for the records being handled; false when it gave up. */
   async stop(timeoutMs: number): Promise<boolean> {
     this.requestStop();
-    return withDeadline(this.consumer.stop().then(() => true), timeoutMs, false);
+    return withDeadline(
+      this.consumer.stop().then(() => true),
+      timeoutMs,
+      false,
+    );
   }
 
   async disconnect(timeoutMs: number): Promise<void> {
@@ -140,7 +147,10 @@ export class ConsumerLoop {
     this.running = false;
   }
 
-  private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, uncommittedOffsets, isRunning, isStale }: EachBatchPayload, handler: RecordHandler): Promise<void> {
+  private async eachBatch(
+    { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, uncommittedOffsets, isRunning, isStale }: EachBatchPayload,
+    handler: RecordHandler,
+  ): Promise<void> {
     const { topic, partition, messages } = batch;
     const lagKey = `${topic}/${partition}`;
     const behind = Number(batch.offsetLag());
@@ -149,11 +159,14 @@ export class ConsumerLoop {
     let nextToResolve = 0;
     let failure: unknown;
     // kafkajs has no background heartbeat: long tagging inside a batch would otherwise trigger a rebalance.
-    const beat = setInterval(() => {
-      heartbeat().catch((err: unknown) => {
-        failure ??= err;
-      });
-    }, Math.max(100, Math.floor(this.options.heartbeatIntervalMs / 2)));
+    const beat = setInterval(
+      () => {
+        heartbeat().catch((err: unknown) => {
+          failure ??= err;
+        });
+      },
+      Math.max(100, Math.floor(this.options.heartbeatIntervalMs / 2)),
+    );
     const tasks: Array<Promise<void>> = [];
     const halted = (): boolean => this.stopping || !isRunning() || isStale() || failure !== undefined;
     try {
@@ -203,7 +216,13 @@ export class ConsumerLoop {
       }
     }
     if (failure !== undefined) {
-      this.logger.warn('batch ended early; unresolved records will be redelivered', { topic, partition, resolved: nextToResolve, size: messages.length, error: failure instanceof Error ? failure.name : 'unknown' });
+      this.logger.warn('batch ended early; unresolved records will be redelivered', {
+        topic,
+        partition,
+        resolved: nextToResolve,
+        size: messages.length,
+        error: failure instanceof Error ? failure.name : 'unknown',
+      });
       throw failure;
     }
   }

@@ -55,7 +55,10 @@ export class RecordProducer {
       });
     } catch (err) {
       const refusal = recordRefusal(err);
-      throw new PublishError(`producing to ${topic} failed: ${refusal ?? (err instanceof Error ? err.name : 'unknown')}`, { retriable: refusal === undefined, cause: err });
+      throw new PublishError(`producing to ${topic} failed: ${refusal ?? (err instanceof Error ? err.name : 'unknown')}`, {
+        retriable: refusal === undefined,
+        cause: err,
+      });
     }
   }
 

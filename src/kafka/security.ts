@@ -54,7 +54,8 @@ export async function kafkaSecurityOptions(config: RouterConfig['kafka']): Promi
   }
   const sasl = config.sasl;
   if (sasl !== undefined) {
-    if (sasl.mechanism === 'plain' && !tls.enabled) throw new ConfigError('kafka.sasl.mechanism', 'plain requires kafka.tls.enabled: true (the password would cross the network in clear text)');
+    if (sasl.mechanism === 'plain' && !tls.enabled)
+      throw new ConfigError('kafka.sasl.mechanism', 'plain requires kafka.tls.enabled: true (the password would cross the network in clear text)');
     const username = await readCredentialFile('kafka.sasl.usernameFile', sasl.usernameFile);
     const password = await readCredentialFile('kafka.sasl.passwordFile', sasl.passwordFile);
     out.sasl = { mechanism: sasl.mechanism, username, password };

@@ -22,7 +22,6 @@ import { RouterService } from './service.js';
  * `bench` all build through `composeRouter`; tests pick single loaders.
  */
 
-
 export async function loadEncoder(config: RouterConfig['encoder']): Promise<EncoderTagger> {
   return EncoderTagger.load(await resolveExistingModelDir(config.modelDir), {
     maxSequenceLength: config.maxSequenceLength,
@@ -60,14 +59,22 @@ export function llmCapFor(config: RouterConfig): LlmCap | null {
 }
 
 /** A router for one domain of the calibration file, with its estimator; `field` names the option a wrong domain came from. */
-async function domainRouter(config: RouterConfig, domain: string, lengthEstimator: string | undefined, field: string, cap: LlmCap | null, logger: Logger | undefined): Promise<Router> {
+async function domainRouter(
+  config: RouterConfig,
+  domain: string,
+  lengthEstimator: string | undefined,
+  field: string,
+  cap: LlmCap | null,
+  logger: Logger | undefined,
+): Promise<Router> {
   const { routing } = config;
   let calibration: DomainCalibration;
   try {
     calibration = await loadCalibration(packagePath(routing.calibrationFile), domain);
   } catch (err) {
     // The same check, named after the option that asked for this domain.
-    if (err instanceof ConfigError && err.field === 'routing.domain' && field !== 'routing.domain') throw new ConfigError(field, err.problems[0].message, { cause: err });
+    if (err instanceof ConfigError && err.field === 'routing.domain' && field !== 'routing.domain')
+      throw new ConfigError(field, err.problems[0].message, { cause: err });
     throw err;
   }
   if (calibration.partial === true) logger?.warn('the calibration entry was written by an interrupted calibrate run (partial)', { domain });
@@ -111,8 +118,16 @@ export async function loadTopicRoutes(config: RouterConfig, cap: LlmCap | null, 
  * is built with no calibration: fine for `encoder`, while the gain-based
  * policies then route nothing to the LLM.
  */
-export function createProcessor(config: RouterConfig, encoder: EncoderTagger, hooks: PipelineHooks = {}, llm?: LlmTagger, router?: Router, topics?: ReadonlyMap<string, TopicRoute>): NoteProcessor {
-  const chosen = router ?? createRouter({ policy: config.routing.policy, calibration: null, settings: routerSettings(config), costModel: costModelOptions(config) });
+export function createProcessor(
+  config: RouterConfig,
+  encoder: EncoderTagger,
+  hooks: PipelineHooks = {},
+  llm?: LlmTagger,
+  router?: Router,
+  topics?: ReadonlyMap<string, TopicRoute>,
+): NoteProcessor {
+  const chosen =
+    router ?? createRouter({ policy: config.routing.policy, calibration: null, settings: routerSettings(config), costModel: costModelOptions(config) });
   return new NoteProcessor(chosen, llm === undefined ? { encoder } : { encoder, llm }, hooks, {
     topics,
     // The LLM gets at most half the note's processing time; the rest is for the encoder fallback and publishing.
@@ -155,7 +170,12 @@ export interface ComposedRouter {
 export async function composeRouter(config: RouterConfig, options: ComposeOptions): Promise<ComposedRouter> {
   const { logger } = options;
   const encoder = options.encoder ?? (await loadEncoder(config.encoder));
-  options.onLoaded?.('encoder', { model: encoder.model.id, version: encoder.model.version, labels: encoder.labels.length, maxSequenceLength: encoder.maxSequenceLength });
+  options.onLoaded?.('encoder', {
+    model: encoder.model.id,
+    version: encoder.model.version,
+    labels: encoder.labels.length,
+    maxSequenceLength: encoder.maxSequenceLength,
+  });
   const llm = await loadLlm(config, logger);
   if (llm !== undefined) options.onLoaded?.('llm', { adapter: config.llm.adapter, model: llm.model.id, policy: config.routing.policy });
   const cap = llmCapFor(config);

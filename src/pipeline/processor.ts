@@ -126,7 +126,11 @@ export class NoteProcessor {
     const t0 = this.now();
     const prepared = withTextSpan(note.noteId, note.text.length, () => prepareText(note.text));
     const t1 = this.now();
-    const budget = resolveBudget({ noteBudgetMs: note.latencyBudgetMs, headerBudgetMs: context.headerBudgetMs ?? null, topic: position.topic }, this.budgetSettings, this.load?.() ?? NO_LOAD);
+    const budget = resolveBudget(
+      { noteBudgetMs: note.latencyBudgetMs, headerBudgetMs: context.headerBudgetMs ?? null, topic: position.topic },
+      this.budgetSettings,
+      this.load?.() ?? NO_LOAD,
+    );
     const tagged = await this.tagSentences(note.noteId, prepared.sentences, budget, { receivedAt, signal: context.signal, topic: position.topic });
     return {
       noteId: note.noteId,
@@ -136,7 +140,13 @@ export class NoteProcessor {
       model: this.model,
       spans: tagged.spans,
       routing: tagged.routing,
-      timings: { textMs: t1 - t0, routeMs: tagged.routeMs, encoderMs: tagged.routing.actualEncoderMs, llmMs: tagged.routing.actualLlmMs, totalMs: this.now() - receivedAt },
+      timings: {
+        textMs: t1 - t0,
+        routeMs: tagged.routeMs,
+        encoderMs: tagged.routing.actualEncoderMs,
+        llmMs: tagged.routing.actualLlmMs,
+        totalMs: this.now() - receivedAt,
+      },
     };
   }
 
@@ -144,9 +154,16 @@ export class NoteProcessor {
    * Routes and tags already-prepared sentences (the consumer path after the
    * text stage; `eval --tagger router` calls it with corpus sentences).
    */
-  async tagSentences(noteId: string, sentences: readonly Sentence[], budget: NoteBudget, context: Pick<ProcessContext, 'receivedAt' | 'signal' | 'topic'> = {}): Promise<TaggedSentences> {
+  async tagSentences(
+    noteId: string,
+    sentences: readonly Sentence[],
+    budget: NoteBudget,
+    context: Pick<ProcessContext, 'receivedAt' | 'signal' | 'topic'> = {},
+  ): Promise<TaggedSentences> {
     const route = this.routeFor(context.topic);
-    return withRouteSpan(route.router.policy, noteId, route.router.policy === 'cascade', (span) => this.routeAndTag(noteId, sentences, budget, context.receivedAt ?? this.now(), context.signal, span, route));
+    return withRouteSpan(route.router.policy, noteId, route.router.policy === 'cascade', (span) =>
+      this.routeAndTag(noteId, sentences, budget, context.receivedAt ?? this.now(), context.signal, span, route),
+    );
   }
 
   /** The topic's domain route, else the processor's own router with llm.model. */
@@ -169,7 +186,14 @@ export class NoteProcessor {
     let routeMs = this.now() - tr;
     const routeCounts: Record<Route, number> = { encoder: 0, llm: 0, encoder_fallback: 0 };
     for (const r of decision.sentenceRoutes) routeCounts[r]++;
-    this.hooks.routeDecided({ noteId, policy: decision.policy, budgetMs: budget.budgetMs, sentences: sentences.length, routes: { ...routeCounts }, reasons: [...decision.reasons] });
+    this.hooks.routeDecided({
+      noteId,
+      policy: decision.policy,
+      budgetMs: budget.budgetMs,
+      sentences: sentences.length,
+      routes: { ...routeCounts },
+      reasons: [...decision.reasons],
+    });
 
     const reasons = [...decision.reasons];
     const taggerMs = { encoder: 0, llm: 0 };
@@ -185,7 +209,11 @@ export class NoteProcessor {
     if (encoderList.length > 0) {
       const { tagged: detailed, ms } = await this.runEncoder(noteId, 'encoder', encoderList, decision.cascade, signal, router);
       taggerMs.encoder += ms;
-      put(encoderList, detailed.map((d) => d.spans), 'encoder');
+      put(
+        encoderList,
+        detailed.map((d) => d.spans),
+        'encoder',
+      );
       evidence = detailed.map((d) => ({ minConfidence: d.minConfidence, hasLongSpan: d.spans.some((sp) => sp.last - sp.first + 1 >= 3) }));
     }
 
@@ -208,7 +236,11 @@ export class NoteProcessor {
       const list = llmTargets.map((i) => sentences[i]);
       const tokens = list.reduce((n, s) => n + s.tokens.length, 0);
       const call = { route: 'llm' as const, sentences: list.length, words: tokens, model: this.taggers.llm?.model.id };
-      const { value: answer, failure, ms } = await withTaggerSpan(call, this.now, async () => {
+      const {
+        value: answer,
+        failure,
+        ms,
+      } = await withTaggerSpan(call, this.now, async () => {
         const result = await this.tryLlm(list, llmDeadlineMs(budget, this.now() - receivedAt, this.options.llmMaxMs), signal, llmModel);
         return result.ok === undefined ? { value: undefined, failure: result.failure } : { value: result.ok };
       });
@@ -233,13 +265,21 @@ export class NoteProcessor {
         for (const reason of [FALLBACK_REASON, `${FALLBACK_REASON}:${code}`]) if (!reasons.includes(reason)) reasons.push(reason);
         if (decision.cascade) {
           // The encoder's spans for these sentences are already there; they now stand for the failed LLM call.
-          for (const s of list) spansBySentence.set(s.index, (spansBySentence.get(s.index) ?? []).map((sp) => ({ ...sp, route: 'encoder_fallback' as const })));
+          for (const s of list)
+            spansBySentence.set(
+              s.index,
+              (spansBySentence.get(s.index) ?? []).map((sp) => ({ ...sp, route: 'encoder_fallback' as const })),
+            );
           routeCounts.encoder -= list.length;
         } else {
           routeCounts.llm -= list.length;
           const again = await this.runEncoder(noteId, 'encoder_fallback', list, false, signal, router);
           taggerMs.encoder += again.ms;
-          put(list, again.tagged.map((d) => d.spans), 'encoder_fallback');
+          put(
+            list,
+            again.tagged.map((d) => d.spans),
+            'encoder_fallback',
+          );
         }
         routeCounts.encoder_fallback += list.length;
         estimatedGain = 0;
@@ -270,7 +310,14 @@ export class NoteProcessor {
   }
 
   /** One encoder call: timed, reported to the hooks, and (when it succeeds) fed to the cost model. */
-  private async runEncoder(noteId: string, route: Route, list: Sentence[], detailed: boolean, signal: AbortSignal | undefined, router: Router): Promise<{ tagged: SentenceTagging[]; ms: number }> {
+  private async runEncoder(
+    noteId: string,
+    route: Route,
+    list: Sentence[],
+    detailed: boolean,
+    signal: AbortSignal | undefined,
+    router: Router,
+  ): Promise<{ tagged: SentenceTagging[]; ms: number }> {
     const tagger = this.taggers.encoder;
     const words = list.reduce((n, s) => n + s.tokens.length, 0);
     let ok = false;
@@ -299,10 +346,17 @@ export class NoteProcessor {
    * windows dropped, requests aborted) once it is no longer awaited or the
    * caller's `signal` aborts, and a late answer is discarded.
    */
-  private async tryLlm(sentences: Sentence[], limitMs: number, parent: AbortSignal | undefined, model: string | undefined): Promise<{ ok: TokenSpan[][]; failure?: undefined } | { ok?: undefined; failure: unknown }> {
+  private async tryLlm(
+    sentences: Sentence[],
+    limitMs: number,
+    parent: AbortSignal | undefined,
+    model: string | undefined,
+  ): Promise<{ ok: TokenSpan[][]; failure?: undefined } | { ok?: undefined; failure: unknown }> {
     const tagger = this.taggers.llm;
-    if (tagger === undefined) return { failure: new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the routing policy chose the LLM but no LLM tagger is configured') };
-    if (limitMs <= 0) return { failure: new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the note's budget was spent before the LLM was called (${sentences.length} sentences)`) };
+    if (tagger === undefined)
+      return { failure: new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the routing policy chose the LLM but no LLM tagger is configured') };
+    if (limitMs <= 0)
+      return { failure: new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, `the note's budget was spent before the LLM was called (${sentences.length} sentences)`) };
     const controller = new AbortController();
     // Every request of the note listens on this one signal (removed when it ends); above 10 Node would warn of a leak that is not one.
     setMaxListeners(0, controller.signal);

@@ -6,7 +6,15 @@ import { ConfigError, errorCodeOf, isRetriable, NoteTimeoutError, PublishError, 
 import type { ClinicalNote, RecordPosition } from '../ingest/note.js';
 import { NoteDecoder } from '../ingest/note-decoder.js';
 import { SchemaRegistryClient, schemaRegistryOptions } from '../ingest/schema-registry.js';
-import { ConsumerLoop, createKafka, RecordProducer, shuttingDownError, type InboundRecord, type KafkaSecurityOptions, type OutboundRecord } from '../kafka/index.js';
+import {
+  ConsumerLoop,
+  createKafka,
+  RecordProducer,
+  shuttingDownError,
+  type InboundRecord,
+  type KafkaSecurityOptions,
+  type OutboundRecord,
+} from '../kafka/index.js';
 import { buildDlqMessage, DlqHeaders } from '../publish/dlq.js';
 import type { NoteOutcome } from '../publish/outcome.js';
 import { encodeTaggedNote, SourceHeaders, toTaggedNoteRecord } from '../publish/tagged-note.js';
@@ -151,7 +159,10 @@ export class RouterService {
     }
     const { input, output } = this.config;
     if (input.format === 'avro' && input.avroWireFormat === 'confluent' && !this.decoder.resolvesWriterSchemas) {
-      this.logger.warn('input.avroWireFormat is confluent but no schemaRegistry.url is set: schema ids are not looked up, and records written with another (evolved) schema are dead-lettered', { topic: input.topic });
+      this.logger.warn(
+        'input.avroWireFormat is confluent but no schemaRegistry.url is set: schema ids are not looked up, and records written with another (evolved) schema are dead-lettered',
+        { topic: input.topic },
+      );
     }
     if (output.wireFormat !== 'confluent') return;
     if (this.registry === undefined) throw new ConfigError('schemaRegistry.url', 'is required with output.wireFormat: confluent');
@@ -159,7 +170,9 @@ export class RouterService {
     // The shipped file, compacted: the registry stores what it is sent, and readers fetch it by id.
     const schema = JSON.stringify(JSON.parse(await readFile(schemaPath('tagged-note'), 'utf8')) as unknown);
     try {
-      this.outputSchemaId = this.config.schemaRegistry.autoRegister ? await this.registry.register(subject, schema) : await this.registry.lookup(subject, schema);
+      this.outputSchemaId = this.config.schemaRegistry.autoRegister
+        ? await this.registry.register(subject, schema)
+        : await this.registry.lookup(subject, schema);
     } catch (err) {
       this.delivery.schemaRegistryFailed({ code: errorCodeOf(err) });
       throw err;
@@ -216,7 +229,11 @@ export class RouterService {
       if (err instanceof SchemaRegistryError) this.delivery.schemaRegistryFailed({ code: err.code });
       if (isRetriable(err)) {
         // The registry, not the record, is failing: leave the record uncommitted so it is redelivered (the partition waits).
-        this.logger.warn('schema registry unavailable; the record stays uncommitted and is redelivered', { ...position, code: errorCodeOf(err), status: err instanceof SchemaRegistryError ? err.status : undefined });
+        this.logger.warn('schema registry unavailable; the record stays uncommitted and is redelivered', {
+          ...position,
+          code: errorCodeOf(err),
+          status: err instanceof SchemaRegistryError ? err.status : undefined,
+        });
         throw this.source.isStopping ? shuttingDownError() : err;
       }
       await this.deadLetter(record, position, err, 'decode', span);
@@ -236,14 +253,23 @@ export class RouterService {
           await new Promise((r) => setTimeout(r, Math.min(10_000, 100 * 2 ** (attempt - 1))));
           continue;
         }
-        this.logger.warn('note failed; dead-lettering', { noteId: note.noteId, attempt, code: errorCodeOf(err), error: err instanceof Error ? err.name : 'unknown' });
+        this.logger.warn('note failed; dead-lettering', {
+          noteId: note.noteId,
+          attempt,
+          code: errorCodeOf(err),
+          error: err instanceof Error ? err.name : 'unknown',
+        });
         await this.deadLetter(record, position, err, 'tag', span);
         return;
       }
       try {
         const value = encodeTaggedNote(toTaggedNoteRecord(outcome, note.text, undefined, { spanText: this.config.output.spanText }), this.outputSchemaId);
         await turn;
-        await this.send(this.config.output.topic, { key: Buffer.from(note.noteId, 'utf8'), value, headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' } }, true);
+        await this.send(
+          this.config.output.topic,
+          { key: Buffer.from(note.noteId, 'utf8'), value, headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' } },
+          true,
+        );
       } catch (err) {
         // The broker refused this one record for good (e.g. too large): dead-letter it; a failing Kafka stays retriable and stalls instead.
         if (err instanceof PublishError && !err.retriable) {
@@ -256,7 +282,14 @@ export class RouterService {
       span.setAttribute(BionerAttr.NOTE_SPANS, outcome.spans.length);
       const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
       for (const s of outcome.spans) routes[s.route]++;
-      this.hooks.notePublished({ noteId: note.noteId, topic: this.config.output.topic, spans: outcome.spans.length, totalMs: outcome.timings.totalMs, routes, routing: outcome.routing });
+      this.hooks.notePublished({
+        noteId: note.noteId,
+        topic: this.config.output.topic,
+        spans: outcome.spans.length,
+        totalMs: outcome.timings.totalMs,
+        routes,
+        routing: outcome.routing,
+      });
       return;
     }
   }
@@ -301,11 +334,15 @@ export class RouterService {
       return;
     }
     try {
-      await this.send(this.config.output.topic, {
-        key: record.key,
-        value: null,
-        headers: { [SourceHeaders.topic]: position.topic, [SourceHeaders.partition]: String(position.partition), [SourceHeaders.offset]: position.offset },
-      }, true);
+      await this.send(
+        this.config.output.topic,
+        {
+          key: record.key,
+          value: null,
+          headers: { [SourceHeaders.topic]: position.topic, [SourceHeaders.partition]: String(position.partition), [SourceHeaders.offset]: position.offset },
+        },
+        true,
+      );
     } catch (err) {
       // Refused for good by the broker: the DLQ keeps it (PUBLISH_FAILED), as for any output the broker will not take; a failing Kafka stalls instead.
       if (err instanceof PublishError && !err.retriable) {
@@ -329,7 +366,13 @@ export class RouterService {
       await this.send(this.config.output.dlqTopic, { ...dlq, value: null, headers: { ...dlq.headers, [DlqHeaders.valueDropped]: String(bytes) } });
       const code = errorCodeOf(err);
       // Loud: the DLQ no longer holds the bytes, only the input topic does. The key may be a patient-linked id: its length only.
-      this.logger.warn('DLQ copy refused by the broker with its value; sent without it (raise max.message.bytes on the DLQ topic)', { ...position, code, valueBytes: bytes, keyBytes: record.key?.length ?? 0, dlqTopic: this.config.output.dlqTopic });
+      this.logger.warn('DLQ copy refused by the broker with its value; sent without it (raise max.message.bytes on the DLQ topic)', {
+        ...position,
+        code,
+        valueBytes: bytes,
+        keyBytes: record.key?.length ?? 0,
+        dlqTopic: this.config.output.dlqTopic,
+      });
       this.delivery.dlqValueDropped({ ...position, code, bytes });
     }
     this.counts.deadLettered++;
@@ -344,7 +387,15 @@ export class RouterService {
 
   /** Publishes one record inside its `send <topic>` span; `propagate` puts the trace context into its headers. */
   private send(topic: string, record: OutboundRecord, propagate = false): Promise<void> {
-    return withSendSpan(topic, this.config.kafka.clientId, record.value?.length ?? 0, record.headers, propagate, (headers) => this.sink.send(topic, { ...record, headers }), this.broker);
+    return withSendSpan(
+      topic,
+      this.config.kafka.clientId,
+      record.value?.length ?? 0,
+      record.headers,
+      propagate,
+      (headers) => this.sink.send(topic, { ...record, headers }),
+      this.broker,
+    );
   }
 
   /**
@@ -373,7 +424,12 @@ export class RouterService {
     await this.source.disconnect(drained ? limit : 2000);
     this.connected = false;
     this.drained = drained;
-    this.logger.info('router stopped', { drainMs: Math.round(performance.now() - started), drained, published: this.counts.published, deadLettered: this.counts.deadLettered });
+    this.logger.info('router stopped', {
+      drainMs: Math.round(performance.now() - started),
+      drained,
+      published: this.counts.published,
+      deadLettered: this.counts.deadLettered,
+    });
   }
 }
 

@@ -123,6 +123,7 @@ export function encodeTaggedNote(record: TaggedNoteRecord, schemaId?: number): B
  */
 export function decodeTaggedNote(buf: Buffer): TaggedNoteRecord {
   const body = buf.length > 0 && buf[0] === 0 ? parseConfluentFrame(buf)?.body : buf;
-  if (body === undefined) throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `a ${buf.length}-byte value is too short for the Confluent header`, { stage: 'decode' });
+  if (body === undefined)
+    throw new InvalidRecordError(ErrorCodes.DECODE_FAILED, `a ${buf.length}-byte value is too short for the Confluent header`, { stage: 'decode' });
   return avroType('tagged-note').fromBuffer(body) as TaggedNoteRecord;
 }

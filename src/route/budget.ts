@@ -87,7 +87,11 @@ export function resolveBudget(
 }
 
 /** Budget settings when none are given (library use, tests): 5 s per note, no per-topic budgets, no load shedding. */
-export const DEFAULT_BUDGET_SETTINGS: BudgetSettings = { defaultBudgetMs: 5000, topicBudgets: {}, load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 } };
+export const DEFAULT_BUDGET_SETTINGS: BudgetSettings = {
+  defaultBudgetMs: 5000,
+  topicBudgets: {},
+  load: { inFlightHigh: Infinity, lagHigh: Infinity, minFactor: 1 },
+};
 
 /**
  * How long the LLM call of a note may take: what is left of its effective

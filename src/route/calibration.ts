@@ -114,7 +114,8 @@ export function parseCalibration(raw: unknown, domain: string, fallbackLlmCostRa
   const file = CalibrationFileSchema.safeParse(raw);
   if (!file.success) throw new ConfigError('routing.calibrationFile', 'no "datasets" object (expected the file `npm run eval:table` writes)');
   const datasets = file.data.datasets;
-  if (!Object.hasOwn(datasets, domain)) throw new ConfigError('routing.domain', `"${domain}" is not in the calibration file (it has: ${Object.keys(datasets).join(', ')})`);
+  if (!Object.hasOwn(datasets, domain))
+    throw new ConfigError('routing.domain', `"${domain}" is not in the calibration file (it has: ${Object.keys(datasets).join(', ')})`);
   const parsed = CalibrationDatasetSchema.safeParse(datasets[domain]);
   if (!parsed.success) throw datasetProblem(domain, parsed.error);
   const entry = parsed.data;
@@ -122,11 +123,21 @@ export function parseCalibration(raw: unknown, domain: string, fallbackLlmCostRa
   const llm = entry.routes.llm;
   // A fitted per-call line (calibrate) says more than a batched per-token cost (eval:table): it has the overhead.
   const costOf = (r: CalibrationRoute & { ms_per_token?: number }): RouteCost | undefined =>
-    r.latency !== undefined ? { overheadMs: r.latency.overhead_ms, msPerToken: r.latency.ms_per_token } : r.ms_per_token !== undefined ? { overheadMs: 0, msPerToken: r.ms_per_token } : undefined;
+    r.latency !== undefined
+      ? { overheadMs: r.latency.overhead_ms, msPerToken: r.latency.ms_per_token }
+      : r.ms_per_token !== undefined
+        ? { overheadMs: 0, msPerToken: r.ms_per_token }
+        : undefined;
   const encoderCost = costOf(enc) ?? { overheadMs: 0, msPerToken: enc.ms_per_token };
   const llmCost = (llm === undefined ? undefined : costOf(llm)) ?? { overheadMs: 0, msPerToken: enc.ms_per_token * fallbackLlmCostRatio };
   const support = entry.support_by_length ?? {};
-  return { domain, costs: { encoder: encoderCost, llm: llmCost }, gains: gainsOf(enc.f1, llm?.f1, support), supportByLength: support, partial: entry.partial ?? false };
+  return {
+    domain,
+    costs: { encoder: encoderCost, llm: llmCost },
+    gains: gainsOf(enc.f1, llm?.f1, support),
+    supportByLength: support,
+    partial: entry.partial ?? false,
+  };
 }
 
 type BucketF1 = Record<'1' | '2' | '3+' | 'all', number>;
@@ -139,7 +150,11 @@ function buckets(f1: Record<string, number | null> | undefined): BucketF1 | unde
   return { '1': one, '2': two, '3+': long, all };
 }
 
-function gainsOf(encoderF1: Record<string, number | null> | undefined, llmF1: Record<string, number | null> | undefined, support: Record<string, number>): RouteGains | null {
+function gainsOf(
+  encoderF1: Record<string, number | null> | undefined,
+  llmF1: Record<string, number | null> | undefined,
+  support: Record<string, number>,
+): RouteGains | null {
   const ef = buckets(encoderF1);
   const lf = buckets(llmF1);
   if (ef === undefined || lf === undefined) return null;

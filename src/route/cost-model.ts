@@ -67,7 +67,12 @@ class WeightedLine {
   observations = 0;
   private fitted: RouteCost;
 
-  constructor(prior: RouteCost, private readonly decay: number, priorWeight: number, priorTokens: readonly [number, number]) {
+  constructor(
+    prior: RouteCost,
+    private readonly decay: number,
+    priorWeight: number,
+    priorTokens: readonly [number, number],
+  ) {
     for (const x of priorTokens) this.add(x, prior.overheadMs + prior.msPerToken * x, priorWeight);
     this.fitted = { ...prior };
   }

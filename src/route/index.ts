@@ -31,7 +31,19 @@ export function createRouter(setup: RouterSetup): Router {
 }
 
 export { LlmCap, type LlmCapSettings, type CapLimit, type CapSnapshot } from './llm-cap.js';
-export { Router, Reasons, capReason, DEFAULT_POLICY_SETTINGS, POLICY_NAMES, policyUsesLlm, type PolicyName, type RouteDecision, type PolicySettings, type LongEntityEstimator, type EncoderEvidence } from './policy.js';
+export {
+  Router,
+  Reasons,
+  capReason,
+  DEFAULT_POLICY_SETTINGS,
+  POLICY_NAMES,
+  policyUsesLlm,
+  type PolicyName,
+  type RouteDecision,
+  type PolicySettings,
+  type LongEntityEstimator,
+  type EncoderEvidence,
+} from './policy.js';
 export { resolveBudget, parseBudgetHeader, loadFactor, NO_LOAD, type NoteBudget, type BudgetSettings, type LoadSnapshot, type LoadSettings } from './budget.js';
 export { OnlineCostModel, type RouteCost } from './cost-model.js';
 export { loadCalibration, parseCalibration, type DomainCalibration, type RouteGains } from './calibration.js';

@@ -66,7 +66,9 @@ const BUCKET_KEY = /^(0|[1-9]\d*)$/;
 /** Everything scoring needs plus how it was trained; the file adds the devel metrics. */
 export const LengthEstimatorModelSchema = object({
   format: z.literal(LENGTH_ESTIMATOR_FORMAT, must(`"${LENGTH_ESTIMATOR_FORMAT}"`)),
-  version: z.literal(LENGTH_ESTIMATOR_VERSION, { error: (iss) => `must be ${LENGTH_ESTIMATOR_VERSION} (got ${typeof iss.input === 'number' ? iss.input : typeof iss.input})` }),
+  version: z.literal(LENGTH_ESTIMATOR_VERSION, {
+    error: (iss) => `must be ${LENGTH_ESTIMATOR_VERSION} (got ${typeof iss.input === 'number' ? iss.input : typeof iss.input})`,
+  }),
   id: z.string(must('a non-empty string')).min(1, must('a non-empty string')),
   /** Training data, e.g. "BC5CDR-IOB/train.tsv". */
   dataset: str(),
@@ -74,11 +76,14 @@ export const LengthEstimatorModelSchema = object({
   target: object({ minWords: z.int(must('a positive integer')).min(1, must('a positive integer')) }),
   features: object({
     version: z.literal(FEATURE_VERSION, {
-      error: (iss) => `is ${typeof iss.input === 'number' ? iss.input : typeof iss.input}, this build computes version ${FEATURE_VERSION} features (retrain the model)`,
+      error: (iss) =>
+        `is ${typeof iss.input === 'number' ? iss.input : typeof iss.input}, this build computes version ${FEATURE_VERSION} features (retrain the model)`,
     }),
     hash: z.literal('fnv1a32', must('"fnv1a32"')),
     bits: z.int(must('an integer in 8..24')).min(8, must('an integer in 8..24')).max(24, must('an integer in 8..24')),
-    templates: z.array(z.string(), must(JSON.stringify(FEATURE_TEMPLATES))).refine((t) => t.join(',') === FEATURE_TEMPLATES.join(','), must(JSON.stringify(FEATURE_TEMPLATES))),
+    templates: z
+      .array(z.string(), must(JSON.stringify(FEATURE_TEMPLATES)))
+      .refine((t) => t.join(',') === FEATURE_TEMPLATES.join(','), must(JSON.stringify(FEATURE_TEMPLATES))),
   }),
   bias: finite(),
   /** Hash bucket (decimal string) -> weight; zero weights are left out. Keys are checked against features.bits below. */

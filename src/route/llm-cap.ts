@@ -118,7 +118,8 @@ export class LlmCap {
     this.prune();
     const usage: Partial<Record<CapLimit, number>> = {};
     const share = this.sentences > 0 ? this.llmSentences / this.sentences : 0;
-    if (this.settings.maxSentenceShare !== undefined) usage.sentence_share = this.settings.maxSentenceShare > 0 ? share / this.settings.maxSentenceShare : share > 0 ? Infinity : 0;
+    if (this.settings.maxSentenceShare !== undefined)
+      usage.sentence_share = this.settings.maxSentenceShare > 0 ? share / this.settings.maxSentenceShare : share > 0 ? Infinity : 0;
     if (this.settings.maxTokensPerMinute !== undefined) usage.tokens_per_minute = this.llmTokens / this.tokenBudget;
     return {
       sentences: this.sentences,

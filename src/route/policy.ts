@@ -223,7 +223,15 @@ export class Router {
       }
     }
     const allowance = this.cap?.allowance(sentences.length) ?? { sentences: Infinity, tokens: Infinity };
-    const admitted = this.admit(chosen, totalTokens, input.elapsedMs, budget, decision.reasons, settings.granularity === 'note' && this.policy === 'length-aware', allowance);
+    const admitted = this.admit(
+      chosen,
+      totalTokens,
+      input.elapsedMs,
+      budget,
+      decision.reasons,
+      settings.granularity === 'note' && this.policy === 'length-aware',
+      allowance,
+    );
     let llmTokens = 0;
     let gain = 0;
     for (const c of admitted) {
@@ -286,7 +294,12 @@ export class Router {
       if (decision.budget.loadFactor < 1) addReason(reasons, Reasons.loadShed);
     }
     const gain = chosen.reduce((n, c) => n + c.gain, 0);
-    return { llmSentences: chosen.map((c) => c.index), predictedLlmMs: costs.predict('llm', tokens), estimatedGain: sentences.length > 0 ? gain / sentences.length : 0, reasons };
+    return {
+      llmSentences: chosen.map((c) => c.index),
+      predictedLlmMs: costs.predict('llm', tokens),
+      estimatedGain: sentences.length > 0 ? gain / sentences.length : 0,
+      reasons,
+    };
   }
 
   /** Expected gain per extra predicted ms (the LLM's marginal cost minus the encoder's, which it replaces). */
@@ -330,9 +343,18 @@ export class Router {
   }
 
   /** Admits candidates in priority order while the whole plan fits the effective budget and the LLM cap. */
-  private admit(candidates: Candidate[], totalTokens: number, elapsedMs: number, budget: NoteBudget, reasons: string[], allOrNothing: boolean, allowance: CapAllowance): Candidate[] {
+  private admit(
+    candidates: Candidate[],
+    totalTokens: number,
+    elapsedMs: number,
+    budget: NoteBudget,
+    reasons: string[],
+    allOrNothing: boolean,
+    allowance: CapAllowance,
+  ): Candidate[] {
     const costs = this.context.costs;
-    const fits = (llmTokens: number): boolean => elapsedMs + costs.predict('encoder', totalTokens - llmTokens) + costs.predict('llm', llmTokens) <= budget.effectiveMs;
+    const fits = (llmTokens: number): boolean =>
+      elapsedMs + costs.predict('encoder', totalTokens - llmTokens) + costs.predict('llm', llmTokens) <= budget.effectiveMs;
     let admitted: Candidate[] = [];
     let cut = false;
     if (allOrNothing) {

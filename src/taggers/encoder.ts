@@ -21,8 +21,13 @@ export interface EncoderOptions {
 /** Loads an HF token-classification export and its `model.onnx` (the in-process half of the encoder and of the reference decoder). */
 export async function loadOnnxModel(dir: string, options: EncoderOptions = {}): Promise<{ bundle: ModelBundle; backend: OnnxBackend }> {
   const bundle = await loadModelBundle(dir);
-  if (options.maxSequenceLength !== undefined && options.maxSequenceLength < 4) throw new ModelLoadError(`maxSequenceLength ${options.maxSequenceLength} is too small`);
-  const backend = await OnnxBackend.load(bundle.dir, { intraOpThreads: options.intraOpThreads ?? 0, padId: bundle.special.pad, numLabels: bundle.labels.length });
+  if (options.maxSequenceLength !== undefined && options.maxSequenceLength < 4)
+    throw new ModelLoadError(`maxSequenceLength ${options.maxSequenceLength} is too small`);
+  const backend = await OnnxBackend.load(bundle.dir, {
+    intraOpThreads: options.intraOpThreads ?? 0,
+    padId: bundle.special.pad,
+    numLabels: bundle.labels.length,
+  });
   return { bundle, backend };
 }
 

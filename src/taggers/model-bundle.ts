@@ -39,7 +39,10 @@ export interface SpecialIds {
 const must = (what: string) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? 'is missing' : `must be ${what}`) });
 
 /** A special token as tokenizer files write it: the string, an AddedToken object, or null for none. */
-const TokenSchema = z.union([z.string(), z.looseObject({ content: z.string() })], must('a token string or {"content": string}')).nullable().optional();
+const TokenSchema = z
+  .union([z.string(), z.looseObject({ content: z.string() })], must('a token string or {"content": string}'))
+  .nullable()
+  .optional();
 type TokenEntry = z.infer<typeof TokenSchema>;
 
 /** config.json, as far as the router reads it (the rest of a Hugging Face config is ignored). */

@@ -134,10 +134,12 @@ export class TokenClassifierTagger implements Tagger {
   async tagSentencesWithProbabilities(sentences: readonly Sentence[], options: TagOptions = {}): Promise<Array<SentenceTagging & { probs: Float32Array }>> {
     if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, `${this.route} tagger is closed`);
     if (options.signal?.aborted === true) throw abortError(options.signal);
-    return Promise.all(sentences.map(async (s) => {
-      const out = await this.tagSentence(s, options.signal, options.model);
-      return { ...out.tagging, probs: out.probs };
-    }));
+    return Promise.all(
+      sentences.map(async (s) => {
+        const out = await this.tagSentence(s, options.signal, options.model);
+        return { ...out.tagging, probs: out.probs };
+      }),
+    );
   }
 
   /** Raw logits for rows of ids (specials included), through the same batching queue as tagging. */
@@ -146,7 +148,11 @@ export class TokenClassifierTagger implements Tagger {
     return Promise.all(rows.map((ids) => this.enqueue(ids, signal, undefined)));
   }
 
-  private async tagSentence(sentence: Sentence, signal: AbortSignal | undefined, model: string | undefined): Promise<{ tagging: SentenceTagging; probs: Float32Array }> {
+  private async tagSentence(
+    sentence: Sentence,
+    signal: AbortSignal | undefined,
+    model: string | undefined,
+  ): Promise<{ tagging: SentenceTagging; probs: Float32Array }> {
     const words = sentence.tokens;
     if (words.length === 0) return { tagging: { spans: [], minConfidence: 1 }, probs: new Float32Array(0) };
     const maxPieces = this.maxSequenceLength - 2;
@@ -154,7 +160,11 @@ export class TokenClassifierTagger implements Tagger {
       const ids = this.piecesOf(w.text, i > 0 && words[i - 1].end < w.start);
       return ids.length > maxPieces ? ids.slice(0, maxPieces) : ids;
     });
-    const windows = planWindows(pieces.map((p) => p.length), maxPieces, this.settings.windowOverlapWords);
+    const windows = planWindows(
+      pieces.map((p) => p.length),
+      maxPieces,
+      this.settings.windowOverlapWords,
+    );
     const numLabels = this.labels.length;
     const probs = new Float32Array(words.length * numLabels);
     await Promise.all(
@@ -162,7 +172,10 @@ export class TokenClassifierTagger implements Tagger {
         const { ids, firstPiece } = this.assemble(pieces, w);
         const logits = await this.enqueue(ids, signal, model);
         if (logits.length < ids.length * numLabels) {
-          throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} returned ${logits.length} values for ${ids.length} positions x ${numLabels} labels`);
+          throw new TaggerError(
+            ErrorCodes.INFERENCE_FAILED,
+            `${this.backend.kind} returned ${logits.length} values for ${ids.length} positions x ${numLabels} labels`,
+          );
         }
         // Keep only the words this window owns, so overlaps never yield duplicated or split spans.
         for (let word = w.ownStart; word < w.ownEnd; word++) {
@@ -170,7 +183,10 @@ export class TokenClassifierTagger implements Tagger {
         }
       }),
     );
-    return { tagging: { spans: decodeBio(probs, words.length, this.labels, this.settings.decode), minConfidence: leastConfidentWord(probs, words.length, numLabels) }, probs };
+    return {
+      tagging: { spans: decodeBio(probs, words.length, this.labels, this.settings.decode), minConfidence: leastConfidentWord(probs, words.length, numLabels) },
+      probs,
+    };
   }
 
   private assemble(pieces: number[][], w: TextWindow): { ids: number[]; firstPiece: Int32Array } {
@@ -247,11 +263,21 @@ export class TokenClassifierTagger implements Tagger {
   private async runBatch(batch: RowJob[]): Promise<void> {
     try {
       // A one-row batch belongs to one caller, whose signal may cancel the request itself.
-      const out = await this.backend.run(batch.map((j) => j.ids), batch.length === 1 ? batch[0].signal : undefined, batch[0].model);
-      if (out.length !== batch.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`);
+      const out = await this.backend.run(
+        batch.map((j) => j.ids),
+        batch.length === 1 ? batch[0].signal : undefined,
+        batch[0].model,
+      );
+      if (out.length !== batch.length)
+        throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`);
       for (const [r, job] of batch.entries()) job.resolve(out[r]);
     } catch (err) {
-      const failure = err instanceof RouterError ? err : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, { cause: err });
+      const failure =
+        err instanceof RouterError
+          ? err
+          : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, {
+              cause: err,
+            });
       for (const job of batch) job.reject(failure);
     }
   }

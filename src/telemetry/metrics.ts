@@ -3,7 +3,16 @@ import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporte
 import { hrTime } from '@opentelemetry/core';
 import { emptyResource } from '@opentelemetry/resources';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { AggregationTemporality, ConsoleMetricExporter, DataPointType, MeterProvider, PeriodicExportingMetricReader, type CollectionResult, type DataPoint, type MetricProducer } from '@opentelemetry/sdk-metrics';
+import {
+  AggregationTemporality,
+  ConsoleMetricExporter,
+  DataPointType,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type CollectionResult,
+  type DataPoint,
+  type MetricProducer,
+} from '@opentelemetry/sdk-metrics';
 import { ConfigError } from '../errors.js';
 import type { Route } from '../types.js';
 import type { RoutingRecord } from '../route/record.js';
@@ -127,9 +136,13 @@ export function metricsExporterNames(env: Record<string, string | undefined> = p
   const raw = env.OTEL_METRICS_EXPORTER?.trim();
   if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return [];
   if (raw === undefined || raw === '') return ['prometheus'];
-  const names = raw.split(',').map((n) => n.trim().toLowerCase()).filter((n) => n !== '');
+  const names = raw
+    .split(',')
+    .map((n) => n.trim().toLowerCase())
+    .filter((n) => n !== '');
   for (const n of names) {
-    if (!(METRICS_EXPORTERS as readonly string[]).includes(n)) throw new ConfigError('OTEL_METRICS_EXPORTER', `"${n}" is not one of ${METRICS_EXPORTERS.join(', ')}`);
+    if (!(METRICS_EXPORTERS as readonly string[]).includes(n))
+      throw new ConfigError('OTEL_METRICS_EXPORTER', `"${n}" is not one of ${METRICS_EXPORTERS.join(', ')}`);
   }
   const known = names as MetricsExporterName[];
   return known.includes('none') ? [] : [...new Set(known)];
@@ -213,7 +226,12 @@ function route(value: string): string {
 }
 
 const LAG_SCOPE = { name: 'bioner-router' };
-const LAG_DESCRIPTOR = { name: 'bioner.consumer.lag', description: 'Records behind the high watermark, per partition this consumer owns', unit: '', valueType: ValueType.INT };
+const LAG_DESCRIPTOR = {
+  name: 'bioner.consumer.lag',
+  description: 'Records behind the high watermark, per partition this consumer owns',
+  unit: '',
+  valueType: ValueType.INT,
+};
 
 /** `bioner_consumer_lag` built afresh at each collection from the current sources: only partitions owned now appear. */
 function lagProducer(current: () => MetricSources): MetricProducer {
@@ -232,7 +250,22 @@ function lagProducer(current: () => MetricSources): MetricProducer {
       return {
         resourceMetrics: {
           resource: emptyResource(),
-          scopeMetrics: points.length === 0 ? [] : [{ scope: LAG_SCOPE, metrics: [{ descriptor: LAG_DESCRIPTOR, aggregationTemporality: AggregationTemporality.CUMULATIVE, dataPointType: DataPointType.GAUGE, dataPoints: points }] }],
+          scopeMetrics:
+            points.length === 0
+              ? []
+              : [
+                  {
+                    scope: LAG_SCOPE,
+                    metrics: [
+                      {
+                        descriptor: LAG_DESCRIPTOR,
+                        aggregationTemporality: AggregationTemporality.CUMULATIVE,
+                        dataPointType: DataPointType.GAUGE,
+                        dataPoints: points,
+                      },
+                    ],
+                  },
+                ],
         },
         errors: [],
       };
@@ -254,36 +287,71 @@ export function createRouterMetrics(options: RouterMetricsOptions = {}): RouterM
   const interval = Number(process.env.OTEL_METRIC_EXPORT_INTERVAL);
   const pushReaders = exporters
     .filter((e) => e !== 'prometheus')
-    .map((e) => new PeriodicExportingMetricReader({ exporter: e === 'otlp' ? new OTLPMetricExporter() : new ConsoleMetricExporter(), exportIntervalMillis: interval > 0 ? interval : 60_000, metricProducers: [lagProducer(() => sources)] }));
+    .map(
+      (e) =>
+        new PeriodicExportingMetricReader({
+          exporter: e === 'otlp' ? new OTLPMetricExporter() : new ConsoleMetricExporter(),
+          exportIntervalMillis: interval > 0 ? interval : 60_000,
+          metricProducers: [lagProducer(() => sources)],
+        }),
+    );
   // A caller's serviceName is taken as already resolved; without one the OTEL_* env still wins over the default.
-  const identity = options.serviceName === undefined ? telemetryIdentity({ serviceName: DEFAULT_SERVICE_NAME }) : { serviceName: options.serviceName, resourceAttributes: {} };
+  const identity =
+    options.serviceName === undefined ? telemetryIdentity({ serviceName: DEFAULT_SERVICE_NAME }) : { serviceName: options.serviceName, resourceAttributes: {} };
   const meterProvider = new MeterProvider({
-    resource: telemetryResource({ serviceName: identity.serviceName, resourceAttributes: { ...identity.resourceAttributes, ...(options.resourceAttributes ?? {}) } }),
+    resource: telemetryResource({
+      serviceName: identity.serviceName,
+      resourceAttributes: { ...identity.resourceAttributes, ...(options.resourceAttributes ?? {}) },
+    }),
     readers: [...(exporters.includes('prometheus') ? [reader] : []), ...pushReaders],
   });
   const serializer = new PrometheusSerializer();
   const meter = meterProvider.getMeter('bioner-router');
-  const runtime = options.runtime === true ? startRuntimeMetrics(meterProvider, meter, () => sources.build?.() ?? { serviceVersion: SERVICE_VERSION }) : undefined;
+  const runtime =
+    options.runtime === true ? startRuntimeMetrics(meterProvider, meter, () => sources.build?.() ?? { serviceVersion: SERVICE_VERSION }) : undefined;
 
   const notes = meter.createCounter('bioner.notes', { description: 'Input records finished, by outcome and routing policy' });
   const received = meter.createCounter('bioner.notes.received', { description: 'Input records fetched from Kafka' });
   const sentences = meter.createCounter('bioner.sentences', { description: 'Sentences tagged, by route (from the decision record)' });
   const dlq = meter.createCounter('bioner.dlq', { description: 'Dead-letter records, by error code and stage' });
-  const taggerDuration = meter.createHistogram('bioner.tagger.duration_ms', { description: 'Tagger call wall time in ms, by route', unit: 'ms', advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS } });
-  const noteDuration = meter.createHistogram('bioner.note.duration_ms', { description: 'Note latency from receipt to published record in ms, by policy', unit: 'ms', advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS } });
+  const taggerDuration = meter.createHistogram('bioner.tagger.duration_ms', {
+    description: 'Tagger call wall time in ms, by route',
+    unit: 'ms',
+    advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS },
+  });
+  const noteDuration = meter.createHistogram('bioner.note.duration_ms', {
+    description: 'Note latency from receipt to published record in ms, by policy',
+    unit: 'ms',
+    advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS },
+  });
   const overruns = meter.createCounter('bioner.budget.overruns', { description: 'Notes whose total time exceeded their effective budget, by policy' });
   const fallbacks = meter.createCounter('bioner.llm.fallbacks', { description: 'LLM calls that fell back to the encoder, by error code' });
-  const llmShare = meter.createHistogram('bioner.route.llm_share', { description: 'Share of a note\'s sentences tagged by the LLM, by policy', advice: { explicitBucketBoundaries: SHARE_BUCKETS } });
-  const effectiveBudget = meter.createHistogram('bioner.route.effective_budget_ms', { description: 'Effective (load-shed) budget per note in ms, by policy', unit: 'ms', advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS } });
-  const gain = meter.createCounter('bioner.route.estimated_gain', { description: 'Sum of |estimated_gain| (expected F1 change) of published notes, by policy and sign' });
+  const llmShare = meter.createHistogram('bioner.route.llm_share', {
+    description: "Share of a note's sentences tagged by the LLM, by policy",
+    advice: { explicitBucketBoundaries: SHARE_BUCKETS },
+  });
+  const effectiveBudget = meter.createHistogram('bioner.route.effective_budget_ms', {
+    description: 'Effective (load-shed) budget per note in ms, by policy',
+    unit: 'ms',
+    advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
+  });
+  const gain = meter.createCounter('bioner.route.estimated_gain', {
+    description: 'Sum of |estimated_gain| (expected F1 change) of published notes, by policy and sign',
+  });
   const circuit = meter.createObservableGauge('bioner.llm.circuit_state', { description: 'LLM circuit breaker: 0 closed, 1 half-open, 2 open' });
   const inFlight = meter.createObservableGauge('bioner.notes.in_flight', { description: 'Notes fetched and not yet finished' });
   const paused = meter.createObservableGauge('bioner.consumer.paused', { description: '1 while fetching is paused by processing.maxInFlight' });
-  const tombstones = meter.createCounter('bioner.tombstones', { description: 'Input tombstones (null values), by outcome: propagated to the output topic, or skipped without a key' });
-  const dlqValueDropped = meter.createCounter('bioner.dlq.value_dropped', { description: 'DLQ copies sent without their value because the broker refused them with it, by error code' });
+  const tombstones = meter.createCounter('bioner.tombstones', {
+    description: 'Input tombstones (null values), by outcome: propagated to the output topic, or skipped without a key',
+  });
+  const dlqValueDropped = meter.createCounter('bioner.dlq.value_dropped', {
+    description: 'DLQ copies sent without their value because the broker refused them with it, by error code',
+  });
   const registryErrors = meter.createCounter('bioner.schema_registry.errors', { description: 'Failed Schema Registry calls, by error code' });
   const capped = meter.createCounter('bioner.llm.capped', { description: 'Notes whose LLM work the LLM cap (routing.llmCap) held back, by policy and limit' });
-  const capUsage = meter.createObservableGauge('bioner.llm.cap_usage', { description: 'Used fraction of each routing.llmCap limit over its sliding window (1 = at the cap)' });
+  const capUsage = meter.createObservableGauge('bioner.llm.cap_usage', {
+    description: 'Used fraction of each routing.llmCap limit over its sliding window (1 = at the cap)',
+  });
 
   let lastInFlight: { inFlight: number; paused: boolean } | undefined;
   circuit.addCallback((r: ObservableResult) => {

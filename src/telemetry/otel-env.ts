@@ -43,7 +43,8 @@ export function telemetryIdentity(config: { serviceName: string }, env: OtelEnv 
   const resourceAttributes: Attributes = {};
   for (const [k, v] of Object.entries(detected)) if (typeof v === 'string' && k !== ATTR_SERVICE_NAME) resourceAttributes[k] = v;
   const fromAttributes = detected[ATTR_SERVICE_NAME];
-  const serviceName = value(env, 'OTEL_SERVICE_NAME') ?? (typeof fromAttributes === 'string' && fromAttributes.trim() !== '' ? fromAttributes : config.serviceName);
+  const serviceName =
+    value(env, 'OTEL_SERVICE_NAME') ?? (typeof fromAttributes === 'string' && fromAttributes.trim() !== '' ? fromAttributes : config.serviceName);
   // The detector swallows parse errors; a non-empty value that yielded nothing was dropped as a whole.
   const raw = process.env.OTEL_RESOURCE_ATTRIBUTES ?? '';
   const ignored = Object.keys(detected).length === 0 && raw.split(',').some((entry) => entry.trim() !== '');
@@ -62,11 +63,20 @@ export const SERVICE_VERSION: string = (() => {
 })();
 
 export function telemetryResource(identity: TelemetryIdentity): Resource {
-  return defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_VERSION]: SERVICE_VERSION, ...identity.resourceAttributes, [ATTR_SERVICE_NAME]: identity.serviceName }));
+  return defaultResource().merge(
+    resourceFromAttributes({ [ATTR_SERVICE_VERSION]: SERVICE_VERSION, ...identity.resourceAttributes, [ATTR_SERVICE_NAME]: identity.serviceName }),
+  );
 }
 
 /** The sampler names of the OpenTelemetry spec that need no extra component. */
-export const SAMPLER_NAMES = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
+export const SAMPLER_NAMES = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+] as const;
 export type SamplerName = (typeof SAMPLER_NAMES)[number];
 
 export interface SamplerChoice {

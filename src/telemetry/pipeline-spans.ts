@@ -79,7 +79,15 @@ export function withProcessSpan<T>(record: ConsumedRecordInfo, groupId: string, 
  * `fn` sends, so downstream consumers continue the trace; DLQ records keep the
  * original headers untouched instead.
  */
-export function withSendSpan<T>(topic: string, clientId: string, bytes: number, headers: RecordHeaders | undefined, propagate: boolean, fn: (headers: RecordHeaders | undefined) => Promise<T>, server?: BrokerAddress): Promise<T> {
+export function withSendSpan<T>(
+  topic: string,
+  clientId: string,
+  bytes: number,
+  headers: RecordHeaders | undefined,
+  propagate: boolean,
+  fn: (headers: RecordHeaders | undefined) => Promise<T>,
+  server?: BrokerAddress,
+): Promise<T> {
   const span = tracer().startSpan(`send ${topic}`, {
     kind: SpanKind.PRODUCER,
     attributes: {
@@ -130,7 +138,14 @@ export function withRouteSpan<T>(policy: string, noteId: string, cascade: boolea
 }
 
 /** The decision attributes of a `route <policy>` span, once the note is tagged. */
-export function describeRoute(span: Span, routing: RoutingRecord, fallbackSentences: number, plannedLlmSentences: number, decisionMs: number, fallback: boolean): void {
+export function describeRoute(
+  span: Span,
+  routing: RoutingRecord,
+  fallbackSentences: number,
+  plannedLlmSentences: number,
+  decisionMs: number,
+  fallback: boolean,
+): void {
   const chosen = plannedLlmSentences === 0 ? 'encoder' : plannedLlmSentences >= routing.sentences ? 'llm' : 'mixed';
   span.setAttributes({
     [BionerAttr.ROUTE_GRANULARITY]: routing.granularity,
@@ -170,7 +185,11 @@ export interface TaggerCall {
  * succeeded (an LLM failure that falls back is returned, not thrown, and passed
  * as `failure` to be recorded on the span); a throw marks the span failed too.
  */
-export function withTaggerSpan<T>(call: TaggerCall, now: () => number, fn: () => Promise<{ value: T; failure?: unknown }>): Promise<{ value: T; failure?: unknown; ms: number }> {
+export function withTaggerSpan<T>(
+  call: TaggerCall,
+  now: () => number,
+  fn: () => Promise<{ value: T; failure?: unknown }>,
+): Promise<{ value: T; failure?: unknown; ms: number }> {
   return tracer().startActiveSpan(`tag ${call.route}`, async (span) => {
     span.setAttributes({ [BionerAttr.TAGGER_ROUTE]: call.route, [BionerAttr.TAGGER_SENTENCES]: call.sentences, [BionerAttr.TAGGER_WORDS]: call.words });
     if (call.model !== undefined) span.setAttribute(BionerAttr.TAGGER_MODEL, call.model);

@@ -22,7 +22,9 @@ export function startRuntimeMetrics(meterProvider: MeterProvider, meter: Meter, 
   runtime.enable();
   const rss = meter.createObservableGauge('process.memory.usage', { description: 'Resident set size of the router process', unit: 'By' });
   rss.addCallback((r: ObservableResult) => r.observe(process.memoryUsage.rss()));
-  const build = meter.createObservableGauge('bioner.build.info', { description: 'Always 1; labels name the service version and the loaded encoder and LLM models' });
+  const build = meter.createObservableGauge('bioner.build.info', {
+    description: 'Always 1; labels name the service version and the loaded encoder and LLM models',
+  });
   build.addCallback((r: ObservableResult) => {
     const i = info();
     r.observe(1, {

@@ -65,7 +65,8 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
       return;
     }
     if (path === '/metrics') {
-      if (options.metrics.servesPrometheus === false) send(res, 404, 'text/plain; charset=utf-8', 'metrics are not exported as prometheus (OTEL_METRICS_EXPORTER)\n');
+      if (options.metrics.servesPrometheus === false)
+        send(res, 404, 'text/plain; charset=utf-8', 'metrics are not exported as prometheus (OTEL_METRICS_EXPORTER)\n');
       else send(res, 200, PROMETHEUS_CONTENT_TYPE, await options.metrics.collectPrometheus());
     } else if (path === '/healthz') {
       send(res, 200, 'application/json', JSON.stringify({ status: 'ok' }));
@@ -84,7 +85,9 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
       } catch {
         readiness = { ok: false, checks: { ready_callback: false } };
       }
-      const failing = Object.entries(readiness.checks).filter(([, ok]) => !ok).map(([name]) => name);
+      const failing = Object.entries(readiness.checks)
+        .filter(([, ok]) => !ok)
+        .map(([name]) => name);
       const ok = readiness.ok && failing.length === 0;
       send(res, ok ? 200 : 503, 'application/json', JSON.stringify({ status: ok ? 'ready' : 'not_ready', checks: readiness.checks, failing }));
     } else {

@@ -45,9 +45,16 @@ export type TracesExporterName = (typeof TRACES_EXPORTERS)[number];
  */
 export function traceExporterNames(config: RouterConfig['telemetry'], env: Record<string, string | undefined> = process.env): TracesExporterName[] {
   const raw = env.OTEL_TRACES_EXPORTER?.trim();
-  const names = raw === undefined || raw === '' ? [config.tracesExporter] : raw.split(',').map((n) => n.trim().toLowerCase()).filter((n) => n !== '');
+  const names =
+    raw === undefined || raw === ''
+      ? [config.tracesExporter]
+      : raw
+          .split(',')
+          .map((n) => n.trim().toLowerCase())
+          .filter((n) => n !== '');
   for (const n of names) {
-    if (!(TRACES_EXPORTERS as readonly string[]).includes(n)) throw new ConfigError('OTEL_TRACES_EXPORTER', `"${n}" is not one of ${TRACES_EXPORTERS.join(', ')}`);
+    if (!(TRACES_EXPORTERS as readonly string[]).includes(n))
+      throw new ConfigError('OTEL_TRACES_EXPORTER', `"${n}" is not one of ${TRACES_EXPORTERS.join(', ')}`);
   }
   const known = names as TracesExporterName[];
   return known.includes('none') ? [] : [...new Set(known)];
@@ -80,7 +87,9 @@ export function setupTracing(config: RouterConfig['telemetry'], options: Tracing
 
   const kind = options.processor ?? (options.exporter === undefined ? 'batch' : 'simple');
   // The console exporter prints as spans end; batching only delays it.
-  const spanProcessors: SpanProcessor[] = exporters.map((exporter) => (kind === 'batch' && !(exporter instanceof ConsoleSpanExporter) ? new BatchSpanProcessor({ exporter }) : new SimpleSpanProcessor({ exporter })));
+  const spanProcessors: SpanProcessor[] = exporters.map((exporter) =>
+    kind === 'batch' && !(exporter instanceof ConsoleSpanExporter) ? new BatchSpanProcessor({ exporter }) : new SimpleSpanProcessor({ exporter }),
+  );
   const { sampler, ...sampling } = samplerFromEnv(config, env);
   const provider = new TracerProvider({
     resource: telemetryResource(options.identity ?? telemetryIdentity(config, env)),

@@ -34,8 +34,46 @@ const NEVER_FINAL = new Set(['dr', 'drs', 'mr', 'mrs', 'ms', 'mx', 'prof', 'st',
  * before a route/frequency word ("40 mg. PO daily").
  */
 const DOSING_OR_UNIT = new Set([
-  'mg', 'mcg', 'ug', 'µg', 'μg', 'g', 'kg', 'ml', 'dl', 'l', 'cc', 'cm', 'mm', 'meq', 'mmol', 'iu', 'units', 'unit', 'tab', 'tabs', 'cap', 'caps',
-  'b.i.d', 't.i.d', 'q.i.d', 'q.d', 'q.o.d', 'q.h.s', 'h.s', 'p.o', 'p.r.n', 'a.m', 'p.m', 'bid', 'tid', 'qid', 'qd', 'qhs', 'prn', 'po',
+  'mg',
+  'mcg',
+  'ug',
+  'µg',
+  'μg',
+  'g',
+  'kg',
+  'ml',
+  'dl',
+  'l',
+  'cc',
+  'cm',
+  'mm',
+  'meq',
+  'mmol',
+  'iu',
+  'units',
+  'unit',
+  'tab',
+  'tabs',
+  'cap',
+  'caps',
+  'b.i.d',
+  't.i.d',
+  'q.i.d',
+  'q.d',
+  'q.o.d',
+  'q.h.s',
+  'h.s',
+  'p.o',
+  'p.r.n',
+  'a.m',
+  'p.m',
+  'bid',
+  'tid',
+  'qid',
+  'qd',
+  'qhs',
+  'prn',
+  'po',
 ]);
 
 /** Route/frequency words that continue a dose after "mg." and friends. */
@@ -46,8 +84,42 @@ const DOSE_CONTINUATION = new Set(['po', 'iv', 'im', 'sc', 'sq', 'sl', 'pr', 'bi
  * "Dr. X.  He ..." ends a sentence while "J. Smith" does not.
  */
 const COMMON_STARTERS = new Set([
-  'a', 'an', 'the', 'he', 'she', 'it', 'i', 'we', 'they', 'this', 'that', 'these', 'those', 'there', 'his', 'her', 'their', 'our', 'my',
-  'no', 'all', 'at', 'in', 'on', 'once', 'after', 'before', 'then', 'if', 'when', 'patient', 'pt', 'plan', 'will', 'please', 'thank',
+  'a',
+  'an',
+  'the',
+  'he',
+  'she',
+  'it',
+  'i',
+  'we',
+  'they',
+  'this',
+  'that',
+  'these',
+  'those',
+  'there',
+  'his',
+  'her',
+  'their',
+  'our',
+  'my',
+  'no',
+  'all',
+  'at',
+  'in',
+  'on',
+  'once',
+  'after',
+  'before',
+  'then',
+  'if',
+  'when',
+  'patient',
+  'pt',
+  'plan',
+  'will',
+  'please',
+  'thank',
 ]);
 
 const BULLETS = new Set([0x2022, 0x00b7, 0x25aa, 0x25ab, 0x25a0, 0x25a1, 0x25cf, 0x25cb, 0x25e6, 0x2023, 0x2043, 0x2219]);
@@ -344,7 +416,8 @@ export function splitSentences(text: string): TextSpan[] {
       }
       let isEnd: boolean;
       if (j >= n) isEnd = newline || viaComma;
-      else if (!viaComma && gapLen === 0) isEnd = false; // "2.5", "e.g.x", "...)"
+      else if (!viaComma && gapLen === 0)
+        isEnd = false; // "2.5", "e.g.x", "...)"
       else if (newline) isEnd = true;
       else isEnd = isSentenceOpener(text.charCodeAt(j));
       // Only a single '.' can belong to an abbreviation ("Dr.", "mg."); "?!" or "..." cannot.

@@ -25,7 +25,8 @@ export interface TextWindow {
  */
 export function planWindows(pieceCounts: readonly number[], maxPieces: number, overlapWords: number): TextWindow[] {
   if (!Number.isInteger(maxPieces) || maxPieces < 1) throw new InternalError(`maxPieces must be a positive integer, got ${maxPieces}`, { stage: 'text' });
-  if (!Number.isInteger(overlapWords) || overlapWords < 0) throw new InternalError(`overlapWords must be a non-negative integer, got ${overlapWords}`, { stage: 'text' });
+  if (!Number.isInteger(overlapWords) || overlapWords < 0)
+    throw new InternalError(`overlapWords must be a non-negative integer, got ${overlapWords}`, { stage: 'text' });
   const n = pieceCounts.length;
   if (n === 0) return [];
   const prefix = new Float64Array(n + 1);

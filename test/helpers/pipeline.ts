@@ -30,7 +30,11 @@ export function uniqueNames(prefix: string): { input: string; output: string; dl
   return { input: `in-${tag}`, output: `out-${tag}`, dlq: `dlq-${tag}`, group: `group-${tag}` };
 }
 
-export function testConfig(brokers: string[], names: { input: string; output: string; dlq: string; group: string }, overrides: Record<string, Record<string, unknown>> = {}): RouterConfig {
+export function testConfig(
+  brokers: string[],
+  names: { input: string; output: string; dlq: string; group: string },
+  overrides: Record<string, Record<string, unknown>> = {},
+): RouterConfig {
   return validateConfig({
     kafka: { brokers, clientId: 'bioner-test', retries: 5, ...(overrides.kafka ?? {}) },
     input: { topic: names.input, groupId: names.group, sessionTimeoutMs: 10000, heartbeatIntervalMs: 1000, maxWaitTimeMs: 100, ...(overrides.input ?? {}) },

@@ -36,7 +36,10 @@ export function findTool(name: ToolName): Tool {
   const candidates = [
     ...(fromEnv !== undefined && fromEnv !== '' ? [fromEnv] : []),
     join(repoRoot, 'build/tools/bin', name),
-    ...(process.env.PATH ?? '').split(delimiter).filter((d) => d !== '').map((d) => join(d, name)),
+    ...(process.env.PATH ?? '')
+      .split(delimiter)
+      .filter((d) => d !== '')
+      .map((d) => join(d, name)),
   ];
   const path = candidates.find(executable);
   let tool: Tool;

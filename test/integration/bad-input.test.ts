@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import type { Kafka } from 'kafkajs';
 import { createProcessor, loadEncoder } from '../../src/pipeline/compose.js';
 import { MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
-import { runOracle } from '../../src/embedded/oracle.js';
+import { runOracle, type OracleReport } from '../../src/embedded/oracle.js';
 import { readTopics } from '../../src/embedded/read-topic.js';
 import { encodeNote } from '../../src/ingest/decode.js';
 import { createKafka, createProducer } from '../../src/kafka/index.js';
@@ -41,7 +41,11 @@ interface Case {
 }
 
 const json = (o: unknown): Buffer => Buffer.from(JSON.stringify(o), 'utf8');
-const good = (key: string, text: string, format: 'json' | 'avro'): Case => ({ key, text, value: encodeNote({ noteId: key, text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, format) });
+const good = (key: string, text: string, format: 'json' | 'avro'): Case => ({
+  key,
+  text,
+  value: encodeNote({ noteId: key, text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, format),
+});
 
 /** Good notes with unusual characters: every one must be published with spans inside the text. */
 function unusualGood(format: 'json' | 'avro'): Case[] {
@@ -71,7 +75,7 @@ async function runCorpus(format: 'json' | 'avro', cases: Case[]): Promise<void> 
   const config = testConfig(cluster.bootstrapServers, names, { input: { format, maxNoteBytes: 500_000 } });
   const service = new RouterService(config, createProcessor(config, encoder), silentLogger);
   await service.start();
-  let report;
+  let report: OracleReport;
   try {
     report = await runOracle(kafka, names, 50_000);
   } finally {
@@ -126,8 +130,16 @@ test('malformed JSON records are dead-lettered with a code; good notes with unus
     { key: 'bad-missing-text', value: json({ note_id: 'bad-missing-text' }), expect: 'TEXT_MISSING' },
     { key: 'bad-empty-text', value: json({ note_id: 'bad-empty-text', text: '' }), expect: 'TEXT_EMPTY' },
     { key: 'bad-whitespace-text', value: json({ note_id: 'bad-whitespace-text', text: ' \n\t\r\u00A0\u3000 ' }), expect: 'TEXT_EMPTY' },
-    { key: 'bad-utf8', value: Buffer.concat([Buffer.from('{"note_id":"bad-utf8","text":"fever ', 'utf8'), Buffer.from([0xc3, 0x28]), Buffer.from('"}', 'utf8')]), expect: 'INVALID_UTF8' },
-    { key: 'bad-utf8-overlong', value: Buffer.concat([Buffer.from('{"note_id":"bad-utf8-overlong","text":"a', 'utf8'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}', 'utf8')]), expect: 'INVALID_UTF8' },
+    {
+      key: 'bad-utf8',
+      value: Buffer.concat([Buffer.from('{"note_id":"bad-utf8","text":"fever ', 'utf8'), Buffer.from([0xc3, 0x28]), Buffer.from('"}', 'utf8')]),
+      expect: 'INVALID_UTF8',
+    },
+    {
+      key: 'bad-utf8-overlong',
+      value: Buffer.concat([Buffer.from('{"note_id":"bad-utf8-overlong","text":"a', 'utf8'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}', 'utf8')]),
+      expect: 'INVALID_UTF8',
+    },
     { key: 'bad-lone-surrogate', value: Buffer.from('{"note_id":"bad-lone-surrogate","text":"fever \\ud800 here"}', 'utf8'), expect: 'INVALID_UTF8' },
     { key: 'bad-oversize', value: json({ note_id: 'bad-oversize', text: bigText }), expect: 'NOTE_TOO_LARGE' },
   ];
@@ -142,11 +154,38 @@ test('malformed JSON records are dead-lettered with a code; good notes with unus
 });
 
 test('truncated and wrong-schema Avro records are dead-lettered; good Avro notes with unusual characters are published', async () => {
-  const full = encodeNote({ noteId: 'trunc', text: 'The patient was given aspirin for chest pain.', source: 'x', latencyBudgetMs: 100, patientId: 'p', metadata: { a: 'b' } }, 'avro');
+  const full = encodeNote(
+    { noteId: 'trunc', text: 'The patient was given aspirin for chest pain.', source: 'x', latencyBudgetMs: 100, patientId: 'p', metadata: { a: 'b' } },
+    'avro',
+  );
   const other = avroType('tagged-note').toBuffer({
-    note_id: 'wrong-schema', source: null, input: { topic: 't', partition: 0, offset: 0 }, model: { id: 'm', version: '1' }, text_length: 0, spans: [],
-    routing: { policy: 'p', budget_ms: 0, sentences: 0, sentences_encoder: 0, sentences_llm: 0, reasons: [], granularity: 'g', budget_source: 'b', effective_budget_ms: 0, load_factor: 0, predicted_encoder_ms: 0, predicted_llm_ms: 0, actual_encoder_ms: 0, actual_llm_ms: 0, llm_sentences: [], estimated_gain: 0 },
-    timings: { text_ms: 0, route_ms: 0, encoder_ms: 0, llm_ms: 0, total_ms: 0 }, metadata: null, produced_at: 0,
+    note_id: 'wrong-schema',
+    source: null,
+    input: { topic: 't', partition: 0, offset: 0 },
+    model: { id: 'm', version: '1' },
+    text_length: 0,
+    spans: [],
+    routing: {
+      policy: 'p',
+      budget_ms: 0,
+      sentences: 0,
+      sentences_encoder: 0,
+      sentences_llm: 0,
+      reasons: [],
+      granularity: 'g',
+      budget_source: 'b',
+      effective_budget_ms: 0,
+      load_factor: 0,
+      predicted_encoder_ms: 0,
+      predicted_llm_ms: 0,
+      actual_encoder_ms: 0,
+      actual_llm_ms: 0,
+      llm_sentences: [],
+      estimated_gain: 0,
+    },
+    timings: { text_ms: 0, route_ms: 0, encoder_ms: 0, llm_ms: 0, total_ms: 0 },
+    metadata: null,
+    produced_at: 0,
   });
   const bad: Case[] = [
     { key: 'bad-avro-truncated-half', value: full.subarray(0, Math.floor(full.length / 2)), expect: 'DECODE_FAILED' },
@@ -154,8 +193,16 @@ test('truncated and wrong-schema Avro records are dead-lettered; good Avro notes
     { key: 'bad-avro-trailing', value: Buffer.concat([full, Buffer.from([1, 2, 3])]), expect: 'DECODE_FAILED' },
     { key: 'bad-avro-wrong-schema', value: other, expect: '*' },
     { key: 'bad-avro-json', value: json({ note_id: 'x', text: 'aspirin' }), expect: '*' },
-    { key: 'bad-avro-empty-text', value: encodeNote({ noteId: 'bad-avro-empty-text', text: '  \n ', source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'avro'), expect: 'TEXT_EMPTY' },
-    { key: 'bad-avro-utf8', value: Buffer.concat([Buffer.from([0x0a]), Buffer.from('avro-', 'utf8'), Buffer.from([0x06, 0x61, 0xc3, 0x28, 0, 0, 0, 0])]), expect: 'INVALID_UTF8' },
+    {
+      key: 'bad-avro-empty-text',
+      value: encodeNote({ noteId: 'bad-avro-empty-text', text: '  \n ', source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'avro'),
+      expect: 'TEXT_EMPTY',
+    },
+    {
+      key: 'bad-avro-utf8',
+      value: Buffer.concat([Buffer.from([0x0a]), Buffer.from('avro-', 'utf8'), Buffer.from([0x06, 0x61, 0xc3, 0x28, 0, 0, 0, 0])]),
+      expect: 'INVALID_UTF8',
+    },
   ];
   const goods = unusualGood('avro');
   const cases: Case[] = [];

@@ -97,7 +97,21 @@ test('calibrate over HTTP (openai and vllm-pooling) writes an entry the router p
     ['served-pooling', { adapter: 'vllm-pooling', baseUrl: server.url }],
   ] as const) {
     const before = { ...server.stats.byPath };
-    const r = await cli(['calibrate', '--config', await configFile(domain, llm), '--data', data, '--format', 'iob', '--out', out, '--domain', domain, '--bootstrap', '200']);
+    const r = await cli([
+      'calibrate',
+      '--config',
+      await configFile(domain, llm),
+      '--data',
+      data,
+      '--format',
+      'iob',
+      '--out',
+      out,
+      '--domain',
+      domain,
+      '--bootstrap',
+      '200',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /calibrate: 40\/40 sentences \(100%\), [\d.]+ sentences\/s/, 'progress on stderr');
     const summary = JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as { domain: string; partial: boolean };
@@ -108,7 +122,11 @@ test('calibrate over HTTP (openai and vllm-pooling) writes an entry the router p
     entries[domain] = file.datasets[domain];
     for (const kept of Object.keys(shipped.datasets)) assert.ok(kept in file.datasets, `${kept} kept`);
   }
-  assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
+  assert.deepEqual(
+    (await readdir(dir)).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no temporary file left',
+  );
 
   for (const [domain, e] of Object.entries(entries)) {
     assert.equal(e.partial, false);
@@ -132,7 +150,12 @@ test('calibrate over HTTP (openai and vllm-pooling) writes an entry the router p
   // Same served model behind both adapters: the same LLM F1.
   assert.equal(entries['served-openai'].routes.llm.f1.all, entries['served-pooling'].routes.llm.f1.all);
   const realign = entries['served-openai'].routes.llm.realignment;
-  assert.ok(realign !== undefined && realign.tokens === entries['served-openai'].tokens && realign.matched === realign.tokens && realign.changed + realign.dropped === 0);
+  assert.ok(
+    realign !== undefined &&
+      realign.tokens === entries['served-openai'].tokens &&
+      realign.matched === realign.tokens &&
+      realign.changed + realign.dropped === 0,
+  );
   const scores = entries['served-openai'].routes.llm.scores;
   assert.ok(scores !== undefined && scores.spans > 0 && scores.fromLogprobs === scores.spans, 'every LLM span scored from logprobs');
 
@@ -146,8 +169,13 @@ test('calibrate over HTTP (openai and vllm-pooling) writes an entry the router p
   const tokens = note.reduce((n, s) => n + s.tokens.length, 0);
   const llmTokens = note.filter((_, i) => decision.sentenceRoutes[i] === 'llm').reduce((n, s) => n + s.tokens.length, 0);
   const encLine = entries['served-openai'].routes.encoder.latency;
-  if (tokens - llmTokens > 0) assert.ok(Math.abs(decision.predictedEncoderMs - (encLine.overhead_ms + encLine.ms_per_token * (tokens - llmTokens))) < 1e-6, 'planned with the fitted encoder line');
-  if (llmTokens > 0) assert.ok(Math.abs(decision.predictedLlmMs - (llmLine.overhead_ms + llmLine.ms_per_token * llmTokens)) < 1e-6, 'planned with the fitted LLM line');
+  if (tokens - llmTokens > 0)
+    assert.ok(
+      Math.abs(decision.predictedEncoderMs - (encLine.overhead_ms + encLine.ms_per_token * (tokens - llmTokens))) < 1e-6,
+      'planned with the fitted encoder line',
+    );
+  if (llmTokens > 0)
+    assert.ok(Math.abs(decision.predictedLlmMs - (llmLine.overhead_ms + llmLine.ms_per_token * llmTokens)) < 1e-6, 'planned with the fitted LLM line');
   assert.ok(Math.abs(router.expectedGain(null) - (entries['served-openai'].llm_gain.all as number)) < 1e-5, 'the gain the router expects is the measured one');
   // Whatever the measured gains say, the decision follows them.
   const positive = (calibration.gains?.long ?? 0) > 0 || (calibration.gains?.short ?? 0) > 0;
@@ -165,7 +193,11 @@ test('SIGINT stops calibrate and writes what was measured, marked partial, never
   await writeFile(data, lines.join('\n'));
   const out = join(dir, 'interrupted.json');
   const config = await configFile('interrupt', { adapter: 'openai', baseUrl: server.url });
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'calibrate', '--config', config, '--data', data, '--out', out, '--domain', 'cut', '--bootstrap', '100'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/cli/main.ts', 'calibrate', '--config', config, '--data', data, '--out', out, '--domain', 'cut', '--bootstrap', '100'],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   children.push(child);
   let stdout = '';
   child.stdout.on('data', (c: Buffer) => {
@@ -197,7 +229,10 @@ test('SIGINT stops calibrate and writes what was measured, marked partial, never
   const calibration = await loadCalibration(out, 'cut');
   assert.equal(calibration.partial, true);
   assert.ok(calibration.gains !== null, 'a partial entry still gives the router its gains');
-  assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), []);
+  assert.deepEqual(
+    (await readdir(dir)).filter((f) => f.endsWith('.tmp')),
+    [],
+  );
 });
 
 test('calibrate: a bad command line is a usage error', async () => {

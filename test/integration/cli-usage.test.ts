@@ -30,7 +30,22 @@ const OPTIONS: Record<string, string[]> = {
   run: ['--config'],
   demo: ['--notes', '--notes-file', '--model', '--format', '--policy', '--llm-model'],
   tag: ['--model'],
-  eval: ['--model', '--data', '--format', '--json', '--tagger', '--llm-adapter', '--llm-url', '--llm-model', '--policy', '--budget-ms', '--domain', '--note-sentences', '--granularity', '--predictions'],
+  eval: [
+    '--model',
+    '--data',
+    '--format',
+    '--json',
+    '--tagger',
+    '--llm-adapter',
+    '--llm-url',
+    '--llm-model',
+    '--policy',
+    '--budget-ms',
+    '--domain',
+    '--note-sentences',
+    '--granularity',
+    '--predictions',
+  ],
   frontier: ['--model', '--llm-model', '--data', '--format', '--out', '--domain', '--note-sentences'],
   calibrate: ['--config', '--data', '--format', '--out', '--domain', '--limit', '--seed', '--bootstrap'],
   'serve-llm': ['--model', '--port', '--host', '--api-key-file', '--served-model-name', '--lora-modules'],
@@ -44,7 +59,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('<command> --help prints that command\'s usage and every option, exit 0', async () => {
+test("<command> --help prints that command's usage and every option, exit 0", async () => {
   for (const [command, options] of Object.entries(OPTIONS)) {
     const r = await cli([command, '--help']);
     assert.equal(r.code, 0, `${command} --help: ${r.stderr}`);
@@ -74,8 +89,12 @@ test('--help, -h, help and no command print the overview of every command, exit 
   assert.match(unknown.stderr, /^bioner-router: unknown command "frobnicate"\n/);
 });
 
-test('an unknown option: exit 2, one line naming it, then that command\'s usage', async () => {
-  for (const [command, option] of [['eval', '--bogus'], ['demo', '--note'], ['serve-llm', '--prot']]) {
+test("an unknown option: exit 2, one line naming it, then that command's usage", async () => {
+  for (const [command, option] of [
+    ['eval', '--bogus'],
+    ['demo', '--note'],
+    ['serve-llm', '--prot'],
+  ]) {
     const r = await cli([command, option]);
     assert.equal(r.code, 2, `${command} ${option}`);
     assert.equal(r.stdout, '');
@@ -84,7 +103,7 @@ test('an unknown option: exit 2, one line naming it, then that command\'s usage'
     assert.equal(blank, '');
     assert.ok(usage.startsWith(`usage: bioner-router ${command} `), usage);
     assert.ok(r.stderr.includes(`'bioner-router ${command} --help'`), r.stderr);
-    assert.ok(!r.stderr.includes('commands:'), 'the command\'s usage, not the overview');
+    assert.ok(!r.stderr.includes('commands:'), "the command's usage, not the overview");
   }
 });
 
@@ -114,7 +133,19 @@ test('a missing input file is one line naming the option and the path, exit 1, n
     assert.equal(r.stdout, '');
   }
   // A `--llm-model` that is a served model name (remote adapter), not a directory, is not checked as a path.
-  const name = await cli(['eval', '--tagger', 'llm', '--llm-adapter', 'openai', '--llm-url', 'http://127.0.0.1:1', '--llm-model', 'served-name', '--data', missing]);
+  const name = await cli([
+    'eval',
+    '--tagger',
+    'llm',
+    '--llm-adapter',
+    'openai',
+    '--llm-url',
+    'http://127.0.0.1:1',
+    '--llm-model',
+    'served-name',
+    '--data',
+    missing,
+  ]);
   assert.equal(name.stderr, `bioner-router: --data: file or directory not found: ${missing}\n`);
 });
 

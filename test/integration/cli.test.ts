@@ -38,10 +38,29 @@ test('eval --json scores IOB and standoff data end to end', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'bioner-eval-'));
   const iob = join(dir, 'devel.tsv');
   // Gold spans the model is expected to get, plus one it may miss: the JSON shape and bounds are what is asserted.
-  await writeFile(iob, ['Cisplatin\tB-Chemical', 'induced\tO', 'nephrotoxicity\tB-Disease', '.\tO', '', 'Patients\tO', 'with\tO', 'hypertension\tB-Disease', 'received\tO', 'furosemide\tB-Chemical', '.\tO', ''].join('\n'));
+  await writeFile(
+    iob,
+    [
+      'Cisplatin\tB-Chemical',
+      'induced\tO',
+      'nephrotoxicity\tB-Disease',
+      '.\tO',
+      '',
+      'Patients\tO',
+      'with\tO',
+      'hypertension\tB-Disease',
+      'received\tO',
+      'furosemide\tB-Chemical',
+      '.\tO',
+      '',
+    ].join('\n'),
+  );
   const r = await cli(['eval', '--data', iob, '--format', 'iob', '--json']);
   assert.equal(r.code, 0, r.stderr);
-  const last = JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as Record<string, unknown> & { by_length: Record<string, { f1: number }>; by_label: Record<string, unknown> };
+  const last = JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as Record<string, unknown> & {
+    by_length: Record<string, { f1: number }>;
+    by_label: Record<string, unknown>;
+  };
   for (const k of ['f1', 'precision', 'recall', 'sentences_per_s']) assert.equal(typeof last[k], 'number', k);
   assert.deepEqual(Object.keys(last.by_length).sort(), ['1', '2', '3+']);
   assert.deepEqual(Object.keys(last.by_label).sort(), ['Chemical', 'Disease']);
@@ -51,7 +70,12 @@ test('eval --json scores IOB and standoff data end to end', async () => {
   await mkdir(standoff);
   const text = 'Cisplatin causes nephrotoxicity. Hypertension was treated with furosemide.';
   await writeFile(join(standoff, 'doc1.txt'), text);
-  const ann = [['T1', 'Chemical', 'Cisplatin'], ['T2', 'Disease', 'nephrotoxicity'], ['T3', 'Disease', 'Hypertension'], ['T4', 'Chemical', 'furosemide']]
+  const ann = [
+    ['T1', 'Chemical', 'Cisplatin'],
+    ['T2', 'Disease', 'nephrotoxicity'],
+    ['T3', 'Disease', 'Hypertension'],
+    ['T4', 'Chemical', 'furosemide'],
+  ]
     .map(([id, label, s]) => `${id}\t${label} ${text.indexOf(s)} ${text.indexOf(s) + s.length}\t${s}`)
     .join('\n');
   await writeFile(join(standoff, 'doc1.ann'), ann + '\n');

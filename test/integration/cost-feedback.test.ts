@@ -85,7 +85,8 @@ async function runNotes(delayMs: number): Promise<Run> {
   const before = router.costs.predict('llm', meanTokens);
   const records: TaggedNoteRecord[] = [];
   try {
-    for (const [i, note] of notes.entries()) records.push(toTaggedNoteRecord(await processor.process(note, { topic: 'cost-feedback', partition: 0, offset: String(i) }), note.text));
+    for (const [i, note] of notes.entries())
+      records.push(toTaggedNoteRecord(await processor.process(note, { topic: 'cost-feedback', partition: 0, offset: String(i) }), note.text));
   } finally {
     await llm.close();
   }
@@ -100,19 +101,29 @@ async function runNotes(delayMs: number): Promise<Run> {
 
 test('a delayed remote LLM: observed latencies pull the LLM cost prediction up towards them; without the delay it stays low', async () => {
   const slow = await runNotes(DELAY_MS);
-  for (const r of slow.records) assert.ok(r.routing.actual_llm_ms >= DELAY_MS, `${r.note_id}: the LLM call took the proxy's delay (${r.routing.actual_llm_ms} ms)`);
+  for (const r of slow.records)
+    assert.ok(r.routing.actual_llm_ms >= DELAY_MS, `${r.note_id}: the LLM call took the proxy's delay (${r.routing.actual_llm_ms} ms)`);
   // The calibration knows only the CPU cost (well under the delay); after six notes (half-life 50, prior worth four) it must be a good part of the way to what it saw.
   assert.ok(slow.before < DELAY_MS / 4, `calibrated prediction ${slow.before} ms for ${meanTokens} tokens`);
-  assert.ok(slow.after >= slow.before + 0.4 * (slow.observed - slow.before), `prediction ${slow.before} -> ${slow.after} ms, observed mean ${slow.observed} ms`);
+  assert.ok(
+    slow.after >= slow.before + 0.4 * (slow.observed - slow.before),
+    `prediction ${slow.before} -> ${slow.after} ms, observed mean ${slow.observed} ms`,
+  );
   assert.ok(slow.after <= 1.5 * slow.observed, `prediction ${slow.after} ms does not overshoot the observed ${slow.observed} ms`);
   // The feedback is visible in the decision records too: later notes are planned with the higher cost.
   const perToken = (r: TaggedNoteRecord): number => r.routing.predicted_llm_ms / (tokensOf.get(r.note_id) ?? NaN);
   const [first, last] = [slow.records[0], slow.records[slow.records.length - 1]];
-  assert.ok(perToken(last) > 2 * perToken(first), `the last note was planned at a higher per-token LLM cost than the first (${perToken(first)} -> ${perToken(last)} ms)`);
+  assert.ok(
+    perToken(last) > 2 * perToken(first),
+    `the last note was planned at a higher per-token LLM cost than the first (${perToken(first)} -> ${perToken(last)} ms)`,
+  );
 
   const fast = await runNotes(0);
   assert.ok(slow.observed - fast.observed >= DELAY_MS / 2, `the queueing is in the observed cost (${fast.observed} vs ${slow.observed} ms)`);
   // Without the delay the prediction follows the (low) CPU cost it observes, well below the delayed run's.
-  assert.ok(fast.after <= 1.5 * fast.observed + 20, `without the delay the prediction stays low (${fast.before} -> ${fast.after} ms, observed ${fast.observed} ms)`);
+  assert.ok(
+    fast.after <= 1.5 * fast.observed + 20,
+    `without the delay the prediction stays low (${fast.before} -> ${fast.after} ms, observed ${fast.observed} ms)`,
+  );
   assert.ok(fast.after < slow.after / 2, `the proxy's queueing shows in the prediction (${fast.after} vs ${slow.after} ms)`);
 });

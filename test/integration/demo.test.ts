@@ -37,7 +37,11 @@ test('routingSummary counts routes, tagger calls and fallbacks from real spans',
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const port = (srv.address() as AddressInfo).port;
     await new Promise<void>((r) => srv.close(() => r()));
-    const llmConfig: RouterConfig = { ...config, routing: { ...config.routing, policy: 'llm' }, llm: { ...config.llm, adapter: 'openai', baseUrl: `http://127.0.0.1:${port}`, retries: 0 } };
+    const llmConfig: RouterConfig = {
+      ...config,
+      routing: { ...config.routing, policy: 'llm' },
+      llm: { ...config.llm, adapter: 'openai', baseUrl: `http://127.0.0.1:${port}`, retries: 0 },
+    };
     const llm = await loadLlm(llmConfig);
     assert.ok(llm !== undefined);
     try {
@@ -104,33 +108,59 @@ test('demo: the routing summary from traces and the metrics summary agree with t
   assert.match(lines[metrics + 4], /LLM fallbacks: none; budget overruns: \d+$/);
 
   // Progress went to its own stream, in order, with the closing hints last; none of it reached the table's stream.
-  const steps = ['demo: starting embedded Kafka', 'demo: producing 3 notes and 5 malformed records', 'demo: loading models', 'demo: tagging 3 notes: 0/3', 'demo: tagging 3 notes: 3/3', 'what to try next:'];
+  const steps = [
+    'demo: starting embedded Kafka',
+    'demo: producing 3 notes and 5 malformed records',
+    'demo: loading models',
+    'demo: tagging 3 notes: 0/3',
+    'demo: tagging 3 notes: 3/3',
+    'what to try next:',
+  ];
   const at = steps.map((s) => progress.findIndex((l) => l.startsWith(s)));
-  assert.ok(at.every((i, k) => i >= 0 && (k === 0 || i > at[k - 1])), progress.join('\n'));
+  assert.ok(
+    at.every((i, k) => i >= 0 && (k === 0 || i > at[k - 1])),
+    progress.join('\n'),
+  );
   assert.deepEqual(progress.slice(-DEMO_NEXT_STEPS.length), [...DEMO_NEXT_STEPS]);
   assert.ok(!out.includes('demo: '), 'progress is not mixed into the output');
 });
 
 /** A few words from each note the demo cycles through and from its malformed records: none may show in its progress. */
 async function noteSnippets(): Promise<string[]> {
-  const notes = (await readFile(new URL('../../test/fixtures/mtsamples/notes.jsonl', import.meta.url), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { text: string }).text);
+  const notes = (await readFile(new URL('../../test/fixtures/mtsamples/notes.jsonl', import.meta.url), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { text: string }).text);
   const words = notes.flatMap((t) => [t.slice(0, 24), t.slice(Math.floor(t.length / 2), Math.floor(t.length / 2) + 24)]).filter((s) => s.trim().length >= 12);
   return [...words, 'unterminated', 'fever'];
 }
 
 test('demo from the CLI: progress and the closing hints on stderr (no note text), the JSON summary still the last stdout line', async () => {
   const root = fileURLToPath(new URL('../../', import.meta.url));
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'demo', '--notes', '3'], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'demo', '--notes', '3'], {
+    cwd: root,
+    maxBuffer: 16 * 1024 * 1024,
+  });
   const last = JSON.parse(stdout.trimEnd().split('\n').at(-1) ?? '') as Record<string, number>;
   assert.equal(last.published, 3);
   const err = stderr.trimEnd().split('\n');
-  for (const step of ['demo: starting embedded Kafka (3 brokers)...', 'demo: loading models...', 'demo: tagging 3 notes: 3/3']) assert.ok(err.includes(step), `${step}\n${stderr}`);
+  for (const step of ['demo: starting embedded Kafka (3 brokers)...', 'demo: loading models...', 'demo: tagging 3 notes: 3/3'])
+    assert.ok(err.includes(step), `${step}\n${stderr}`);
   // It ends with what to try next: tagging a file, the real-Kafka run, and where the README explains the output.
   const next = err.slice(err.indexOf('what to try next:'));
   assert.ok(err.includes('what to try next:') && next.length === DEMO_NEXT_STEPS.length, stderr);
-  assert.ok(next.some((l) => /^ {2}bioner-router tag FILE\s/.test(l)), stderr);
-  assert.ok(next.some((l) => /^ {2}bioner-router run --config deploy\/router\.example\.yaml\s.*real Kafka/.test(l)), stderr);
-  assert.ok(next.some((l) => /README\.md/.test(l)), stderr);
+  assert.ok(
+    next.some((l) => /^ {2}bioner-router tag FILE\s/.test(l)),
+    stderr,
+  );
+  assert.ok(
+    next.some((l) => /^ {2}bioner-router run --config deploy\/router\.example\.yaml\s.*real Kafka/.test(l)),
+    stderr,
+  );
+  assert.ok(
+    next.some((l) => /README\.md/.test(l)),
+    stderr,
+  );
   assert.equal(err.at(-1), DEMO_NEXT_STEPS.at(-1));
   for (const snippet of await noteSnippets()) assert.ok(!stderr.includes(snippet), 'no note text on stderr');
 });

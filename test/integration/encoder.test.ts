@@ -30,7 +30,8 @@ test('the committed model loads from its HF-layout directory', () => {
 });
 
 test('spans on a clinical sentence point at the right text', async () => {
-  const text = 'HISTORY OF PRESENT ILLNESS: The patient developed acute renal failure after cisplatin and was treated with furosemide.\nShe also has hypertension and diabetes mellitus.';
+  const text =
+    'HISTORY OF PRESENT ILLNESS: The patient developed acute renal failure after cisplatin and was treated with furosemide.\nShe also has hypertension and diabetes mellitus.';
   const spans = await tag(tagger, text);
   const found = spans.map((s) => `${s.label}:${text.slice(s.start, s.end)}`);
   for (const expected of ['Chemical:cisplatin', 'Chemical:furosemide', 'Disease:hypertension']) {
@@ -69,7 +70,10 @@ test('a note longer than the model window is tagged across the whole note', asyn
     assert.ok(planted.length >= 2, `the model finds planted entities: ${JSON.stringify(fullPieces)}`);
     for (const e of planted) assert.ok(pieces.includes(e), `windowed tagging found ${e}: ${JSON.stringify(pieces)}`);
     const lastWindowStart = prepared.sentences[0].tokens[Math.max(0, prepared.sentences[0].tokens.length - 20)].start;
-    assert.ok(windowed.some((s) => s.start >= lastWindowStart) === full.some((s) => s.start >= lastWindowStart), 'the tail of the note is tagged as with full context');
+    assert.ok(
+      windowed.some((s) => s.start >= lastWindowStart) === full.some((s) => s.start >= lastWindowStart),
+      'the tail of the note is tagged as with full context',
+    );
     // No duplicated or overlapping spans from window overlaps.
     const sorted = [...windowed].sort((a, b) => a.start - b.start);
     for (let i = 1; i < sorted.length; i++) assert.ok(sorted[i].start >= sorted[i - 1].end, 'spans do not overlap');
@@ -91,14 +95,20 @@ test('sentences from concurrent notes are batched and each gets its own spans', 
 });
 
 test('a directory that is not a token-classification export fails with a clear error', async () => {
-  await assert.rejects(EncoderTagger.load('/nonexistent-model'), (e: unknown) => e instanceof ModelLoadError && /config\.json/.test(e.message) && e.code === 'MODEL_LOAD_FAILED');
+  await assert.rejects(
+    EncoderTagger.load('/nonexistent-model'),
+    (e: unknown) => e instanceof ModelLoadError && /config\.json/.test(e.message) && e.code === 'MODEL_LOAD_FAILED',
+  );
 });
 
 test('a note whose caller gives up (process() signal aborted) releases the encoder: its queued windows are dropped, never run', async () => {
   const small = await EncoderTagger.load(MODEL, { batchSize: 2, batchWaitMs: 0 });
   try {
     const processor = new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: small });
-    const text = fixtureNotes().slice(0, 4).map((n) => n.text).join('\n');
+    const text = fixtureNotes()
+      .slice(0, 4)
+      .map((n) => n.text)
+      .join('\n');
     const windows = prepareText(text).sentences.filter((s) => s.tokens.length > 0).length;
     assert.ok(windows > 10, `the note has many windows (${windows})`);
     const controller = new AbortController();

@@ -66,7 +66,13 @@ function assertAllPublished(report: OracleReport, count: number): void {
 }
 
 /** Runs the router in-process on `names` while `fault` runs, then waits for the oracle. */
-async function underFault(names: Names, count: number, fault: (service: RouterService) => Promise<void>, overrides: Record<string, Record<string, unknown>> = {}, llm = false): Promise<{ report: OracleReport; outputs: TaggedNoteRecord[] }> {
+async function underFault(
+  names: Names,
+  count: number,
+  fault: (service: RouterService) => Promise<void>,
+  overrides: Record<string, Record<string, unknown>> = {},
+  llm = false,
+): Promise<{ report: OracleReport; outputs: TaggedNoteRecord[] }> {
   const config = testConfig(cluster.bootstrapServers, names, { processing: { concurrency: 2, maxInFlight: 4 }, ...overrides });
   const tagger = llm ? await loadLlm(config, silentLogger) : undefined;
   const service = new RouterService(config, createProcessor(config, encoder, {}, tagger, await loadRouter(config, silentLogger)), silentLogger);
@@ -95,7 +101,8 @@ async function readOutputs(names: Names, count: number): Promise<TaggedNoteRecor
   return [...byId.values()];
 }
 
-const publishedAtLeast = (service: RouterService, n: number, what = `${n} notes published`): Promise<void> => waitFor(() => service.stats.published >= n, 60_000, what);
+const publishedAtLeast = (service: RouterService, n: number, what = `${n} notes published`): Promise<void> =>
+  waitFor(() => service.stats.published >= n, 60_000, what);
 
 describe('Kafka faults', () => {
   test('a broker down and back up mid-stream, then every broker down and back up', async () => {
@@ -116,10 +123,37 @@ describe('Kafka faults', () => {
   // Produce and OffsetCommit bursts outlast the client's retries (kafka.retries 2), so the pipeline's own handling is exercised too.
   // Each Fetch error costs kafkajs about 20 s on the mock (the consumer restarts and rejoins), so that burst is short.
   const bursts: Array<{ api: keyof typeof ApiKeys; codes: number[]; beforeStart?: boolean }> = [
-    { api: 'Produce', codes: [KafkaErrorCodes.NOT_LEADER_FOR_PARTITION, KafkaErrorCodes.REQUEST_TIMED_OUT, KafkaErrorCodes.LEADER_NOT_AVAILABLE, KafkaErrorCodes.NOT_LEADER_FOR_PARTITION, KafkaErrorCodes.NETWORK_EXCEPTION, KafkaErrorCodes.NOT_LEADER_FOR_PARTITION] },
+    {
+      api: 'Produce',
+      codes: [
+        KafkaErrorCodes.NOT_LEADER_FOR_PARTITION,
+        KafkaErrorCodes.REQUEST_TIMED_OUT,
+        KafkaErrorCodes.LEADER_NOT_AVAILABLE,
+        KafkaErrorCodes.NOT_LEADER_FOR_PARTITION,
+        KafkaErrorCodes.NETWORK_EXCEPTION,
+        KafkaErrorCodes.NOT_LEADER_FOR_PARTITION,
+      ],
+    },
     { api: 'Fetch', codes: [KafkaErrorCodes.NOT_LEADER_FOR_PARTITION, KafkaErrorCodes.UNKNOWN_TOPIC_OR_PARTITION] },
-    { api: 'OffsetCommit', codes: [KafkaErrorCodes.REBALANCE_IN_PROGRESS, KafkaErrorCodes.COORDINATOR_NOT_AVAILABLE, KafkaErrorCodes.NOT_COORDINATOR, KafkaErrorCodes.REQUEST_TIMED_OUT] },
-    { api: 'JoinGroup', codes: [KafkaErrorCodes.COORDINATOR_LOAD_IN_PROGRESS, KafkaErrorCodes.COORDINATOR_NOT_AVAILABLE, KafkaErrorCodes.NOT_COORDINATOR, KafkaErrorCodes.COORDINATOR_LOAD_IN_PROGRESS], beforeStart: true },
+    {
+      api: 'OffsetCommit',
+      codes: [
+        KafkaErrorCodes.REBALANCE_IN_PROGRESS,
+        KafkaErrorCodes.COORDINATOR_NOT_AVAILABLE,
+        KafkaErrorCodes.NOT_COORDINATOR,
+        KafkaErrorCodes.REQUEST_TIMED_OUT,
+      ],
+    },
+    {
+      api: 'JoinGroup',
+      codes: [
+        KafkaErrorCodes.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaErrorCodes.COORDINATOR_NOT_AVAILABLE,
+        KafkaErrorCodes.NOT_COORDINATOR,
+        KafkaErrorCodes.COORDINATOR_LOAD_IN_PROGRESS,
+      ],
+      beforeStart: true,
+    },
   ];
   for (const burst of bursts) {
     test(`request errors on ${burst.api}${burst.beforeStart === true ? ' while the group forms' : ' mid-stream'}`, async () => {
@@ -218,7 +252,10 @@ async function freePort(): Promise<number> {
 
 /** `bioner-router serve-llm` as a child process; resolves once it prints its URL. */
 async function startServeLlm(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', LLM_MODEL, '--port', String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', LLM_MODEL, '--port', String(port)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise<void>((resolve, reject) => {
@@ -235,7 +272,16 @@ async function startServeLlm(port: number): Promise<ChildProcess> {
 }
 
 describe('LLM faults', () => {
-  const llmSettings = (baseUrl: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ adapter: 'openai', baseUrl, modelDir: LLM_MODEL, timeoutMs: 2000, retries: 1, retryBackoffMs: 20, circuit: { failureThreshold: 3, resetTimeoutMs: 1000 }, ...extra });
+  const llmSettings = (baseUrl: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+    adapter: 'openai',
+    baseUrl,
+    modelDir: LLM_MODEL,
+    timeoutMs: 2000,
+    retries: 1,
+    retryBackoffMs: 20,
+    circuit: { failureThreshold: 3, resetTimeoutMs: 1000 },
+    ...extra,
+  });
   const reasonsOf = (rec: TaggedNoteRecord): string[] => rec.routing.reasons;
 
   test('the LLM server killed and restarted mid-stream: notes fall back to the encoder with the reason, then return to the LLM within the stated bound', async () => {
@@ -267,13 +313,19 @@ describe('LLM faults', () => {
           await produceFixtureNotes(kafka, names.input, 'after', after, { intervalMs: 250 });
         },
         // No load shedding and a roomy budget: a healthy LLM on a busy machine still answers in time, so every fallback is the outage's.
-        { routing: { policy: 'llm', costFailureMemoryMs, defaultBudgetMs: 10_000, load: { inFlightHigh: 4 } }, llm: llmSettings(`http://127.0.0.1:${port}`, { circuit: { failureThreshold: 3, resetTimeoutMs } }) },
+        {
+          routing: { policy: 'llm', costFailureMemoryMs, defaultBudgetMs: 10_000, load: { inFlightHigh: 4 } },
+          llm: llmSettings(`http://127.0.0.1:${port}`, { circuit: { failureThreshold: 3, resetTimeoutMs } }),
+        },
         true,
       );
       const fellBack = outputs.filter((r) => reasonsOf(r).includes('llm_fallback'));
       assert.ok(fellBack.length >= 3, `notes fell back while the server was down (${fellBack.length})`);
       for (const r of fellBack) {
-        assert.ok(reasonsOf(r).some((x) => /^llm_fallback:(LLM_UNAVAILABLE|CIRCUIT_OPEN|LLM_TIMEOUT)$/.test(x)), `reason recorded: ${reasonsOf(r).join(',')}`);
+        assert.ok(
+          reasonsOf(r).some((x) => /^llm_fallback:(LLM_UNAVAILABLE|CIRCUIT_OPEN|LLM_TIMEOUT)$/.test(x)),
+          `reason recorded: ${reasonsOf(r).join(',')}`,
+        );
         assert.equal(r.routing.sentences_llm, 0);
         for (const s of r.spans) assert.equal(s.route, 'encoder_fallback');
       }
@@ -284,9 +336,15 @@ describe('LLM faults', () => {
       const pastBound = late.filter((r) => sinceReady(r) >= boundMs);
       assert.ok(pastBound.length >= 5, `notes received past the ${boundMs} ms bound: ${pastBound.length} of ${after}`);
       for (const r of pastBound) {
-        assert.ok(r.routing.sentences_llm > 0, `${r.note_id}, received ${Math.round(sinceReady(r))} ms after the restart (bound ${boundMs} ms), is back on the LLM: ${reasonsOf(r).join(',')}`);
+        assert.ok(
+          r.routing.sentences_llm > 0,
+          `${r.note_id}, received ${Math.round(sinceReady(r))} ms after the restart (bound ${boundMs} ms), is back on the LLM: ${reasonsOf(r).join(',')}`,
+        );
       }
-      assert.ok(outputs.some((r) => r.produced_at < killedAt && r.routing.sentences_llm > 0), 'before the kill notes went to the LLM');
+      assert.ok(
+        outputs.some((r) => r.produced_at < killedAt && r.routing.sentences_llm > 0),
+        'before the kill notes went to the LLM',
+      );
     } finally {
       server?.kill('SIGKILL');
     }
@@ -299,11 +357,17 @@ describe('LLM faults', () => {
     const llmServer = await startLlmServer({ modelDir: join(ROOT, LLM_MODEL), port: 0 });
     const proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: llmServer.port, delayMs: 600 });
     try {
-      const { outputs } = await underFault(names, count, async () => undefined, {
-        // No load shedding here: the budgets alone decide.
-        routing: { policy: 'llm', load: { inFlightHigh: 4 } },
-        llm: llmSettings(proxy.url, { timeoutMs: 5000, retries: 0, maxConcurrency: 16 }),
-      }, true);
+      const { outputs } = await underFault(
+        names,
+        count,
+        async () => undefined,
+        {
+          // No load shedding here: the budgets alone decide.
+          routing: { policy: 'llm', load: { inFlightHigh: 4 } },
+          llm: llmSettings(proxy.url, { timeoutMs: 5000, retries: 0, maxConcurrency: 16 }),
+        },
+        true,
+      );
       const small = outputs.filter((r) => r.routing.budget_ms === 300);
       const large = outputs.filter((r) => r.routing.budget_ms === 10_000);
       assert.equal(small.length + large.length, count);
@@ -311,7 +375,10 @@ describe('LLM faults', () => {
         assert.equal(r.routing.sentences_llm, 0, `${r.note_id}: no LLM answer fits in 300 ms`);
         // The LLM part never runs past the budget (small slack for timers).
         assert.ok(r.routing.actual_llm_ms <= 300 + 150, `${r.note_id}: LLM time ${r.routing.actual_llm_ms} ms within the budget`);
-        assert.ok(reasonsOf(r).some((x) => x === 'budget_exhausted' || x === 'llm_fallback:LLM_BUDGET_EXCEEDED'), `${r.note_id}: ${reasonsOf(r).join(',')}`);
+        assert.ok(
+          reasonsOf(r).some((x) => x === 'budget_exhausted' || x === 'llm_fallback:LLM_BUDGET_EXCEEDED'),
+          `${r.note_id}: ${reasonsOf(r).join(',')}`,
+        );
         assert.ok(r.spans.every((s) => s.route !== 'llm'));
       }
       const waited = large.filter((r) => r.routing.sentences_llm > 0);
@@ -323,4 +390,3 @@ describe('LLM faults', () => {
     }
   });
 });
-

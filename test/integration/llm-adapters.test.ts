@@ -14,7 +14,17 @@ import { NoteProcessor } from '../../src/pipeline/processor.js';
 import { createRouter } from '../../src/route/index.js';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
 import { LlmTokenClassifier, OpenAiChatTagger, createLlmTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
-import { formatAnswer, mismatches, parseAnswer, spansFromTags, tagsFromSpans, tokensFromMessages, type AnswerLine, type ChatMessage, type RealignStats } from '../../src/taggers/llm/realign.js';
+import {
+  formatAnswer,
+  mismatches,
+  parseAnswer,
+  spansFromTags,
+  tagsFromSpans,
+  tokensFromMessages,
+  type AnswerLine,
+  type ChatMessage,
+  type RealignStats,
+} from '../../src/taggers/llm/realign.js';
 import { toEntitySpans } from '../../src/taggers/types.js';
 import { prepareText } from '../../src/text/index.js';
 import type { EntitySpan, Sentence } from '../../src/types.js';
@@ -68,7 +78,11 @@ async function testServer(handler: TestServer['handler']): Promise<TestServer> {
 
 /** Forwards a request to the real serve-llm. */
 async function proxy(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
-  const answer = await fetch(server.url + (req.url ?? '/'), { method: req.method, headers: { 'content-type': 'application/json' }, body: req.method === 'GET' ? undefined : body.toString('utf8') });
+  const answer = await fetch(server.url + (req.url ?? '/'), {
+    method: req.method,
+    headers: { 'content-type': 'application/json' },
+    body: req.method === 'GET' ? undefined : body.toString('utf8'),
+  });
   const text = await answer.text();
   res.writeHead(answer.status, { 'content-type': 'application/json' });
   res.end(text);
@@ -131,7 +145,11 @@ describe('serve-llm with the reference decoder', () => {
 
   test('/pooling answers the same logits as the model in-process', async () => {
     const ids = onnx.encodeText('Cisplatin induced acute renal failure.');
-    const res = await fetch(`${server.url}/pooling`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: server.model, input: ids, task: 'token_classify' }) });
+    const res = await fetch(`${server.url}/pooling`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: server.model, input: ids, task: 'token_classify' }),
+    });
     assert.equal(res.status, 200);
     const body = (await res.json()) as { data: Array<{ index: number; data: number[][] }>; usage: { prompt_tokens: number } };
     assert.equal(body.data[0].data.length, ids.length);
@@ -153,15 +171,26 @@ describe('remote adapters against serve-llm', () => {
     for (const [i, s] of remote.spans.entries()) assert.ok(Math.abs(s.score - local.spans[i].score) < 1e-4);
   });
 
-  for (const [structuredOutputs, logprobs] of [[true, true], [false, true], [true, false]] as const) {
+  for (const [structuredOutputs, logprobs] of [
+    [true, true],
+    [false, true],
+    [true, false],
+  ] as const) {
     test(`openai (${structuredOutputs ? 'structured JSON' : 'token lines'}, ${logprobs ? 'logprobs' : 'no logprobs'}): the in-process tags realigned, scores ${logprobs ? 'the in-process ones' : '1.0'}`, async () => {
-      const chat = (await llmTagger({ adapter: 'openai', baseUrl: server.url, model: server.model, structuredOutputs, logprobs })) as LlmTagger & { stats: { tokens: number; matched: number; changed: number; dropped: number } };
+      const chat = (await llmTagger({ adapter: 'openai', baseUrl: server.url, model: server.model, structuredOutputs, logprobs })) as LlmTagger & {
+        stats: { tokens: number; matched: number; changed: number; dropped: number };
+      };
       const remote = await tagNote(chat, NOTE);
       const { sentences } = prepareText(NOTE);
       const local = await onnx.tagSentences(sentences);
       // What the server answers is the in-process tags as BIO lines; the adapter realigns and repairs them.
       const labels = onnx.labels;
-      const realigned = local.map((spans, i) => spansFromTags(tagsFromSpans(spans, sentences[i].tokens.length, labels).map((t) => labels.indexOf(t)), labels));
+      const realigned = local.map((spans, i) =>
+        spansFromTags(
+          tagsFromSpans(spans, sentences[i].tokens.length, labels).map((t) => labels.indexOf(t)),
+          labels,
+        ),
+      );
       const expected = toEntitySpans(sentences, realigned, 'llm');
       assert.deepEqual(shape(expected), shape(toEntitySpans(sentences, local, 'llm')), 'valid BIO survives the round trip unchanged');
       assert.deepEqual(shape(remote.spans), shape(expected));
@@ -204,18 +233,31 @@ describe('remote adapters against serve-llm', () => {
    * tags and the assertions are not vacuous) before the adapter reads it.
    */
   type Edit = 'drop' | 'add' | 'change';
-  for (const [edit, structuredOutputs] of [['drop', false], ['add', true], ['change', false], ['change', true]] as Array<[Edit, boolean]>) {
+  for (const [edit, structuredOutputs] of [
+    ['drop', false],
+    ['add', true],
+    ['change', false],
+    ['change', true],
+  ] as Array<[Edit, boolean]>) {
     test(`openai realignment over HTTP (${structuredOutputs ? 'structured JSON' : 'token lines'}): the answer ${edit === 'add' ? 'adds a line' : edit === 'drop' ? 'drops a token line' : "changes a token's text"}`, async () => {
       // Per sentence (keyed by its token lines): the tags serve-llm answered and the input token edited.
       const edited = new Map<string, { index: number; tags: string[] }>();
       // Counted per request: a note may repeat a sentence (a heading), which the map holds once.
       let edits = 0;
       const rewriter = await testServer(async (req, res, body) => {
-        const upstream = await fetch(server.url + (req.url ?? '/'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: body.toString('utf8') });
+        const upstream = await fetch(server.url + (req.url ?? '/'), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: body.toString('utf8'),
+        });
         const answer = (await upstream.json()) as { choices: Array<{ message: { content: string } }> };
         const tokens = tokensFromMessages((JSON.parse(body.toString('utf8')) as { messages: ChatMessage[] }).messages) ?? [];
         const parsed = parseAnswer(answer.choices[0].message.content);
-        assert.deepEqual(parsed.lines.map((l) => l.token), tokens, 'serve-llm answers every token as given');
+        assert.deepEqual(
+          parsed.lines.map((l) => l.token),
+          tokens,
+          'serve-llm answers every token as given',
+        );
         const unique = (i: number): boolean => tokens.indexOf(tokens[i]) === tokens.lastIndexOf(tokens[i]);
         // A token that occurs once, so the realignment cannot pair its edit with a twin; a one-token sentence is left alone (an empty answer is a bad response, not a mismatch).
         let index = parsed.lines.findIndex((l, i) => l.tag !== 'O' && unique(i));
@@ -255,7 +297,16 @@ describe('remote adapters against serve-llm', () => {
       assert.ok(edits >= sentences.length - 5, `most sentences were edited (${edits}/${sentences.length})`);
 
       // Spans: what the answered tags give once the edited token is O, at the input tokens' offsets.
-      const expected = toEntitySpans(sentences, expectedTags.map((tags) => spansFromTags(tags.map((t) => onnx.labels.indexOf(t)), onnx.labels)), 'llm');
+      const expected = toEntitySpans(
+        sentences,
+        expectedTags.map((tags) =>
+          spansFromTags(
+            tags.map((t) => onnx.labels.indexOf(t)),
+            onnx.labels,
+          ),
+        ),
+        'llm',
+      );
       assert.deepEqual(shape(remote.spans), shape(expected));
       assert.ok(remote.spans.length > 0);
       const covers = (s: { start: number; end: number }, h: { start: number; end: number }): boolean => s.start < h.end && h.start < s.end;
@@ -280,7 +331,10 @@ describe('remote adapters against serve-llm', () => {
       assert.equal(mismatches(stats), edit === 'add' ? 0 : edits);
       assert.equal(stats.matched, tokens - mismatches(stats));
       assert.equal(perSentence.length, sentences.length, 'onRealign is called once per sentence');
-      assert.equal(perSentence.reduce((n, s) => n + mismatches(s), 0), mismatches(stats));
+      assert.equal(
+        perSentence.reduce((n, s) => n + mismatches(s), 0),
+        mismatches(stats),
+      );
     });
   }
 
@@ -291,7 +345,11 @@ describe('remote adapters against serve-llm', () => {
       inFlight++;
       maxInFlight = Math.max(maxInFlight, inFlight);
       await new Promise((r) => setTimeout(r, 100));
-      const answer = await fetch(server.url + (req.url ?? '/'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: body.toString('utf8') });
+      const answer = await fetch(server.url + (req.url ?? '/'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: body.toString('utf8'),
+      });
       const text = await answer.text();
       // Counted out before the answer is written, so the client cannot start its next request while this one still counts.
       inFlight--;
@@ -330,7 +388,10 @@ describe('fallback to the encoder', () => {
   async function processWith(llm: LlmTagger | undefined, budgetMs: number | null = null) {
     const processor = new NoteProcessor(createRouter({ policy: 'llm', calibration: null }), llm === undefined ? { encoder } : { encoder, llm });
     const t0 = performance.now();
-    const out = await processor.process({ noteId: 'n1', text: TEXT, source: null, latencyBudgetMs: budgetMs, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '0' });
+    const out = await processor.process(
+      { noteId: 'n1', text: TEXT, source: null, latencyBudgetMs: budgetMs, patientId: null, metadata: null },
+      { topic: 't', partition: 0, offset: '0' },
+    );
     return { ...out, ms: performance.now() - t0 };
   }
 
@@ -424,7 +485,10 @@ describe('circuit breaker', () => {
 
     // In a note, an open circuit is a fallback like any other failure.
     const processor = new NoteProcessor(createRouter({ policy: 'llm', calibration: null }), { encoder, llm });
-    const out = await processor.process({ noteId: 'c1', text: 'Cisplatin induced acute renal failure.', source: null, latencyBudgetMs: null, patientId: null, metadata: null }, { topic: 't', partition: 0, offset: '1' });
+    const out = await processor.process(
+      { noteId: 'c1', text: 'Cisplatin induced acute renal failure.', source: null, latencyBudgetMs: null, patientId: null, metadata: null },
+      { topic: 't', partition: 0, offset: '1' },
+    );
     assert.ok(out.routing.reasons.includes('llm_fallback:CIRCUIT_OPEN'));
     assert.equal(flaky.requests, 3);
 

@@ -31,7 +31,23 @@ after(() => {
 async function iobFile(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'bioner-llm-eval-'));
   const iob = join(dir, 'devel.tsv');
-  await writeFile(iob, ['Cisplatin\tB-Chemical', 'induced\tO', 'nephrotoxicity\tB-Disease', '.\tO', '', 'Patients\tO', 'with\tO', 'hypertension\tB-Disease', 'received\tO', 'furosemide\tB-Chemical', '.\tO', ''].join('\n'));
+  await writeFile(
+    iob,
+    [
+      'Cisplatin\tB-Chemical',
+      'induced\tO',
+      'nephrotoxicity\tB-Disease',
+      '.\tO',
+      '',
+      'Patients\tO',
+      'with\tO',
+      'hypertension\tB-Disease',
+      'received\tO',
+      'furosemide\tB-Chemical',
+      '.\tO',
+      '',
+    ].join('\n'),
+  );
   return iob;
 }
 
@@ -40,7 +56,10 @@ function lastJson(stdout: string): Record<string, unknown> {
 }
 
 test('serve-llm prints its URL, serves the eval of the remote adapters, and stops on SIGTERM', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', 'models/bc5cdr-llm', '--port', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', 'models/bc5cdr-llm', '--port', '0'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   const lines = createInterface({ input: child.stdout });
   const [url] = (await once(lines, 'line')) as [string];
@@ -85,7 +104,7 @@ test('eval --tagger encoder reports the tagger and ms per sentence; bad flags ar
   assert.equal((await cli(['eval', '--llm-url', 'http://x:1', '--data', iob])).code, 2);
 });
 
-test('eval --tagger router and frontier: budgets decide the LLM share; the replayed all-encoder / all-LLM points equal the taggers\' own scores', async () => {
+test("eval --tagger router and frontier: budgets decide the LLM share; the replayed all-encoder / all-LLM points equal the taggers' own scores", async () => {
   // Some real devel sentences when the shared data is there (not copied into the repo), else the tiny fixture.
   const shared = fileURLToPath(new URL('../../../shared/data/BC5CDR-IOB/devel.tsv', import.meta.url));
   let iob = await iobFile();
@@ -103,7 +122,9 @@ test('eval --tagger router and frontier: budgets decide the LLM share; the repla
   assert.equal(r.policy, 'llm');
   assert.equal(r.llm_share, 1);
   assert.ok((r.cost_ms_per_sentence as number) > 0);
-  const tight = lastJson((await cli(['eval', '--tagger', 'router', '--policy', 'llm', '--budget-ms', '0.01', '--data', iob, '--format', 'iob', '--json'])).stdout);
+  const tight = lastJson(
+    (await cli(['eval', '--tagger', 'router', '--policy', 'llm', '--budget-ms', '0.01', '--data', iob, '--format', 'iob', '--json'])).stdout,
+  );
   assert.equal(tight.llm_share, 0);
   assert.equal((await cli(['eval', '--tagger', 'router', '--policy', 'greedy', '--data', iob])).code, 1);
   assert.equal((await cli(['eval', '--policy', 'llm', '--data', iob])).code, 2, '--policy needs --tagger router');
@@ -128,12 +149,17 @@ test('eval --tagger router and frontier: budgets decide the LLM share; the repla
 
 const JNLPBA_DEVEL = fileURLToPath(new URL('../../../shared/data/JNLPBA-standoff/devel', import.meta.url));
 
-test('eval --tagger router and frontier on brat standoff (JNLPBA devel subset): JSON fields, LLM share by budget, plot files', { skip: !existsSync(JNLPBA_DEVEL) && 'no ../shared/data/JNLPBA-standoff' }, async () => {
+test('eval --tagger router and frontier on brat standoff (JNLPBA devel subset): JSON fields, LLM share by budget, plot files', {
+  skip: !existsSync(JNLPBA_DEVEL) && 'no ../shared/data/JNLPBA-standoff',
+}, async () => {
   // A handful of real devel documents, copied at test time (never into the repo): enough for every length bucket, a few seconds per command.
   const data = await mkdtemp(join(tmpdir(), 'bioner-router-standoff-'));
   const out = await mkdtemp(join(tmpdir(), 'bioner-frontier-standoff-'));
   try {
-    const docs = (await readdir(JNLPBA_DEVEL)).filter((f) => f.endsWith('.txt')).sort().slice(0, 6);
+    const docs = (await readdir(JNLPBA_DEVEL))
+      .filter((f) => f.endsWith('.txt'))
+      .sort()
+      .slice(0, 6);
     assert.equal(docs.length, 6);
     for (const txt of docs) {
       const ann = txt.replace(/\.txt$/, '.ann');
@@ -142,7 +168,21 @@ test('eval --tagger router and frontier on brat standoff (JNLPBA devel subset): 
     }
     const models = ['--model', 'models/jnlpba-encoder', '--llm-model', 'models/jnlpba-llm'];
     const router = async (policy: string, budgetMs: string): Promise<Record<string, unknown>> => {
-      const r = await cli(['eval', '--tagger', 'router', ...models, '--policy', policy, '--budget-ms', budgetMs, '--data', data, '--format', 'standoff', '--json']);
+      const r = await cli([
+        'eval',
+        '--tagger',
+        'router',
+        ...models,
+        '--policy',
+        policy,
+        '--budget-ms',
+        budgetMs,
+        '--data',
+        data,
+        '--format',
+        'standoff',
+        '--json',
+      ]);
       assert.equal(r.code, 0, r.stderr);
       return lastJson(r.stdout);
     };

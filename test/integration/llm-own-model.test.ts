@@ -55,9 +55,18 @@ async function recordingProxy(target: string): Promise<typeof proxy> {
     req.on('end', () => {
       const text = Buffer.concat(chunks).toString('utf8');
       void (async () => {
-        const upstream = await fetch(target + (req.url ?? '/'), { method: req.method, headers: { 'content-type': 'application/json' }, body: req.method === 'GET' ? undefined : text });
+        const upstream = await fetch(target + (req.url ?? '/'), {
+          method: req.method,
+          headers: { 'content-type': 'application/json' },
+          body: req.method === 'GET' ? undefined : text,
+        });
         const answerText = await upstream.text();
-        if (req.method === 'POST') exchanges.push({ path: req.url ?? '/', body: JSON.parse(text) as Record<string, unknown>, answer: JSON.parse(answerText) as Record<string, unknown> });
+        if (req.method === 'POST')
+          exchanges.push({
+            path: req.url ?? '/',
+            body: JSON.parse(text) as Record<string, unknown>,
+            answer: JSON.parse(answerText) as Record<string, unknown>,
+          });
         res.writeHead(upstream.status, { 'content-type': 'application/json' });
         res.end(answerText);
       })().catch(() => res.destroy());
@@ -101,7 +110,10 @@ after(async () => {
 });
 
 // A few sentences of a committed mtsamples note, and one with words the whitespace split joins.
-const NOTE = fixtureNotes()[0].text.split(/(?<=\.)\s+/).slice(0, 8).join(' ');
+const NOTE = fixtureNotes()[0]
+  .text.split(/(?<=\.)\s+/)
+  .slice(0, 8)
+  .join(' ');
 const PUNCTUATED = 'Serum (IL-2) rose after 5-fluorouracil, and cisplatin-induced nephrotoxicity followed.';
 const shape = (spans: EntitySpan[]) => spans.map((s) => [s.start, s.end, s.label]);
 
@@ -123,8 +135,8 @@ function wordsOf(e: Exchange): string[] | undefined {
   return typeof e.body.prompt === 'string' ? tokensFromText(e.body.prompt) : undefined;
 }
 
-describe('the model\'s own prompt and format', () => {
-  test('the default prompt is today\'s prompt; a prompt file changes what is sent', async () => {
+describe("the model's own prompt and format", () => {
+  test("the default prompt is today's prompt; a prompt file changes what is sent", async () => {
     const plain = await tagger({});
     const { exchanges } = await recorded(() => tagText(plain, NOTE));
     const labels = (plain as OpenAiChatTagger).labels;
@@ -135,7 +147,20 @@ describe('the model\'s own prompt and format', () => {
       assert.deepEqual(e.body.messages, buildMessages(words, labels), 'byte for byte the built-in prompt');
     }
     const file = join(dir, 'prompt.yaml');
-    await writeFile(file, ['system: "You tag {{labels}} in clinical text, one line per word."', 'user: |-', '  Sentence: {{text}}', '  Words ({{count}}):', '  <tokens>', '  {{tokens}}', '  </tokens>', 'completion: "### Task\\n{{user}}\\n### Tags\\n"', ''].join('\n'));
+    await writeFile(
+      file,
+      [
+        'system: "You tag {{labels}} in clinical text, one line per word."',
+        'user: |-',
+        '  Sentence: {{text}}',
+        '  Words ({{count}}):',
+        '  <tokens>',
+        '  {{tokens}}',
+        '  </tokens>',
+        'completion: "### Task\\n{{user}}\\n### Tags\\n"',
+        '',
+      ].join('\n'),
+    );
     const custom = await tagger({ promptFile: file });
     const withFile = await recorded(() => tagText(custom, NOTE));
     for (const e of withFile.exchanges) {
@@ -180,7 +205,10 @@ describe('the model\'s own prompt and format', () => {
         }
         const stats = (t as OpenAiChatTagger).stats;
         assert.equal(stats.changed + stats.dropped + stats.invalidTags + stats.malformed, 0);
-        assert.equal(stats.matched, value.sentences.reduce((n, s) => n + s.tokens.length, 0));
+        assert.equal(
+          stats.matched,
+          value.sentences.reduce((n, s) => n + s.tokens.length, 0),
+        );
       });
     }
   }
@@ -227,13 +255,18 @@ describe('span scores from the model', () => {
         pieces = lp.tokens.map((token, i) => ({ token, logprob: lp.token_logprobs[i] }));
       }
       // serve-llm answers each tag as one token right after a TAB (lines) or after `"tag":"` (JSON).
-      const probs = pieces.filter((p, i) => labels.includes(p.token) && i > 0 && (pieces[i - 1].token === '\t' || pieces[i - 1].token.endsWith('"tag":"'))).map((p) => Math.exp(p.logprob));
+      const probs = pieces
+        .filter((p, i) => labels.includes(p.token) && i > 0 && (pieces[i - 1].token === '\t' || pieces[i - 1].token.endsWith('"tag":"')))
+        .map((p) => Math.exp(p.logprob));
       out.set((wordsOf(e) ?? []).join('\n'), probs);
     }
     return out;
   }
 
-  for (const [endpoint, structuredOutputs] of [['chat', 'json'], ['completions', 'none']] as const) {
+  for (const [endpoint, structuredOutputs] of [
+    ['chat', 'json'],
+    ['completions', 'none'],
+  ] as const) {
     test(`${endpoint}: a span scores the mean probability of its words' tag tokens, as the server reported them`, async () => {
       const t = await tagger({ endpoint, structuredOutputs });
       const { sentences } = prepareText(NOTE);
@@ -252,7 +285,10 @@ describe('span scores from the model', () => {
         }
       });
       assert.ok(spans > 0);
-      assert.ok(scores.some((x) => x < 1), 'not all 1.0');
+      assert.ok(
+        scores.some((x) => x < 1),
+        'not all 1.0',
+      );
       assert.ok(scores.every((x) => x > 0 && x <= 1));
       assert.deepEqual((t as OpenAiChatTagger).scoreStats, { spans, fromLogprobs: spans, answersWithoutLogprobs: 0 });
     });
@@ -269,13 +305,26 @@ describe('span scores from the model', () => {
 describe('several models behind one server, picked per input topic', () => {
   /** A calibration file with three domains: two where the LLM pays (each its own latency line), one where it loses. */
   async function calibrationFile(): Promise<string> {
-    const route = (f1: number, latency: { overhead_ms: number; ms_per_token: number }) => ({ f1: { '1': f1, '2': f1, '3+': f1, all: f1 }, ms_per_token: latency.ms_per_token, latency });
+    const route = (f1: number, latency: { overhead_ms: number; ms_per_token: number }) => ({
+      f1: { '1': f1, '2': f1, '3+': f1, all: f1 },
+      ms_per_token: latency.ms_per_token,
+      latency,
+    });
     const entry = (encoderF1: number, llmF1: number, llmLatency: { overhead_ms: number; ms_per_token: number }) => ({
       support_by_length: { '1': 10, '2': 5, '3+': 5 },
       routes: { encoder: route(encoderF1, { overhead_ms: 0, ms_per_token: 0.01 }), llm: route(llmF1, llmLatency) },
     });
     const file = join(dir, 'domains.json');
-    await writeFile(file, JSON.stringify({ datasets: { gain: entry(0.7, 0.8, { overhead_ms: 3, ms_per_token: 0.1 }), 'gain-lora': entry(0.6, 0.8, { overhead_ms: 7, ms_per_token: 0.2 }), loss: entry(0.8, 0.7, { overhead_ms: 3, ms_per_token: 0.1 }) } }));
+    await writeFile(
+      file,
+      JSON.stringify({
+        datasets: {
+          gain: entry(0.7, 0.8, { overhead_ms: 3, ms_per_token: 0.1 }),
+          'gain-lora': entry(0.6, 0.8, { overhead_ms: 7, ms_per_token: 0.2 }),
+          loss: entry(0.8, 0.7, { overhead_ms: 3, ms_per_token: 0.1 }),
+        },
+      }),
+    );
     return file;
   }
 
@@ -314,7 +363,7 @@ describe('several models behind one server, picked per input topic', () => {
     const other = results['notes-other'];
     assert.ok(general.llmSentences > 0 && disease.llmSentences > 0, 'both paying domains send their sentences to the LLM');
     assert.deepEqual([...general.models], [server.model], 'llm.model by default');
-    assert.deepEqual([...disease.models], ['ncbi-lora'], 'the topic\'s adapter name in every request');
+    assert.deepEqual([...disease.models], ['ncbi-lora'], "the topic's adapter name in every request");
     assert.equal(other.llmSentences, 0);
     assert.ok(other.reasons.includes('llm_gain_not_positive'), `other topics use routing.domain: ${other.reasons.join()}`);
     assert.equal((server.stats.byModel['ncbi-lora'] ?? 0) - (byModelBefore['ncbi-lora'] ?? 0), disease.llmSentences, 'the adapter served those requests');
@@ -327,10 +376,16 @@ describe('several models behind one server, picked per input topic', () => {
     const pooling = await createLlmTagger({ ...config.llm, adapter: 'vllm-pooling' }, { modelDir: LORA_MODEL, encoder: config.encoder });
     opened.push(pooling);
     const { exchanges } = await recorded(() => pooling.tagSentences(prepareText('Acute renal failure.').sentences, { model: 'ncbi-lora' }));
-    assert.deepEqual(exchanges.map((e) => [e.path, e.body.model]), [['/pooling', 'ncbi-lora']]);
+    assert.deepEqual(
+      exchanges.map((e) => [e.path, e.body.model]),
+      [['/pooling', 'ncbi-lora']],
+    );
 
     const wrong = validateConfig({ routing: { calibrationFile: await calibrationFile(), domain: 'loss', domains: { 'notes-x': { domain: 'nowhere' } } } });
-    await assert.rejects(loadTopicRoutes(wrong, null), (e: unknown) => e instanceof ConfigError && e.field === 'routing.domains.notes-x.domain' && /nowhere/.test(e.message));
+    await assert.rejects(
+      loadTopicRoutes(wrong, null),
+      (e: unknown) => e instanceof ConfigError && e.field === 'routing.domains.notes-x.domain' && /nowhere/.test(e.message),
+    );
   });
 });
 
@@ -358,7 +413,12 @@ describe('the LLM cap', () => {
     };
     const processor = createProcessor(config, encoder, hooks, llm, await loadRouter(config, undefined, cap));
     metrics.observe({ llmCap: () => cap.snapshot() });
-    const texts = fixtureNotes().map((n) => n.text.split(/(?<=\.)\s+/).slice(0, 3).join(' '));
+    const texts = fixtureNotes().map((n) =>
+      n.text
+        .split(/(?<=\.)\s+/)
+        .slice(0, 3)
+        .join(' '),
+    );
     // 60 notes, one every 15 ms (about 0.9 s), each wanting all of its sentences on the LLM: far more than 60 tokens per 2 s.
     const demand: number[] = [];
     const runs: Array<Promise<{ id: string; llmTokens: number; sentences: number; llmSentences: number; reasons: string[] }>> = [];
@@ -369,7 +429,14 @@ describe('the LLM cap', () => {
       const note = { noteId: `cap-${i}`, text, source: null, metadata: {}, latencyBudgetMs: null } as unknown as Parameters<typeof processor.process>[0];
       runs.push(
         processor.process(note, { topic: 'in', partition: 0, offset: String(i) }).then((out) => {
-          metrics.hooks.notePublished?.({ noteId: out.noteId, topic: 'out', spans: out.spans.length, totalMs: out.timings.totalMs, routes: { encoder: out.routing.sentencesEncoder, llm: out.routing.sentencesLlm, encoder_fallback: 0 }, routing: out.routing });
+          metrics.hooks.notePublished?.({
+            noteId: out.noteId,
+            topic: 'out',
+            spans: out.spans.length,
+            totalMs: out.timings.totalMs,
+            routes: { encoder: out.routing.sentencesEncoder, llm: out.routing.sentencesLlm, encoder_fallback: 0 },
+            routing: out.routing,
+          });
           const llmTokens = out.routing.llmSentences.reduce((n, k) => n + sentences[k].tokens.length, 0);
           return { id: out.noteId, llmTokens, sentences: out.routing.sentences, llmSentences: out.routing.sentencesLlm, reasons: out.routing.reasons };
         }),
@@ -392,10 +459,16 @@ describe('the LLM cap', () => {
     const capped = outcomes.filter((o) => o.reasons.includes('llm_cap'));
     assert.ok(capped.length > 30, `most notes were capped (${capped.length})`);
     assert.ok(capped.every((o) => o.reasons.some((r) => r === 'llm_cap:tokens_per_minute' || r === 'llm_cap:sentence_share')));
-    assert.ok(outcomes.every((o) => !o.reasons.includes('budget_exhausted')), 'the budget was not the limit');
+    assert.ok(
+      outcomes.every((o) => !o.reasons.includes('budget_exhausted')),
+      'the budget was not the limit',
+    );
     const text = await metrics.collectPrometheus();
     await metrics.shutdown();
-    const count = [...text.matchAll(new RegExp(`^${METRIC_SERIES.llmCapped}\\{[^}]*limit="tokens_per_minute"[^}]*\\} (\\d+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
+    const count = [...text.matchAll(new RegExp(`^${METRIC_SERIES.llmCapped}\\{[^}]*limit="tokens_per_minute"[^}]*\\} (\\d+)$`, 'gm'))].reduce(
+      (n, m) => n + Number(m[1]),
+      0,
+    );
     assert.ok(count > 0, 'capped notes counted in the metrics');
     const usage = /^bioner_llm_cap_usage\{limit="tokens_per_minute"[^}]*\} ([\d.e-]+)$/m.exec(text);
     assert.ok(usage !== null && Number(usage[1]) <= 1 + 1e-9, `cap usage reported (${usage?.[1]})`);

@@ -66,7 +66,20 @@ test('a real pipeline feeds /metrics; /readyz follows the service lifecycle; /he
   await cluster.createTopic(names.dlq, 1);
   const marker = 'PHIMARKER';
   const notes = fixtureNotes().slice(0, 5);
-  const good = notes.map((n, i) => ({ key: `mh-${i}`, value: encodeNote({ noteId: `${marker}-note-${i}`, text: `${n.text} ${marker}`, source: 'mtsamples', latencyBudgetMs: null, patientId: `${marker}-patient-${i}`, metadata: null }, 'json') }));
+  const good = notes.map((n, i) => ({
+    key: `mh-${i}`,
+    value: encodeNote(
+      {
+        noteId: `${marker}-note-${i}`,
+        text: `${n.text} ${marker}`,
+        source: 'mtsamples',
+        latencyBudgetMs: null,
+        patientId: `${marker}-patient-${i}`,
+        metadata: null,
+      },
+      'json',
+    ),
+  }));
   const bad = { key: 'mh-bad', value: Buffer.from('{"note_id": "bad-json", "text": "unterminated', 'utf8') };
   const producer = createProducer(kafka);
   await producer.connect();
@@ -157,7 +170,13 @@ test('an unreachable LLM shows up as fallbacks by code, encoder_fallback sentenc
   const notes = fixtureNotes().slice(0, 4);
   const producer = createProducer(kafka);
   await producer.connect();
-  await producer.send({ topic: names.input, messages: notes.map((n, i) => ({ key: `f-${i}`, value: encodeNote({ noteId: `f-${i}`, text: n.text, source: null, latencyBudgetMs: 8000, patientId: null, metadata: null }, 'json') })) });
+  await producer.send({
+    topic: names.input,
+    messages: notes.map((n, i) => ({
+      key: `f-${i}`,
+      value: encodeNote({ noteId: `f-${i}`, text: n.text, source: null, latencyBudgetMs: 8000, patientId: null, metadata: null }, 'json'),
+    })),
+  });
   await producer.disconnect();
 
   const base = testConfig(cluster.bootstrapServers, names);

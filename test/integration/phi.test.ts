@@ -78,7 +78,11 @@ interface Run {
   expected: number;
 }
 
-async function runPipeline(config: RouterConfig, messages: Array<{ key: string; value: Buffer; headers?: Record<string, string> }>, withLlm: boolean): Promise<Run> {
+async function runPipeline(
+  config: RouterConfig,
+  messages: Array<{ key: string; value: Buffer; headers?: Record<string, string> }>,
+  withLlm: boolean,
+): Promise<Run> {
   const producer = createProducer(kafka);
   await producer.connect();
   await producer.send({ topic: config.input.topic, messages });
@@ -105,16 +109,38 @@ function markedNotes(prefix: string, count: number, offset: number): Array<{ key
     const text = `ZQXMARKER${n} reports pain. ${base.slice(0, 600)} Given ZQXMARKER${n}cisplatin for cancer. Seen by Dr ZQXMARKER${n}.`;
     return {
       key: `${prefix}-${n}`,
-      value: encodeNote({ noteId: `${prefix}-${n}`, text, source: `ZQXMARKER${n}-source`, latencyBudgetMs: null, patientId: `PATIENT-MARK-${n}`, metadata: { mrn: `PATIENT-MARK-${n}`, ward: `ZQXMARKER${n}` } }, 'json'),
+      value: encodeNote(
+        {
+          noteId: `${prefix}-${n}`,
+          text,
+          source: `ZQXMARKER${n}-source`,
+          latencyBudgetMs: null,
+          patientId: `PATIENT-MARK-${n}`,
+          metadata: { mrn: `PATIENT-MARK-${n}`, ward: `ZQXMARKER${n}` },
+        },
+        'json',
+      ),
     };
   });
 }
 
 function malformedMarked(prefix: string): Array<{ key: string; value: Buffer; expect: string }> {
   return [
-    { key: `${prefix}-bad-json`, value: Buffer.from(`{"note_id": "${prefix}-bad-json", "patient_id": "PATIENT-MARK-90", "text": "ZQXMARKER90 unterminated`, 'utf8'), expect: 'DECODE_FAILED' },
-    { key: `${prefix}-bad-type`, value: Buffer.from(JSON.stringify({ note_id: `${prefix}-bad-type`, text: ['ZQXMARKER91 in an array'], patient_id: 'PATIENT-MARK-91' }), 'utf8'), expect: 'SCHEMA_MISMATCH' },
-    { key: `${prefix}-bad-empty`, value: Buffer.from(JSON.stringify({ note_id: `${prefix}-bad-empty`, text: '  ', patient_id: 'PATIENT-MARK-92', source: 'ZQXMARKER92' }), 'utf8'), expect: 'TEXT_EMPTY' },
+    {
+      key: `${prefix}-bad-json`,
+      value: Buffer.from(`{"note_id": "${prefix}-bad-json", "patient_id": "PATIENT-MARK-90", "text": "ZQXMARKER90 unterminated`, 'utf8'),
+      expect: 'DECODE_FAILED',
+    },
+    {
+      key: `${prefix}-bad-type`,
+      value: Buffer.from(JSON.stringify({ note_id: `${prefix}-bad-type`, text: ['ZQXMARKER91 in an array'], patient_id: 'PATIENT-MARK-91' }), 'utf8'),
+      expect: 'SCHEMA_MISMATCH',
+    },
+    {
+      key: `${prefix}-bad-empty`,
+      value: Buffer.from(JSON.stringify({ note_id: `${prefix}-bad-empty`, text: '  ', patient_id: 'PATIENT-MARK-92', source: 'ZQXMARKER92' }), 'utf8'),
+      expect: 'TEXT_EMPTY',
+    },
   ];
 }
 
@@ -137,16 +163,29 @@ test('encoder policy: marked notes and marked malformed records leave no marker 
   const dlq = run.records.filter((r) => r.topic === names.dlq);
   assert.deepEqual(dlq.map((r) => headerString(r.headers, DlqHeaders.errorCode)).sort(), bad.map((b) => b.expect).sort());
   // Positive control: the markers did travel through the pipeline (the DLQ keeps the original bytes).
-  assert.ok(dlq.some((r) => MARK.test(r.value?.toString('utf8') ?? '')), 'the DLQ value holds the marked bytes');
+  assert.ok(
+    dlq.some((r) => MARK.test(r.value?.toString('utf8') ?? '')),
+    'the DLQ value holds the marked bytes',
+  );
 
   const spans = exporter.getFinishedSpans();
-  assert.ok(spans.some((s) => s.name.startsWith('tag encoder')), 'tagger spans were recorded');
-  assert.ok(spans.filter((s) => s.name === `process ${names.input}` && s.attributes['error.type'] !== undefined).length === bad.length, 'dead-lettered records have error.type');
-  assert.ok(spans.some((s) => s.events.some((e) => e.name === 'exception')), 'exception events were recorded');
+  assert.ok(
+    spans.some((s) => s.name.startsWith('tag encoder')),
+    'tagger spans were recorded',
+  );
+  assert.ok(
+    spans.filter((s) => s.name === `process ${names.input}` && s.attributes['error.type'] !== undefined).length === bad.length,
+    'dead-lettered records have error.type',
+  );
+  assert.ok(
+    spans.some((s) => s.events.some((e) => e.name === 'exception')),
+    'exception events were recorded',
+  );
   for (const s of spans) assertClean(`span ${s.name}`, spanStrings(s));
   assert.ok(logLines.length > 0 && logLines.some((l) => l.includes('"level":"debug"') || l.includes('dead-lettered')), 'logs were captured');
   assertClean('log line', logLines);
-  for (const r of run.records) for (const [k, v] of Object.entries(r.headers)) if (k !== 'traceparent' && r.topic === names.output) assertClean(`output header ${k}`, [String(v)]);
+  for (const r of run.records)
+    for (const [k, v] of Object.entries(r.headers)) if (k !== 'traceparent' && r.topic === names.output) assertClean(`output header ${k}`, [String(v)]);
   const text = await metrics.collectPrometheus();
   assert.ok(text.includes('bioner_dlq_total'), 'metrics were exposed');
   assertClean('metrics', [text]);
@@ -180,7 +219,13 @@ test('llm policy against a server that echoes the prompt in its errors: no marke
     const config: RouterConfig = {
       ...base,
       routing: { ...base.routing, policy: 'llm' },
-      llm: { ...base.llm, adapter: 'openai', baseUrl: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, retries: 0, circuit: { failureThreshold: 1000, resetTimeoutMs: 30_000 } },
+      llm: {
+        ...base.llm,
+        adapter: 'openai',
+        baseUrl: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`,
+        retries: 0,
+        circuit: { failureThreshold: 1000, resetTimeoutMs: 30_000 },
+      },
     };
     const run = await runPipeline(config, markedNotes('phl', 4, 10), true);
     assert.equal(run.records.filter((r) => r.topic === names.output).length, 4);
@@ -189,7 +234,10 @@ test('llm policy against a server that echoes the prompt in its errors: no marke
     const failed = spans.filter((s) => s.name === 'tag llm' && s.attributes['error.type'] !== undefined);
     assert.ok(failed.length > 0, 'LLM failures were traced');
     t.diagnostic(`LLM failures traced: ${[...new Set(failed.map((s) => String(s.attributes['error.type'])))].join(', ')}; ${requests} requests`);
-    assert.ok(spans.some((s) => s.name === 'tag encoder_fallback'), 'the fallback was traced');
+    assert.ok(
+      spans.some((s) => s.name === 'tag encoder_fallback'),
+      'the fallback was traced',
+    );
     for (const s of spans) assertClean(`span ${s.name}`, spanStrings(s));
     assertClean('log line', logLines);
     assertClean('metrics', [await metrics.collectPrometheus()]);

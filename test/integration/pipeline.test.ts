@@ -52,11 +52,21 @@ test('every input offset ends as exactly one output or one DLQ record, and commi
   const notes = fixtureNotes().slice(0, 24);
   const bad = malformedRecords();
   const config = testConfig(cluster.bootstrapServers, names, { input: { maxNoteBytes: 200_000 } });
-  const oversize = { key: 'bad-oversize', value: encodeNote({ noteId: 'bad-oversize', text: 'fever '.repeat(40_000), source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'), expect: 'NOTE_TOO_LARGE' };
-  const good = notes.map((n, i) => ({ key: `note-${i}`, value: encodeNote({ noteId: `note-${i}`, text: n.text, source: 'mtsamples', latencyBudgetMs: null, patientId: `patient-${i}`, metadata: null }, 'json') }));
+  const oversize = {
+    key: 'bad-oversize',
+    value: encodeNote({ noteId: 'bad-oversize', text: 'fever '.repeat(40_000), source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+    expect: 'NOTE_TOO_LARGE',
+  };
+  const good = notes.map((n, i) => ({
+    key: `note-${i}`,
+    value: encodeNote({ noteId: `note-${i}`, text: n.text, source: 'mtsamples', latencyBudgetMs: null, patientId: `patient-${i}`, metadata: null }, 'json'),
+  }));
   // Interleave bad records among good ones so one bad record never stalls its neighbours.
   const all = [...good.slice(0, 8), ...bad.slice(0, 3), ...good.slice(8, 16), oversize, ...bad.slice(3), ...good.slice(16)];
-  await produce(names.input, all.map(({ key, value }) => ({ key, value })));
+  await produce(
+    names.input,
+    all.map(({ key, value }) => ({ key, value })),
+  );
 
   const service = new RouterService(config, createProcessor(config, encoder), silentLogger);
   await service.start();
@@ -104,7 +114,10 @@ test('a consumer stopped mid-stream is resumed by a new one in the same group wi
   await createTopics(names);
   const notes = fixtureNotes();
   const total = 60;
-  const messages = Array.from({ length: total }, (_, i) => ({ key: `r-${i}`, value: encodeNote({ noteId: `r-${i}`, text: notes[i % notes.length].text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json') }));
+  const messages = Array.from({ length: total }, (_, i) => ({
+    key: `r-${i}`,
+    value: encodeNote({ noteId: `r-${i}`, text: notes[i % notes.length].text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+  }));
   await produce(names.input, messages);
   const config = testConfig(cluster.bootstrapServers, names, { processing: { concurrency: 2, maxInFlight: 4 } });
 
@@ -117,7 +130,12 @@ test('a consumer stopped mid-stream is resumed by a new one in the same group wi
 
   const second = new RouterService(config, createProcessor(config, encoder), silentLogger);
   await second.start();
-  const records = await readTopics(kafka, [names.output, names.dlq], (rs) => new Set(rs.filter((r) => r.topic === names.output).map((r) => decodeTaggedNote(r.value as Buffer).note_id)).size >= total, 90_000);
+  const records = await readTopics(
+    kafka,
+    [names.output, names.dlq],
+    (rs) => new Set(rs.filter((r) => r.topic === names.output).map((r) => decodeTaggedNote(r.value as Buffer).note_id)).size >= total,
+    90_000,
+  );
   await waitFor(() => committedCoversAll(admin, names.group, names.input), 20_000, 'commits to cover the topic');
   await second.close();
 

@@ -53,7 +53,17 @@ test('budgets from the note, a header and the topic decide the routes recorded i
     topic: names.input,
     messages: plan.map((p) => ({
       key: p.id,
-      value: encodeNote({ noteId: p.id, text: p.text, source: 'mtsamples', latencyBudgetMs: p.kind === 'note-small' ? 2 : p.kind === 'note-large' ? 8000 : null, patientId: null, metadata: null }, 'json'),
+      value: encodeNote(
+        {
+          noteId: p.id,
+          text: p.text,
+          source: 'mtsamples',
+          latencyBudgetMs: p.kind === 'note-small' ? 2 : p.kind === 'note-large' ? 8000 : null,
+          patientId: null,
+          metadata: null,
+        },
+        'json',
+      ),
       headers: p.kind === 'header-small' ? { 'x-latency-budget-ms': '2' } : undefined,
     })),
   });
@@ -88,7 +98,10 @@ test('budgets from the note, a header and the topic decide the routes recorded i
       assert.equal(routing.actual_llm_ms, 0);
     } else {
       assert.equal(routing.sentences_llm, routing.sentences, `${p.id}: every sentence to the LLM (${routing.reasons.join(',')})`);
-      assert.deepEqual(routing.llm_sentences, Array.from({ length: routing.sentences }, (_, i) => i));
+      assert.deepEqual(
+        routing.llm_sentences,
+        Array.from({ length: routing.sentences }, (_, i) => i),
+      );
       assert.ok(routing.predicted_llm_ms > 0 && routing.actual_llm_ms > 0);
       assert.ok(rec.spans.every((s) => s.route === 'llm'));
       assert.ok(!routing.reasons.includes('budget_exhausted'));
@@ -108,7 +121,13 @@ test('cascade over the broker: the encoder tags everything, the LLM re-tags only
   const notes = fixtureNotes().slice(12, 18);
   const producer = createProducer(kafka);
   await producer.connect();
-  await producer.send({ topic: names.input, messages: notes.map((n, i) => ({ key: `c-${i}`, value: encodeNote({ noteId: `c-${i}`, text: n.text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json') })) });
+  await producer.send({
+    topic: names.input,
+    messages: notes.map((n, i) => ({
+      key: `c-${i}`,
+      value: encodeNote({ noteId: `c-${i}`, text: n.text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+    })),
+  });
   await producer.disconnect();
   const router = await loadRouter(config);
   const llm = await loadLlm(config);
@@ -125,7 +144,11 @@ test('cascade over the broker: the encoder tags everything, the LLM re-tags only
     const { routing } = rec;
     assert.equal(routing.policy, 'cascade');
     assert.equal(routing.sentences_llm, routing.llm_sentences.length);
-    if (routing.sentences_llm > 0) assert.ok(routing.reasons.some((x) => x.startsWith('flag_')), routing.reasons.join(','));
+    if (routing.sentences_llm > 0)
+      assert.ok(
+        routing.reasons.some((x) => x.startsWith('flag_')),
+        routing.reasons.join(','),
+      );
     retagged += routing.sentences_llm;
     total += routing.sentences;
     // A sentence's spans come from one route only: the LLM for re-tagged sentences, the encoder for the rest.
@@ -146,7 +169,11 @@ test('load shedding over the broker: a burst above routing.load.inFlightHigh shr
   });
   // Calibrated costs held fixed (a prior no observation can move, no memory of failed calls), so each plan below is known in advance:
   // what is tested is the budget shrinking under load, not how the cost model drifts on a busy machine.
-  const router = createRouter({ policy: 'llm', calibration: await loadCalibration(join(ROOT, config.routing.calibrationFile), config.routing.domain), costModel: { priorWeight: 1e9, failureMemoryMs: 0 } });
+  const router = createRouter({
+    policy: 'llm',
+    calibration: await loadCalibration(join(ROOT, config.routing.calibrationFile), config.routing.domain),
+    costModel: { priorWeight: 1e9, failureMemoryMs: 0 },
+  });
   const tokensOf = (text: string): number => prepareText(text).sentences.reduce((n, s) => n + s.tokens.length, 0);
   const allLlmMs = (text: string): number => router.costs.predict('llm', tokensOf(text));
   // Notes long enough that halving the plan matters (over 100 words each).
@@ -157,7 +184,10 @@ test('load shedding over the broker: a burst above routing.load.inFlightHigh shr
   assert.equal(texts.length, 16);
   // Each budget is four times the note's all-LLM plan (plus room for the text stage): it all fits unshed, and cannot at 1/4 of it or less.
   const budgetOf = (text: string): number => Math.ceil(4 * allLlmMs(text) + 40);
-  const note = (id: string, text: string): { key: string; value: Buffer } => ({ key: id, value: encodeNote({ noteId: id, text, source: null, latencyBudgetMs: budgetOf(text), patientId: null, metadata: null }, 'json') });
+  const note = (id: string, text: string): { key: string; value: Buffer } => ({
+    key: id,
+    value: encodeNote({ noteId: id, text, source: null, latencyBudgetMs: budgetOf(text), patientId: null, metadata: null }, 'json'),
+  });
   const producer = createProducer(kafka);
   await producer.connect();
   // All at once, before the service starts: its first fetch holds them all, and in-flight work climbs to processing.maxInFlight.
@@ -198,7 +228,10 @@ test('load shedding over the broker: a burst above routing.load.inFlightHigh shr
       assert.ok(routing.load_factor < 1);
       assert.ok(routing.sentences_llm < routing.sentences, `${rec.note_id}: ${routing.sentences_llm} of ${routing.sentences} on the LLM`);
       assert.ok(routing.reasons.includes('budget_exhausted') && routing.reasons.includes('load_shed'), `${rec.note_id}: ${routing.reasons.join(',')}`);
-      assert.ok(routing.predicted_llm_ms < allLlmMs(text) && routing.predicted_encoder_ms > 0, `${rec.note_id}: the plan moved words from the LLM to the encoder`);
+      assert.ok(
+        routing.predicted_llm_ms < allLlmMs(text) && routing.predicted_encoder_ms > 0,
+        `${rec.note_id}: the plan moved words from the LLM to the encoder`,
+      );
     }
     if (routing.load_factor === 1) assert.ok(!routing.reasons.includes('load_shed'), `${rec.note_id}: no shedding without load`);
   }
@@ -213,5 +246,8 @@ test('load shedding over the broker: a burst above routing.load.inFlightHigh shr
   assert.ok(!lone.routing.reasons.includes('load_shed') && !lone.routing.reasons.includes('budget_exhausted'), lone.routing.reasons.join(','));
   // Its plan is the whole note on the LLM (whether the in-process LLM then answers in time is not what this test is about).
   // predicted_llm_ms is an Avro float: compare to float precision.
-  assert.ok(Math.abs(lone.routing.predicted_llm_ms - allLlmMs(texts[0])) <= 1e-5 * allLlmMs(texts[0]) && lone.routing.predicted_encoder_ms === 0, `planned LLM ${lone.routing.predicted_llm_ms} ms, encoder ${lone.routing.predicted_encoder_ms} ms`);
+  assert.ok(
+    Math.abs(lone.routing.predicted_llm_ms - allLlmMs(texts[0])) <= 1e-5 * allLlmMs(texts[0]) && lone.routing.predicted_encoder_ms === 0,
+    `planned LLM ${lone.routing.predicted_llm_ms} ms, encoder ${lone.routing.predicted_encoder_ms} ms`,
+  );
 });

@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import avro from 'avsc';
 import type { Kafka } from 'kafkajs';
 import { ApiKeys, MockKafkaCluster } from '../../src/embedded/mock-cluster.js';
-import { runOracle } from '../../src/embedded/oracle.js';
+import { runOracle, type OracleReport } from '../../src/embedded/oracle.js';
 import { readTopics, type ReadRecord } from '../../src/embedded/read-topic.js';
 import { RouterError } from '../../src/errors.js';
 import { encodeNote } from '../../src/ingest/decode.js';
@@ -52,10 +52,28 @@ const evolvedSchema = ((): string => {
 })();
 const evolvedType = avro.Type.forSchema(JSON.parse(evolvedSchema) as avro.Schema);
 
-const note = (noteId: string, text: string): ClinicalNote => ({ noteId, text, source: 'sr-test', latencyBudgetMs: null, patientId: `patient-${noteId}`, metadata: null });
+const note = (noteId: string, text: string): ClinicalNote => ({
+  noteId,
+  text,
+  source: 'sr-test',
+  latencyBudgetMs: null,
+  patientId: `patient-${noteId}`,
+  metadata: null,
+});
 const framedV1 = (id: number, n: ClinicalNote): Buffer => frameConfluent(id, encodeNote(n, 'avro'));
 const framedV2 = (id: number, n: ClinicalNote): Buffer =>
-  frameConfluent(id, evolvedType.toBuffer({ note_id: n.noteId, text: n.text, source: n.source, latency_budget_ms: null, patient_id: n.patientId, metadata: null, encounter_id: 'ENC-1' }));
+  frameConfluent(
+    id,
+    evolvedType.toBuffer({
+      note_id: n.noteId,
+      text: n.text,
+      source: n.source,
+      latency_budget_ms: null,
+      patient_id: n.patientId,
+      metadata: null,
+      encounter_id: 'ENC-1',
+    }),
+  );
 
 const TEXTS = [
   'The patient was given aspirin for chest pain and developed hypertension.',
@@ -174,22 +192,35 @@ test('Confluent in and out: evolved writers decode, output is framed with the re
   const tombstones = outputs.filter((r) => r.value === null);
   assert.equal(tombstones.length, 1);
   assert.equal(tombstones[0].key?.toString(), 'sr-0');
-  assert.ok(Number(tombstones[0].offset) > Number(outputs.find((r) => r.key?.toString() === 'sr-0' && r.value !== null)?.offset), 'the tombstone follows the record it deletes');
+  assert.ok(
+    Number(tombstones[0].offset) > Number(outputs.find((r) => r.key?.toString() === 'sr-0' && r.value !== null)?.offset),
+    'the tombstone follows the record it deletes',
+  );
   assert.equal(headerString(tombstones[0].headers, SourceHeaders.topic), names.input);
   assert.ok(headerString(tombstones[0].headers, SourceHeaders.offset) !== undefined);
 
   // Dead letters: codes, and the original bytes untouched (the zero-byte value stays zero bytes, not null).
   const dlq = records.filter((r) => r.topic === names.dlq);
   const dlqCodes = new Map(dlq.map((r) => [r.key?.toString() ?? '', headerString(r.headers, DlqHeaders.errorCode)]));
-  assert.deepEqual(Object.fromEntries(dlqCodes), { 'bad-unknown-id': 'SCHEMA_NOT_FOUND', 'bad-json-schema': 'SCHEMA_INCOMPATIBLE', 'bad-zero-bytes': 'DECODE_FAILED' });
+  assert.deepEqual(Object.fromEntries(dlqCodes), {
+    'bad-unknown-id': 'SCHEMA_NOT_FOUND',
+    'bad-json-schema': 'SCHEMA_INCOMPATIBLE',
+    'bad-zero-bytes': 'DECODE_FAILED',
+  });
   for (const r of dlq) {
     const original = inputs.find((i) => i.key === r.key?.toString())?.value;
-    assert.ok(r.value !== null && original !== null && original !== undefined && r.value.equals(original), `${r.key?.toString()}: DLQ keeps the original bytes`);
+    assert.ok(
+      r.value !== null && original !== null && original !== undefined && r.value.equals(original),
+      `${r.key?.toString()}: DLQ keeps the original bytes`,
+    );
   }
   assert.equal(dlq.find((r) => r.key?.toString() === 'bad-zero-bytes')?.value?.length, 0, 'the broker kept an empty value apart from a null one');
 
   // Every registry request was authorised; each writer id was fetched once.
-  assert.ok(registry.requests.every((r) => r.status !== 401), 'basic auth from the files');
+  assert.ok(
+    registry.requests.every((r) => r.status !== 401),
+    'basic auth from the files',
+  );
   assert.equal(registry.requests.filter((r) => r.path === `/schemas/ids/${v2}`).length, 1, 'writer schemas are cached');
   assert.equal(metricSample(exposition, 'bioner_tombstones_total', 'outcome="propagated"'), 1);
   assert.equal(metricSample(exposition, 'bioner_tombstones_total', 'outcome="skipped_no_key"'), 1);
@@ -199,21 +230,27 @@ test('Confluent in and out: evolved writers decode, output is framed with the re
   // An outside client: Python's avro reads the framed values through the registry and slices text by code points.
   const python = '/usr/bin/python3';
   const hasAvro = spawnSync(python, ['-c', 'import avro.io, avro.schema'], { stdio: 'ignore' }).status === 0;
-  await t.test('outside client: python3-avro decodes the framed output through the registry; Python slicing gives the span text', { skip: hasAvro ? false : 'python3-avro is not installed (apt-get install python3-avro)' }, async () => {
-    const payload = JSON.stringify({
-      registry: registry.url,
-      auth,
-      records: outputs.filter((r) => r.value !== null).map((r) => ({ value: (r.value as Buffer).toString('base64'), text: notes.find((n) => n.noteId === r.key?.toString())?.text })),
-    });
-    // Asynchronous: the registry it asks lives in this process.
-    const run = await runPython(python, PYTHON_CONSUMER, payload, 30_000);
-    assert.equal(run.status, 0, run.stderr);
-    const summary = JSON.parse(run.stdout) as { records: number; spans: number; mismatches: number; schemaIds: number[] };
-    assert.equal(summary.records, notes.length);
-    assert.equal(summary.spans, spans);
-    assert.equal(summary.mismatches, 0);
-    assert.deepEqual(summary.schemaIds, [outputIds[0]]);
-  });
+  await t.test(
+    'outside client: python3-avro decodes the framed output through the registry; Python slicing gives the span text',
+    { skip: hasAvro ? false : 'python3-avro is not installed (apt-get install python3-avro)' },
+    async () => {
+      const payload = JSON.stringify({
+        registry: registry.url,
+        auth,
+        records: outputs
+          .filter((r) => r.value !== null)
+          .map((r) => ({ value: (r.value as Buffer).toString('base64'), text: notes.find((n) => n.noteId === r.key?.toString())?.text })),
+      });
+      // Asynchronous: the registry it asks lives in this process.
+      const run = await runPython(python, PYTHON_CONSUMER, payload, 30_000);
+      assert.equal(run.status, 0, run.stderr);
+      const summary = JSON.parse(run.stdout) as { records: number; spans: number; mismatches: number; schemaIds: number[] };
+      assert.equal(summary.records, notes.length);
+      assert.equal(summary.spans, spans);
+      assert.equal(summary.mismatches, 0);
+      assert.deepEqual(summary.schemaIds, [outputIds[0]]);
+    },
+  );
 });
 
 function runPython(python: string, script: string, input: string, timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
@@ -260,7 +297,10 @@ test('registry down, then up: records wait uncommitted (nothing dead-lettered) a
   const subject = `${names.output}-tagged`;
   const outputId = registry.register(subject, JSON.stringify(JSON.parse(readFileSync(schemaPath('tagged-note'), 'utf8')) as unknown));
   const count = 8;
-  await produce(names.input, Array.from({ length: count }, (_, i) => ({ key: `down-${i}`, value: framedV1(v1, note(`down-${i}`, TEXTS[i % TEXTS.length])) })));
+  await produce(
+    names.input,
+    Array.from({ length: count }, (_, i) => ({ key: `down-${i}`, value: framedV1(v1, note(`down-${i}`, TEXTS[i % TEXTS.length])) })),
+  );
   const config = testConfig(cluster.bootstrapServers, names, {
     input: { format: 'avro', avroWireFormat: 'confluent' },
     output: { wireFormat: 'confluent', subject },
@@ -271,8 +311,11 @@ test('registry down, then up: records wait uncommitted (nothing dead-lettered) a
   const ids = /^\/schemas\/ids\//;
   registry.setFault('reset', ids);
   await service.start();
-  assert.ok(registry.requests.some((r) => r.method === 'POST' && r.path === `/subjects/${subject}` && r.status === 200), 'POST /subjects/{subject} found the schema');
-  let report;
+  assert.ok(
+    registry.requests.some((r) => r.method === 'POST' && r.path === `/subjects/${subject}` && r.status === 200),
+    'POST /subjects/{subject} found the schema',
+  );
+  let report: OracleReport;
   try {
     await waitFor(() => registry.requests.filter((r) => r.status === 0).length >= 2, 30_000, 'the router to try the registry while it resets connections');
     registry.setFault('unavailable', ids);
@@ -296,7 +339,10 @@ test('registry down, then up: records wait uncommitted (nothing dead-lettered) a
 test('output.spanText false publishes spans without text; raw wire format stays unframed', async () => {
   const names = await topics('sr-notext', 1);
   const notes = TEXTS.map((text, i) => note(`nt-${i}`, text));
-  await produce(names.input, notes.map((n) => ({ key: n.noteId, value: encodeNote(n, 'json') })));
+  await produce(
+    names.input,
+    notes.map((n) => ({ key: n.noteId, value: encodeNote(n, 'json') })),
+  );
   const config = testConfig(cluster.bootstrapServers, names, { output: { spanText: false } });
   const service = new RouterService(config, createProcessor(config, encoder), silentLogger);
   await service.start();
@@ -324,7 +370,10 @@ test('start-up refuses to run when the output schema cannot be had: not register
     const base = { input: {}, output: { wireFormat: 'confluent' } };
     const lookupOnly = testConfig(cluster.bootstrapServers, names, { ...base, schemaRegistry: { url: registry.url, autoRegister: false } });
     const missing = new RouterService(lookupOnly, createProcessor(lookupOnly, encoder), silentLogger);
-    await assert.rejects(missing.start(), (e: unknown) => e instanceof RouterError && e.code === 'SCHEMA_NOT_FOUND' && e.message.includes(`/subjects/${names.output}-value`));
+    await assert.rejects(
+      missing.start(),
+      (e: unknown) => e instanceof RouterError && e.code === 'SCHEMA_NOT_FOUND' && e.message.includes(`/subjects/${names.output}-value`),
+    );
     await missing.close();
     registry.refuseRegistrations(true);
     const register = testConfig(cluster.bootstrapServers, names, { ...base, schemaRegistry: { url: registry.url } });
@@ -343,7 +392,12 @@ test('a DLQ copy too large for the broker loses its value loudly: header, warn l
   const lines: string[] = [];
   const config = testConfig(cluster.bootstrapServers, names);
   const metrics = createRouterMetrics();
-  const service = new RouterService(config, createProcessor(config, encoder), createLogger('info', (l) => lines.push(l)), metrics.hooks);
+  const service = new RouterService(
+    config,
+    createProcessor(config, encoder),
+    createLogger('info', (l) => lines.push(l)),
+    metrics.hooks,
+  );
   // The DLQ copy with its value is refused as too large (10 = MESSAGE_TOO_LARGE); the copy without it goes through.
   await cluster.pushRequestErrors(ApiKeys.Produce, [10]);
   await service.start();

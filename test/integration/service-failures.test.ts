@@ -40,7 +40,10 @@ after(async () => {
 class FailingTagger implements Tagger {
   readonly route = 'encoder' as const;
   calls = 0;
-  constructor(private readonly trigger: string, private readonly retriable: boolean) {}
+  constructor(
+    private readonly trigger: string,
+    private readonly retriable: boolean,
+  ) {}
   get model() {
     return encoder.model;
   }
@@ -61,12 +64,20 @@ async function setup(prefix: string, texts: string[]): Promise<ReturnType<typeof
   await cluster.createTopic(names.dlq, 1);
   const producer = createProducer(kafka);
   await producer.connect();
-  await producer.send({ topic: names.input, messages: texts.map((text, i) => ({ key: `n-${i}`, value: encodeNote({ noteId: `n-${i}`, text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json') })) });
+  await producer.send({
+    topic: names.input,
+    messages: texts.map((text, i) => ({
+      key: `n-${i}`,
+      value: encodeNote({ noteId: `n-${i}`, text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+    })),
+  });
   await producer.disconnect();
   return names;
 }
 
-const base = fixtureNotes().slice(0, 6).map((n) => n.text);
+const base = fixtureNotes()
+  .slice(0, 6)
+  .map((n) => n.text);
 
 for (const retriable of [true, false]) {
   test(`a ${retriable ? 'retriable' : 'final'} tagging failure is ${retriable ? 'retried, then' : ''} dead-lettered; its neighbours are published`, async () => {
@@ -104,10 +115,14 @@ class HangingTagger implements Tagger {
     const signal = options.signal;
     assert.ok(signal !== undefined, 'the service passes a signal down to the tagger');
     return new Promise<never>((_, reject) => {
-      signal.addEventListener('abort', () => {
-        this.cancelled.push(errorCodeOf(signal.reason));
-        reject(signal.reason);
-      }, { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          this.cancelled.push(errorCodeOf(signal.reason));
+          reject(signal.reason);
+        },
+        { once: true },
+      );
     });
   }
   async close() {}
@@ -115,7 +130,11 @@ class HangingTagger implements Tagger {
 
 test('a note past processing.noteTimeoutMs has its tagging cancelled (NOTE_TIMEOUT), is retried, then dead-lettered; its neighbours are published', async () => {
   const names = await setup('timeout', [base[0], 'Zqxhang marker note .', base[1]]);
-  const config = testConfig(cluster.bootstrapServers, names, { processing: { noteTimeoutMs: 600, maxAttempts: 2 }, routing: { defaultBudgetMs: 500 }, llm: { timeoutMs: 300 } });
+  const config = testConfig(cluster.bootstrapServers, names, {
+    processing: { noteTimeoutMs: 600, maxAttempts: 2 },
+    routing: { defaultBudgetMs: 500 },
+    llm: { timeoutMs: 300 },
+  });
   const tagger = new HangingTagger('Zqxhang');
   const service = new RouterService(config, new NoteProcessor(createRouter({ policy: 'encoder', calibration: null }), { encoder: tagger }), silentLogger);
   await service.start();
@@ -173,6 +192,9 @@ test('stopping while a note waits to retry leaves it uncommitted for redelivery 
   // Offset 2 may have been published by the first consumer too (finished but not committable behind offset 1): at-least-once.
   const records = await readTopics(kafka, [names.output, names.dlq], (rs) => account(rs, names).published.size >= 3, 30_000);
   const acc = account(records, names);
-  assert.ok(acc.published.has('0:1'), `the note that failed during the stop was published by the next consumer: ${JSON.stringify([...acc.published])} ${records.length}`);
+  assert.ok(
+    acc.published.has('0:1'),
+    `the note that failed during the stop was published by the next consumer: ${JSON.stringify([...acc.published])} ${records.length}`,
+  );
   assert.equal(acc.deadLettered.size, 0);
 });

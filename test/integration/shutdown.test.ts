@@ -125,7 +125,10 @@ test('SIGTERM drains: finished notes are published and committed, then a new con
   const startup = await pollReadyz(url, (a) => a.at(-1) === 200 || !alive, 60_000);
   assert.equal(startup.at(-1), 200, `ready at last; answers ${startup.join(',')}`);
   assert.equal(startup[0], 503, `not ready at first; answers ${startup.join(',')}`);
-  assert.ok(startup.slice(0, -1).every((a) => a === 503), `only 503 before the first 200; answers ${startup.join(',')}`);
+  assert.ok(
+    startup.slice(0, -1).every((a) => a === 503),
+    `only 503 before the first 200; answers ${startup.join(',')}`,
+  );
   await waitFor(async () => (await sumOffsets(names.output)) >= 8, 60_000, 'the CLI consumer to publish some notes');
   // The running CLI serves its health and metrics endpoints.
   assert.equal((await fetch(`${url}/readyz`)).status, 200);
@@ -139,8 +142,14 @@ test('SIGTERM drains: finished notes are published and committed, then a new con
   // Once the drain has begun (logged just before close() marks the service stopping), /readyz never says 200 again.
   for (const deadline = Date.now() + 30_000; alive && !stderr().includes('"msg":"draining before exit"') && Date.now() < deadline; await sleep(5));
   const draining = await pollReadyz(url, () => !alive, 60_000);
-  assert.ok(draining.every((a) => a !== 200), `never ready while draining; answers ${draining.join(',')}`);
-  assert.ok(draining.every((a) => a === 503 || typeof a === 'string'), `503, or the connection refused once the server closed; answers ${draining.join(',')}`);
+  assert.ok(
+    draining.every((a) => a !== 200),
+    `never ready while draining; answers ${draining.join(',')}`,
+  );
+  assert.ok(
+    draining.every((a) => a === 503 || typeof a === 'string'),
+    `503, or the connection refused once the server closed; answers ${draining.join(',')}`,
+  );
   const count = (answers: Array<number | string>): string => [...new Set(answers)].map((a) => `${a} x${answers.filter((b) => b === a).length}`).join(', ');
   t.diagnostic(`/readyz during start-up: ${count(startup)}; while draining: ${count(draining)}`);
   const code = await exited;
@@ -161,7 +170,10 @@ test('SIGTERM drains: finished notes are published and committed, then a new con
   assert.equal(await secondExit, 0);
   const acc = account(records, names);
   assert.equal(acc.published.size, 60);
-  assert.ok([...acc.published.values()].every((n) => n === 1), 'no note published twice');
+  assert.ok(
+    [...acc.published.values()].every((n) => n === 1),
+    'no note published twice',
+  );
 });
 
 test('a second signal forces exit without waiting for the drain', async () => {
@@ -183,7 +195,10 @@ class SlowTagger implements Tagger {
   readonly route = 'encoder' as const;
   running = 0;
   maxRunning = 0;
-  constructor(private readonly inner: EncoderTagger, private readonly delayMs: number) {}
+  constructor(
+    private readonly inner: EncoderTagger,
+    private readonly delayMs: number,
+  ) {}
   get model() {
     return this.inner.model;
   }

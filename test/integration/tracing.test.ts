@@ -58,7 +58,11 @@ async function run(config: RouterConfig, inputs: Input[], withLlm = false): Prom
   await producer.connect();
   await producer.send({
     topic: config.input.topic,
-    messages: inputs.map((n) => ({ key: n.id, value: encodeNote({ noteId: n.id, text: n.text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'), headers: n.headers })),
+    messages: inputs.map((n) => ({
+      key: n.id,
+      value: encodeNote({ noteId: n.id, text: n.text, source: null, latencyBudgetMs: null, patientId: null, metadata: null }, 'json'),
+      headers: n.headers,
+    })),
   });
   await producer.disconnect();
   const router = await loadRouter(config);
@@ -193,7 +197,10 @@ test('cascade: the route span carries the decision (after refine), tag encoder a
     assert.ok(near(a[BionerAttr.ROUTE_PREDICTED_LLM_MS], rec.routing.predicted_llm_ms));
     assert.ok(near(a[BionerAttr.ROUTE_PREDICTED_ENCODER_MS], rec.routing.predicted_encoder_ms));
     assert.deepEqual(a[BionerAttr.ROUTE_REASONS], rec.routing.reasons, 'the reasons include the refine step');
-    assert.equal(a[BionerAttr.ROUTE_CHOSEN], rec.routing.sentences_llm === 0 ? 'encoder' : rec.routing.sentences_llm === rec.routing.sentences ? 'llm' : 'mixed');
+    assert.equal(
+      a[BionerAttr.ROUTE_CHOSEN],
+      rec.routing.sentences_llm === 0 ? 'encoder' : rec.routing.sentences_llm === rec.routing.sentences ? 'llm' : 'mixed',
+    );
     const tags = childrenOf(spans, route);
     const enc = one(tags, 'tag encoder');
     assert.equal(enc.attributes[BionerAttr.TAGGER_SENTENCES], rec.routing.sentences);
@@ -262,7 +269,10 @@ test('fallback: a closed LLM port gives tag llm with status ERROR and error.type
     assert.ok(['LLM_UNAVAILABLE', 'LLM_BUDGET_EXCEEDED'].includes(String(r.attributes['error.type'])), String(r.attributes['error.type']));
     assert.equal(r.attributes['http.response.status_code'], undefined, 'no answer, no status');
   }
-  assert.ok(requests.some((r) => r.attributes['error.type'] === 'LLM_UNAVAILABLE'), 'the refused request says so');
+  assert.ok(
+    requests.some((r) => r.attributes['error.type'] === 'LLM_UNAVAILABLE'),
+    'the refused request says so',
+  );
   assert.equal(fallback.attributes[BionerAttr.TAGGER_ROUTE], 'encoder_fallback');
   assert.equal(fallback.attributes[BionerAttr.TAGGER_OK], true);
   assert.equal(fallback.attributes[BionerAttr.TAGGER_SENTENCES], 2);
@@ -284,7 +294,10 @@ test('a dead-lettered record: process span with status ERROR and error.type = th
   const original = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
   const producer = createProducer(kafka);
   await producer.connect();
-  await producer.send({ topic: names.input, messages: [{ key: 'bad-1', value: Buffer.from('{"note_id": "bad-1", "text": "unterminated', 'utf8'), headers: { traceparent: original } }] });
+  await producer.send({
+    topic: names.input,
+    messages: [{ key: 'bad-1', value: Buffer.from('{"note_id": "bad-1", "text": "unterminated', 'utf8'), headers: { traceparent: original } }],
+  });
   await producer.disconnect();
   const service = new RouterService(config, createProcessor(config, encoder), silentLogger);
   await service.start();
@@ -309,14 +322,22 @@ test('a dead-lettered record: process span with status ERROR and error.type = th
 test('OTEL_SERVICE_NAME and OTEL_TRACES_SAMPLER_ARG win over the config; the sampler follows a sampled producer whatever the ratio', async () => {
   const base = testConfig(['localhost:9092'], uniqueNames('env'));
   const local = new InMemorySpanExporter();
-  const second = setupTracing({ ...base.telemetry, sampleRatio: 1 }, { exporter: local, env: { OTEL_SERVICE_NAME: 'router-from-env', OTEL_TRACES_SAMPLER_ARG: '0' } });
+  const second = setupTracing(
+    { ...base.telemetry, sampleRatio: 1 },
+    { exporter: local, env: { OTEL_SERVICE_NAME: 'router-from-env', OTEL_TRACES_SAMPLER_ARG: '0' } },
+  );
   try {
     assert.deepEqual(second.sampling, { name: 'parentbased_traceidratio', ratio: 0 }, 'the sampler run logs at start-up');
     const t = trace.getTracer('bioner-router');
     const root = t.startSpan('root');
     assert.equal(root.isRecording(), false, 'ratio 0: a root span is not sampled');
     root.end();
-    const remote = trace.setSpanContext(ROOT_CONTEXT, { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags: 1, isRemote: true });
+    const remote = trace.setSpanContext(ROOT_CONTEXT, {
+      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+      spanId: '00f067aa0ba902b7',
+      traceFlags: 1,
+      isRemote: true,
+    });
     const child = t.startSpan('child', {}, remote);
     assert.equal(child.isRecording(), true, 'a sampled remote parent is followed');
     child.end();

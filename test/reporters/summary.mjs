@@ -13,10 +13,14 @@ export default async function* summary(source) {
     if (event.type === 'test:start') path.splice(data.nesting, Infinity, data.name);
     if (event.type === 'test:fail' || event.type === 'test:pass') data.name = [...path.slice(0, data.nesting), data.name].join(' > ');
     if (event.type === 'test:fail' && data.details?.type !== 'suite') failed.push({ where: place(data), name: data.name, why: firstLine(data.details?.error) });
-    else if (event.type === 'test:pass' && data.skip !== undefined) skipped.push({ where: place(data), name: data.name, why: data.skip === true ? '(no reason given)' : String(data.skip) });
+    else if (event.type === 'test:pass' && data.skip !== undefined)
+      skipped.push({ where: place(data), name: data.name, why: data.skip === true ? '(no reason given)' : String(data.skip) });
   }
   let out = '\n';
-  out += failed.length === 0 ? 'summary: no test failed\n' : `summary: ${failed.length} failed test(s)\n${failed.map((f) => `  FAIL ${f.name} (${f.where})\n       ${f.why}`).join('\n')}\n`;
+  out +=
+    failed.length === 0
+      ? 'summary: no test failed\n'
+      : `summary: ${failed.length} failed test(s)\n${failed.map((f) => `  FAIL ${f.name} (${f.where})\n       ${f.why}`).join('\n')}\n`;
   if (skipped.length > 0) {
     const reasons = new Map();
     for (const s of skipped) reasons.set(s.why, (reasons.get(s.why) ?? 0) + 1);

@@ -11,7 +11,10 @@ const close = (a: number, b: number): boolean => Math.abs(a - b) < 1e-6;
 
 test('parseLabels maps contiguous ids and names a bad id', () => {
   assert.deepEqual(parseLabels({ '2': 'I-X', '0': 'O', '1': 'B-X' }), ['O', 'B-X', 'I-X']);
-  assert.throws(() => parseLabels({ '0': 'O', '2': 'B-X' }), (e: unknown) => e instanceof ModelLoadError && /"2"/.test(e.message));
+  assert.throws(
+    () => parseLabels({ '0': 'O', '2': 'B-X' }),
+    (e: unknown) => e instanceof ModelLoadError && /"2"/.test(e.message),
+  );
   assert.throws(() => parseLabels({ '0': 'O', '01': 'B-X' }), /"01"/);
   assert.throws(() => parseLabels({ '0': 'O', x: 'B-X' }), /"x"/);
   assert.throws(() => parseLabels({}), ModelLoadError);
@@ -99,8 +102,7 @@ test('viterbi never emits an invalid sequence and matches brute force', () => {
 test('argmax repair: conlleval rule', () => {
   const L = ['O', 'B-X', 'I-X', 'B-Y', 'I-Y'];
   const oneHot = (ks: number[]): Float32Array => P(ks.map((k) => L.map((_, j) => (j === k ? 0.9 : 0.025))));
-  const spans = (ks: number[]): [number, number, string][] =>
-    decodeBio(oneHot(ks), ks.length, L, 'argmax').map((s) => [s.first, s.last, s.label]);
+  const spans = (ks: number[]): [number, number, string][] => decodeBio(oneHot(ks), ks.length, L, 'argmax').map((s) => [s.first, s.last, s.label]);
   // O I-X: I-X after O starts a new entity.
   assert.deepEqual(spans([0, 2]), [[1, 1, 'X']]);
   // B-X I-Y: I-Y after another type starts a new Y entity.
@@ -178,7 +180,17 @@ test('edge cases: empty sentence, long sentence after short, short probs', () =>
   assert.equal(decodeBio(P([...rows.slice(0, 4), [1, 0, 0]]), 4, BIO).length, 1);
   assert.throws(() => decodeBio(new Float32Array(5), 2, BIO), TaggerError);
   // Zero probabilities do not break viterbi (log floor).
-  assert.deepEqual(decodeBioTags(P([[0, 0, 1], [0, 0, 1]]), 2, BIO), [1, 2]);
+  assert.deepEqual(
+    decodeBioTags(
+      P([
+        [0, 0, 1],
+        [0, 0, 1],
+      ]),
+      2,
+      BIO,
+    ),
+    [1, 2],
+  );
 });
 
 test('softmaxInto is stable and normalised', () => {

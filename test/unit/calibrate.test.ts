@@ -22,7 +22,7 @@ function randomUnit(random: () => number): { gold: EvalSpan[]; pred: EvalSpan[] 
   return { gold, pred };
 }
 
-test('per-unit counts add up to StrictScorer\'s figures, bucket by bucket', () => {
+test("per-unit counts add up to StrictScorer's figures, bucket by bucket", () => {
   const random = mulberry32(7);
   const scorer = new StrictScorer();
   const units = Array.from({ length: 300 }, () => randomUnit(random));
@@ -67,7 +67,14 @@ test('the latency line is a least-squares fit over calls of different sizes', ()
   assert.ok(Math.abs(fit.overhead_ms - 12) < 0.5, String(fit.overhead_ms));
   assert.ok(Math.abs(fit.ms_per_token - 0.25) < 0.005, String(fit.ms_per_token));
   assert.ok(fit.p50_ms <= fit.p95_ms && fit.calls === 400 && fit.min_tokens >= 5);
-  assert.deepEqual(fitLatency([{ tokens: 10, ms: 5 }, { tokens: 10, ms: 7 }])?.overhead_ms, 0, 'one size: all per token');
+  assert.deepEqual(
+    fitLatency([
+      { tokens: 10, ms: 5 },
+      { tokens: 10, ms: 7 },
+    ])?.overhead_ms,
+    0,
+    'one size: all per token',
+  );
   assert.equal(fitLatency([]), undefined);
 });
 
@@ -79,8 +86,16 @@ test('writing an entry merges it into the file atomically; the router loads it; 
     partial: true,
     support_by_length: { '1': 10, '2': 5, '3+': 2 },
     routes: {
-      encoder: { f1: { '1': 0.8, '2': 0.7, '3+': 0.5, all: 0.75 }, ms_per_token: 0.03, latency: { overhead_ms: 1.5, ms_per_token: 0.04, p50_ms: 3, p95_ms: 6, calls: 9 } },
-      llm: { f1: { '1': 0.7, '2': 0.7, '3+': 0.6, all: 0.7 }, ms_per_token: 0.5, latency: { overhead_ms: 20, ms_per_token: 0.9, p50_ms: 40, p95_ms: 90, calls: 9 } },
+      encoder: {
+        f1: { '1': 0.8, '2': 0.7, '3+': 0.5, all: 0.75 },
+        ms_per_token: 0.03,
+        latency: { overhead_ms: 1.5, ms_per_token: 0.04, p50_ms: 3, p95_ms: 6, calls: 9 },
+      },
+      llm: {
+        f1: { '1': 0.7, '2': 0.7, '3+': 0.6, all: 0.7 },
+        ms_per_token: 0.5,
+        latency: { overhead_ms: 20, ms_per_token: 0.9, p50_ms: 40, p95_ms: 90, calls: 9 },
+      },
     },
   };
   await writeCalibrationEntry(file, 'mine', entry);
@@ -89,12 +104,20 @@ test('writing an entry merges it into the file atomically; the router loads it; 
   assert.deepEqual(Object.keys(written.datasets).sort(), ['mine', 'other']);
   assert.deepEqual(await readdir(dir), ['calibration.json'], 'no temporary file left');
   const c = await loadCalibration(file, 'mine');
-  assert.deepEqual(c.costs, { encoder: { overheadMs: 1.5, msPerToken: 0.04 }, llm: { overheadMs: 20, msPerToken: 0.9 } }, 'the fitted lines, not the batched per-token costs');
+  assert.deepEqual(
+    c.costs,
+    { encoder: { overheadMs: 1.5, msPerToken: 0.04 }, llm: { overheadMs: 20, msPerToken: 0.9 } },
+    'the fitted lines, not the batched per-token costs',
+  );
   assert.equal(c.partial, true);
   assert.ok(c.gains !== null && Math.abs(c.gains.long - 0.1) < 1e-12);
   await writeFile(file, '{"not": "a calibration"');
   await assert.rejects(writeCalibrationEntry(file, 'mine', entry), (e: unknown) => e instanceof DataFormatError && /not JSON/.test(e.message));
   assert.equal(await readFile(file, 'utf8'), '{"not": "a calibration"', 'left as it was');
-  await assert.rejects(writeCalibrationEntry(join(dir, 'new.json'), 'bad', { routes: {} }), /routes\.encoder/, 'an entry the router could not read is never written');
+  await assert.rejects(
+    writeCalibrationEntry(join(dir, 'new.json'), 'bad', { routes: {} }),
+    /routes\.encoder/,
+    'an entry the router could not read is never written',
+  );
   assert.deepEqual((await readdir(dir)).sort(), ['calibration.json']);
 });

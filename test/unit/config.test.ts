@@ -50,12 +50,15 @@ test('environment overrides map every leaf and parse types', () => {
   assert.ok(vars.includes('BIONER_KAFKA_BROKERS'));
   assert.ok(vars.includes('BIONER_INPUT_MAX_NOTE_BYTES'));
   assert.ok(vars.includes('BIONER_ENCODER_MODEL_DIR'));
-  const raw = applyEnvironment({ input: { topic: 'from-file' } }, {
-    BIONER_KAFKA_BROKERS: 'a:9092, b:9093',
-    BIONER_INPUT_MAX_NOTE_BYTES: '2048',
-    BIONER_INPUT_FROM_BEGINNING: 'false',
-    BIONER_OUTPUT_TOPIC: 'out',
-  });
+  const raw = applyEnvironment(
+    { input: { topic: 'from-file' } },
+    {
+      BIONER_KAFKA_BROKERS: 'a:9092, b:9093',
+      BIONER_INPUT_MAX_NOTE_BYTES: '2048',
+      BIONER_INPUT_FROM_BEGINNING: 'false',
+      BIONER_OUTPUT_TOPIC: 'out',
+    },
+  );
   const c = validateConfig(raw);
   assert.deepEqual(c.kafka.brokers, ['a:9092', 'b:9093']);
   assert.equal(c.input.maxNoteBytes, 2048);
@@ -122,20 +125,33 @@ test('every problem is listed at once, one line each, the first one as the field
   expectField(() => validateConfig(raw), 'input.topik');
 
   // Only cross-field rules broken: all of them, in rule order.
-  const cross = problemLines(() => validateConfig({ processing: { concurrency: 100, maxInFlight: 10 }, routing: { defaultBudgetMs: 60000 }, output: { dlqTopic: 'tagged-notes' } }));
-  assert.deepEqual(cross.map((l) => /"([^"]+)"/.exec(l)?.[1]), ['processing.concurrency', 'routing.defaultBudgetMs', 'output.dlqTopic']);
+  const cross = problemLines(() =>
+    validateConfig({ processing: { concurrency: 100, maxInFlight: 10 }, routing: { defaultBudgetMs: 60000 }, output: { dlqTopic: 'tagged-notes' } }),
+  );
+  assert.deepEqual(
+    cross.map((l) => /"([^"]+)"/.exec(l)?.[1]),
+    ['processing.concurrency', 'routing.defaultBudgetMs', 'output.dlqTopic'],
+  );
 
   // Several unknown keys of one object are each named.
-  assert.deepEqual(problemLines(() => validateConfig({ bogus: {}, other: 1 })).map((l) => /"([^"]+)"/.exec(l)?.[1]), ['bogus', 'other']);
+  assert.deepEqual(
+    problemLines(() => validateConfig({ bogus: {}, other: 1 })).map((l) => /"([^"]+)"/.exec(l)?.[1]),
+    ['bogus', 'other'],
+  );
 });
 
 test('a rule over a refused option is not judged on its default; one line per field', () => {
   // noteTimeoutMs is refused, so "defaultBudgetMs must not exceed noteTimeoutMs (20000)" would judge the default: left out.
-  const lines = problemLines(() => validateConfig({ processing: { noteTimeoutMs: 'long' }, routing: { defaultBudgetMs: 60000 }, kafka: { brokers: ['no-port'], tls: { caFile: '/ca.crt' } } }));
+  const lines = problemLines(() =>
+    validateConfig({ processing: { noteTimeoutMs: 'long' }, routing: { defaultBudgetMs: 60000 }, kafka: { brokers: ['no-port'], tls: { caFile: '/ca.crt' } } }),
+  );
   assert.equal(lines.length, 3, lines.join('\n'));
   // A broker without a port fails only as such, not also the port-range check.
   assert.equal(lines.filter((l) => l.includes('"kafka.brokers.0"')).length, 1);
   assert.ok(lines.some((l) => l.startsWith('config field "processing.noteTimeoutMs"')));
-  assert.ok(lines.some((l) => l.startsWith('config field "kafka.tls.caFile": is set but kafka.tls.enabled is false')), 'rules over the valid options still run');
+  assert.ok(
+    lines.some((l) => l.startsWith('config field "kafka.tls.caFile": is set but kafka.tls.enabled is false')),
+    'rules over the valid options still run',
+  );
   assert.ok(!lines.some((l) => l.includes('routing.defaultBudgetMs')), lines.join('\n'));
 });

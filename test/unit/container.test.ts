@@ -92,7 +92,14 @@ function dockerIgnored(path: string): boolean {
   for (const p of patterns) {
     const negate = p.startsWith('!');
     const pattern = posix.normalize(negate ? p.slice(1) : p).replace(/^\//, '');
-    const re = new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*') + '(/.*)?$');
+    const re = new RegExp(
+      '^' +
+        pattern
+          .split('*')
+          .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+          .join('[^/]*') +
+        '(/.*)?$',
+    );
     if (re.test(path)) ignored = !negate;
   }
   return ignored;
@@ -110,7 +117,10 @@ test('two stages on the Node LTS that package.json pins (node:24-bookworm-slim);
   assert.equal(manifest.engines.node, `>=${major}`, 'engines and the pinned node package agree');
   for (const s of stages) assert.equal(s.image, `node:${major}-bookworm-slim`);
   assert.ok(build.name !== undefined, 'the build stage is named');
-  assert.ok(copies(runtime).some((c) => c.from === build.name), 'runtime copies from the build stage');
+  assert.ok(
+    copies(runtime).some((c) => c.from === build.name),
+    'runtime copies from the build stage',
+  );
 });
 
 test('build stage: npm ci with .npmrc (onnxruntime-node-install=skip), npm run build, npm prune --omit=dev', () => {
@@ -150,7 +160,9 @@ test('runtime COPY --from=build sources are build-stage outputs', () => {
   // A destination ending in / (or several sources) is a directory: each source keeps its base name there.
   const copiedIntoBuild = new Set(
     copies(build).flatMap((c) =>
-      c.sources.map((src) => (c.dest.endsWith('/') || c.sources.length > 1 ? posix.join(buildRoot, c.dest, posix.basename(src)) : posix.join(buildRoot, c.dest))),
+      c.sources.map((src) =>
+        c.dest.endsWith('/') || c.sources.length > 1 ? posix.join(buildRoot, c.dest, posix.basename(src)) : posix.join(buildRoot, c.dest),
+      ),
     ),
   );
   const fromBuild = copies(runtime).filter((c) => c.from === build.name);
@@ -176,7 +188,10 @@ test('runtime COPY --from=build sources are build-stage outputs', () => {
 });
 
 test('runtime: tini as PID 1, entrypoint is the package bin, non-root numeric user, production env, port', () => {
-  const apt = runtime.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join(' && ');
+  const apt = runtime.instructions
+    .filter((i) => i.op === 'RUN')
+    .map((i) => i.args)
+    .join(' && ');
   assert.match(apt, /apt-get install -y --no-install-recommends tini/);
   assert.match(apt, /rm -rf \/var\/lib\/apt\/lists/);
 
@@ -226,7 +241,10 @@ test('runtime copies schemas and the model bundles that exist, including every d
   assert.ok(!models.some((m) => m.startsWith('models/frontier')), 'evaluation plots stay out of the image');
   const d = validateConfig({});
   for (const path of [d.encoder.modelDir, d.llm.modelDir, d.routing.calibrationFile, `models/length-estimator/${d.routing.domain}.json`]) {
-    assert.ok(models.some((m) => path === m || path.startsWith(m + '/')), `default ${path} is in the image`);
+    assert.ok(
+      models.some((m) => path === m || path.startsWith(m + '/')),
+      `default ${path} is in the image`,
+    );
   }
 });
 
@@ -244,7 +262,10 @@ test('the build stage keeps only the target platform of the onnxruntime-node bin
   assert.ok(prune !== undefined, 'a RUN step prunes onnxruntime-node/bin');
   const arg = build.instructions.find((i) => i.op === 'ARG' && i.args.startsWith('TARGETARCH'));
   assert.ok(arg !== undefined, 'TARGETARCH is declared in the build stage');
-  for (const [targetArch, kept] of [['amd64', 'x64'], ['arm64', 'arm64']] as const) {
+  for (const [targetArch, kept] of [
+    ['amd64', 'x64'],
+    ['arm64', 'arm64'],
+  ] as const) {
     const dir = mkdtempSync(join(tmpdir(), 'bioner-ort-'));
     const ort = join(dir, 'node_modules/onnxruntime-node/bin/napi-v6');
     for (const p of ['darwin/arm64', 'darwin/x64', 'win32/x64', 'win32/arm64', 'linux/x64', 'linux/arm64']) {

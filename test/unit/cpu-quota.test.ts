@@ -23,7 +23,7 @@ test('the container CPU limit comes from cgroup v2 cpu.max, else v1 cfs quota/pe
   assert.equal(containerCpuLimit(cgroup({ 'cpu.max': 'garbage' })), undefined);
 });
 
-test('encoder.intraOpThreads 0 follows the CPU limit (rounded down, at least 1); an explicit value wins; no limit keeps onnxruntime\'s default', () => {
+test("encoder.intraOpThreads 0 follows the CPU limit (rounded down, at least 1); an explicit value wins; no limit keeps onnxruntime's default", () => {
   assert.equal(resolveIntraOpThreads(0, 2.5), 2);
   assert.equal(resolveIntraOpThreads(0, 0.5), 1);
   assert.equal(resolveIntraOpThreads(0, undefined), 0);

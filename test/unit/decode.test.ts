@@ -21,7 +21,10 @@ function rejectsWith(value: Buffer | null, code: string, o = opts): InvalidRecor
 }
 
 test('valid JSON note decodes with optional fields', () => {
-  const n = decodeNote(json({ note_id: 'n1', text: 'Aspirin 81 mg', latency_budget_ms: 300, source: 'ed', metadata: { unit: 'icu' }, patient_id: 'P-9' }), opts);
+  const n = decodeNote(
+    json({ note_id: 'n1', text: 'Aspirin 81 mg', latency_budget_ms: 300, source: 'ed', metadata: { unit: 'icu' }, patient_id: 'P-9' }),
+    opts,
+  );
   assert.equal(n.noteId, 'n1');
   assert.equal(n.latencyBudgetMs, 300);
   assert.deepEqual(n.metadata, { unit: 'icu' });
@@ -66,7 +69,11 @@ test('Avro notes round-trip and malformed Avro is refused', () => {
   rejectsWith(Buffer.concat([buf, Buffer.from([0])]), 'DECODE_FAILED', avro);
   rejectsWith(json({ note_id: 'x', text: 'y' }), 'DECODE_FAILED', avro);
   // Empty text is valid Avro but not a valid note.
-  rejectsWith(avroType('clinical-note').toBuffer({ note_id: 'e', text: '', source: null, latency_budget_ms: null, patient_id: null, metadata: null }), 'TEXT_EMPTY', avro);
+  rejectsWith(
+    avroType('clinical-note').toBuffer({ note_id: 'e', text: '', source: null, latency_budget_ms: null, patient_id: null, metadata: null }),
+    'TEXT_EMPTY',
+    avro,
+  );
   // Invalid UTF-8 inside the Avro string: swap a byte of "asthma" for 0xff.
   const bad = Buffer.from(buf);
   const at = bad.indexOf(Buffer.from('asthma'));

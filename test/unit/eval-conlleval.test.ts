@@ -105,7 +105,8 @@ function conlleval(text: string): ConllCounts {
 
 // ---- helpers -----------------------------------------------------------------
 
-const spansOf = (tags: readonly string[]): EvalSpan[] => iobSpans(tags).map((g) => ({ start: g.first, end: g.last + 1, label: g.label, words: g.last - g.first + 1 }));
+const spansOf = (tags: readonly string[]): EvalSpan[] =>
+  iobSpans(tags).map((g) => ({ start: g.first, end: g.last + 1, label: g.label, words: g.last - g.first + 1 }));
 
 function assertSameCounts(r: ReturnType<StrictScorer['result']>, c: ConllCounts): void {
   assert.deepEqual({ tp: r.tp, pred: r.tp + r.fp, gold: r.tp + r.fn }, { tp: c.correct, pred: c.foundGuessed, gold: c.foundCorrect });
@@ -114,7 +115,11 @@ function assertSameCounts(r: ReturnType<StrictScorer['result']>, c: ConllCounts)
     const mine = r.by_label[t];
     const ref = c.byType.get(t) ?? { correct: 0, foundCorrect: 0, foundGuessed: 0 };
     assert.ok(mine !== undefined, `label ${t} missing from by_label`);
-    assert.deepEqual({ tp: mine.tp, pred: mine.tp + mine.fp, gold: mine.tp + mine.fn }, { tp: ref.correct, pred: ref.foundGuessed, gold: ref.foundCorrect }, `label ${t}`);
+    assert.deepEqual(
+      { tp: mine.tp, pred: mine.tp + mine.fp, gold: mine.tp + mine.fn },
+      { tp: ref.correct, pred: ref.foundGuessed, gold: ref.foundCorrect },
+      `label ${t}`,
+    );
   }
 }
 
@@ -163,7 +168,11 @@ test('random tag sequences in every scheme: scorer counts equal conlleval counts
     // Predictions mostly copy gold, so many chunks match and the end/start rules are exercised on both sides.
     const pred = gold.map((g) => (rand() < 0.7 ? g : pick()));
     scorer.add(spansOf(gold), spansOf(pred));
-    text += conllSentence(gold.map((_, i) => `t${i}`), gold, pred);
+    text += conllSentence(
+      gold.map((_, i) => `t${i}`),
+      gold,
+      pred,
+    );
   }
   const r = scorer.result();
   assert.ok(r.tp > 1000 && r.fp > 100 && r.fn > 100, 'the sample has matches and misses');
@@ -237,7 +246,10 @@ test('eval --predictions: an unwritable path fails before tagging', async () => 
     },
     close: async () => {},
   };
-  await assert.rejects(evaluateIob(tagger, data, { predictions: join(dir, 'no-such-dir', 'p.conll') }), (e: unknown) => e instanceof DataFormatError && /cannot write predictions/.test(e.message));
+  await assert.rejects(
+    evaluateIob(tagger, data, { predictions: join(dir, 'no-such-dir', 'p.conll') }),
+    (e: unknown) => e instanceof DataFormatError && /cannot write predictions/.test(e.message),
+  );
   assert.equal(tagged, false);
 });
 

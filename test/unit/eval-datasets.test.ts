@@ -97,7 +97,13 @@ test('readIob accepts IOBES and BILOU tag files', async () => {
   const p = join(dir, 'iobes.tsv');
   await writeFile(p, 'a\tS-X\nb\tB-Y\nc\tE-Y\n\nd\tU-X\ne\tL-X\n');
   const data = await readIob(p);
-  assert.deepEqual(data.map((d) => d.tags), [['S-X', 'B-Y', 'E-Y'], ['U-X', 'L-X']]);
+  assert.deepEqual(
+    data.map((d) => d.tags),
+    [
+      ['S-X', 'B-Y', 'E-Y'],
+      ['U-X', 'L-X'],
+    ],
+  );
   assert.deepEqual(chunks(data[0].tags), ['0-0:X', '1-2:Y']);
   assert.deepEqual(chunks(data[1].tags), ['0-0:X', '1-1:X']);
 });
@@ -176,11 +182,7 @@ test('CSV: quotes, "" escapes, newlines inside quotes, CRLF, empty transcription
       '3,last,"x",\r\n',
   );
   assert.deepEqual(await readMtsamplesCsv(p), ['SUBJECTIVE:,  She said "no".\r\nPLAN: rest.', 'Simple note', 'x']);
-  assert.deepEqual(await readNotesFile(p), [
-    { text: 'SUBJECTIVE:,  She said "no".\r\nPLAN: rest.' },
-    { text: 'Simple note' },
-    { text: 'x' },
-  ]);
+  assert.deepEqual(await readNotesFile(p), [{ text: 'SUBJECTIVE:,  She said "no".\r\nPLAN: rest.' }, { text: 'Simple note' }, { text: 'x' }]);
   assert.deepEqual(parseCsv('a,b\n1,\n\n"q"",",2'), [
     ['a', 'b'],
     ['1', ''],

@@ -85,17 +85,27 @@ function coordinates(els: Element[]): Array<[number, number]> {
   };
   for (const e of els) {
     const a = e.attrs;
-    for (const [x, y] of [['x', 'y'], ['cx', 'cy'], ['x1', 'y1'], ['x2', 'y2']]) {
+    for (const [x, y] of [
+      ['x', 'y'],
+      ['cx', 'cy'],
+      ['x1', 'y1'],
+      ['x2', 'y2'],
+    ]) {
       if (a.has(x) || a.has(y)) out.push([num(a.get(x) ?? ''), num(a.get(y) ?? '')]);
     }
     const points = a.get('points');
-    if (points !== undefined) for (const p of points.split(' ')) {
-      const [x, y] = p.split(',');
-      out.push([num(x), num(y)]);
-    }
+    if (points !== undefined)
+      for (const p of points.split(' ')) {
+        const [x, y] = p.split(',');
+        out.push([num(x), num(y)]);
+      }
     const d = a.get('d');
     if (d !== undefined) {
-      for (const seg of d.replace(/Z/g, '').split(/[ML]/).map((s) => s.trim()).filter(Boolean)) {
+      for (const seg of d
+        .replace(/Z/g, '')
+        .split(/[ML]/)
+        .map((s) => s.trim())
+        .filter(Boolean)) {
         const [x, y] = seg.split(/\s+/);
         out.push([num(x), num(y)]);
       }
@@ -185,7 +195,10 @@ test('SVG: well-formed, one marker per point, legend, fixed points labelled, Par
   assert.equal(series.length, 2);
   for (const s of series) {
     const xs = (s.attrs.get('points') ?? '').split(' ').map((p) => Number(p.split(',')[0]));
-    assert.deepEqual(xs, [...xs].sort((a, b) => a - b));
+    assert.deepEqual(
+      xs,
+      [...xs].sort((a, b) => a - b),
+    );
   }
   // Fixed points are larger; every policy has its own colour.
   const radius = (e: Element): number => Number(e.attrs.get('r') ?? 0);
@@ -198,7 +211,9 @@ test('SVG: well-formed, one marker per point, legend, fixed points labelled, Par
   // Known policies keep their style whichever others are present.
   const llmOnly = frontierSvg([pt('llm', null, 0.78, 10)], { title: 't' });
   const llmMarker = (x: string): string | undefined =>
-    parseXml(x).find((e) => e.attrs.get('class') === 'legend-marker' && e.attrs.get('fill') !== undefined)?.attrs.get('fill');
+    parseXml(x)
+      .find((e) => e.attrs.get('class') === 'legend-marker' && e.attrs.get('fill') !== undefined)
+      ?.attrs.get('fill');
   assert.equal(llmMarker(llmOnly), fills.size === 4 ? [...fills][1] : undefined);
   // Same input, same bytes.
   assert.equal(frontierSvg(SAMPLE, { title: 'Routing frontier', subtitle: 'BC5CDR test' }), svg);

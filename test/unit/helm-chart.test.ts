@@ -110,7 +110,11 @@ interface NetworkPeer {
   ipBlock?: { cidr: string };
 }
 interface NetworkPolicy extends K8sObject {
-  spec: { policyTypes: string[]; ingress: Array<{ ports: Array<{ port: number }>; from?: NetworkPeer[] }>; egress: Array<{ to?: NetworkPeer[]; ports: Array<{ port: number }> }> };
+  spec: {
+    policyTypes: string[];
+    ingress: Array<{ ports: Array<{ port: number }>; from?: NetworkPeer[] }>;
+    egress: Array<{ to?: NetworkPeer[]; ports: Array<{ port: number }> }>;
+  };
 }
 interface ScaledObject extends K8sObject {
   spec: { maxReplicaCount: number; triggers: Array<{ type: string; metadata: StrMap; authenticationRef?: { name: string } }> };
@@ -220,7 +224,9 @@ function templateFiles(): string[] {
   return out.sort();
 }
 
-const defaults = parseYaml(readFileSync(join(chartDir, 'values.yaml'), 'utf8')) as { config: { shutdown: { drainTimeoutMs: number }; telemetry: { port: number } } };
+const defaults = parseYaml(readFileSync(join(chartDir, 'values.yaml'), 'utf8')) as {
+  config: { shutdown: { drainTimeoutMs: number }; telemetry: { port: number } };
+};
 
 // ---------- helm lint ----------
 test('helm lint --strict passes with the default values and with deploy/values-production.yaml', { skip }, () => {
@@ -242,7 +248,18 @@ for (const [label, layers, production] of cases) {
   test(`helm template (${label}): the expected objects, each labelled for Helm, in the release namespace`, { skip }, () => {
     const m = render(...layers);
     const expected = production
-      ? ['configmap.yaml', 'deployment.yaml', 'keda-scaledobject.yaml', 'keda-triggerauthentication.yaml', 'networkpolicy.yaml', 'pdb.yaml', 'service.yaml', 'serviceaccount.yaml', 'servicemonitor.yaml', 'tests/test-readyz.yaml']
+      ? [
+          'configmap.yaml',
+          'deployment.yaml',
+          'keda-scaledobject.yaml',
+          'keda-triggerauthentication.yaml',
+          'networkpolicy.yaml',
+          'pdb.yaml',
+          'service.yaml',
+          'serviceaccount.yaml',
+          'servicemonitor.yaml',
+          'tests/test-readyz.yaml',
+        ]
       : ['configmap.yaml', 'deployment.yaml', 'pdb.yaml', 'service.yaml', 'serviceaccount.yaml', 'tests/test-readyz.yaml'];
     assert.deepEqual(m.map((x) => x.source.replace(/^templates\//, '')).sort(), expected);
     const chart = parseYaml(readFileSync(join(chartDir, 'Chart.yaml'), 'utf8')) as { name: string; version: string; appVersion: string };
@@ -308,13 +325,23 @@ for (const [label, layers, production] of cases) {
       assert.match(mnt.mountPath, /^\/etc\/bioner-router\/secrets\//);
     }
     const cfg = validateConfig(parseYaml(one<ConfigMap>(m, 'ConfigMap').data['config.yaml']));
-    const paths = [cfg.kafka.tls.caFile, cfg.kafka.tls.certFile, cfg.kafka.tls.keyFile, cfg.kafka.sasl?.usernameFile, cfg.kafka.sasl?.passwordFile, cfg.llm.apiKeyFile].filter((f): f is string => f !== undefined);
+    const paths = [
+      cfg.kafka.tls.caFile,
+      cfg.kafka.tls.certFile,
+      cfg.kafka.tls.keyFile,
+      cfg.kafka.sasl?.usernameFile,
+      cfg.kafka.sasl?.passwordFile,
+      cfg.llm.apiKeyFile,
+    ].filter((f): f is string => f !== undefined);
     for (const f of paths) {
       const dir = f.slice(0, f.lastIndexOf('/'));
       const key = f.slice(f.lastIndexOf('/') + 1);
       const mnt = [...mounts.values()].find((x) => x.mountPath === dir);
       assert.ok(mnt !== undefined, `${f} lies in a mounted secret`);
-      assert.ok(vols.get(mnt.name)?.secret?.items.some((it) => it.path === key), `${f}: the secret projects ${key}`);
+      assert.ok(
+        vols.get(mnt.name)?.secret?.items.some((it) => it.path === key),
+        `${f}: the secret projects ${key}`,
+      );
     }
     assert.equal(secretVols.length, production ? 3 : 0);
     for (const e of c.env ?? []) {
@@ -323,7 +350,10 @@ for (const [label, layers, production] of cases) {
     }
     assert.equal(c.envFrom, undefined);
     assert.ok(c.env?.some((e) => e.name === 'OTEL_SERVICE_NAME'));
-    assert.ok((pod.terminationGracePeriodSeconds ?? 0) > cfg.shutdown.drainTimeoutMs / 1000 + APP_FORCE_EXIT_S, `${pod.terminationGracePeriodSeconds}s > drain + ${APP_FORCE_EXIT_S}s`);
+    assert.ok(
+      (pod.terminationGracePeriodSeconds ?? 0) > cfg.shutdown.drainTimeoutMs / 1000 + APP_FORCE_EXIT_S,
+      `${pod.terminationGracePeriodSeconds}s > drain + ${APP_FORCE_EXIT_S}s`,
+    );
     assert.ok(c.resources.requests?.memory !== undefined && c.resources.limits?.memory !== undefined);
     assert.match(dep.spec.template.metadata.annotations['checksum/config'] ?? '', /^[0-9a-f]{64}$/);
     assert.equal(one<ServiceAccount>(m, 'ServiceAccount').automountServiceAccountToken, false);
@@ -348,7 +378,9 @@ for (const [label, layers, production] of cases) {
   });
 }
 
-test('helm template (production): KEDA trigger with its TriggerAuthentication, ServiceMonitor job label, NetworkPolicy peers, pull secrets, zone spread', { skip }, () => {
+test('helm template (production): KEDA trigger with its TriggerAuthentication, ServiceMonitor job label, NetworkPolicy peers, pull secrets, zone spread', {
+  skip,
+}, () => {
   const m = render(PROD);
   const so = one<ScaledObject>(m, 'ScaledObject');
   const trigger = so.spec.triggers[0];
@@ -381,14 +413,23 @@ test('helm template (production): KEDA trigger with its TriggerAuthentication, S
   for (const r of np.spec.egress) assert.ok((r.to ?? []).length > 0, 'every egress rule names its peers');
   assert.equal(np.spec.ingress[0].ports[0].port, 9464);
   const from = np.spec.ingress[0].from ?? [];
-  assert.ok(from.some((p) => p.podSelector?.matchLabels?.['app.kubernetes.io/component'] === 'helm-test'), 'the helm test pod may reach the metrics port');
+  assert.ok(
+    from.some((p) => p.podSelector?.matchLabels?.['app.kubernetes.io/component'] === 'helm-test'),
+    'the helm test pod may reach the metrics port',
+  );
   const testLabels = testPod(m).metadata.labels ?? {};
   const testPeer = from.find((p) => p.podSelector !== undefined);
-  assert.ok(Object.entries(testPeer?.podSelector?.matchLabels ?? {}).every(([k, v]) => testLabels[k] === v), 'the peer selects the test pod');
+  assert.ok(
+    Object.entries(testPeer?.podSelector?.matchLabels ?? {}).every(([k, v]) => testLabels[k] === v),
+    'the peer selects the test pod',
+  );
   const pod = one<Deployment>(m, 'Deployment').spec.template.spec;
   assert.deepEqual(pod.imagePullSecrets, [{ name: 'registry-credentials' }]);
   assert.deepEqual(testPod(m).spec.imagePullSecrets, [{ name: 'registry-credentials' }]);
-  assert.deepEqual(pod.topologySpreadConstraints?.[0].labelSelector.matchLabels, { 'app.kubernetes.io/name': 'bioner-router', 'app.kubernetes.io/instance': RELEASE });
+  assert.deepEqual(pod.topologySpreadConstraints?.[0].labelSelector.matchLabels, {
+    'app.kubernetes.io/name': 'bioner-router',
+    'app.kubernetes.io/instance': RELEASE,
+  });
 });
 
 test('checksum/config: changes with the rendered config, not with unrelated values', { skip }, () => {
@@ -401,7 +442,16 @@ test('checksum/config: changes with the rendered config, not with unrelated valu
 
 test('chart knobs: image digest, pull secrets, pod labels/annotations, SA annotations, spread, affinity, extra env/volumes, tests image', { skip }, () => {
   const digest = `sha256:${'a'.repeat(64)}`;
-  const affinity = { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { 'app.kubernetes.io/name': 'bioner-router' } } } }] } };
+  const affinity = {
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        {
+          weight: 100,
+          podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { 'app.kubernetes.io/name': 'bioner-router' } } },
+        },
+      ],
+    },
+  };
   const m = render({
     image: { digest },
     imagePullSecrets: [{ name: 'regcred' }],
@@ -428,11 +478,20 @@ test('chart knobs: image digest, pull secrets, pod labels/annotations, SA annota
   assert.equal(dep.spec.template.metadata.annotations['example.com/owner'], 'nlp');
   assert.ok(dep.spec.template.metadata.annotations['checksum/config'] !== undefined, 'pod annotations do not displace the checksum');
   assert.equal(one<ServiceAccount>(m, 'ServiceAccount').metadata.annotations?.['eks.amazonaws.com/role-arn'], 'arn:aws:iam::1:role/r');
-  assert.deepEqual(pod.topologySpreadConstraints?.map((t) => t.labelSelector.matchLabels), [{ 'app.kubernetes.io/name': 'bioner-router', 'app.kubernetes.io/instance': RELEASE }, { custom: 'x' }]);
+  assert.deepEqual(
+    pod.topologySpreadConstraints?.map((t) => t.labelSelector.matchLabels),
+    [{ 'app.kubernetes.io/name': 'bioner-router', 'app.kubernetes.io/instance': RELEASE }, { custom: 'x' }],
+  );
   assert.deepEqual(pod.affinity, affinity);
-  assert.deepEqual(c.env?.map((e) => e.name), ['OTEL_SERVICE_NAME', 'NODE_OPTIONS']);
+  assert.deepEqual(
+    c.env?.map((e) => e.name),
+    ['OTEL_SERVICE_NAME', 'NODE_OPTIONS'],
+  );
   assert.deepEqual(pod.volumes?.find((v) => v.name === 'extra-ca')?.configMap, { name: 'corp-ca' });
-  assert.deepEqual(c.volumeMounts?.find((v) => v.name === 'extra-ca'), { name: 'extra-ca', mountPath: '/etc/ssl/corp', readOnly: true });
+  assert.deepEqual(
+    c.volumeMounts?.find((v) => v.name === 'extra-ca'),
+    { name: 'extra-ca', mountPath: '/etc/ssl/corp', readOnly: true },
+  );
   const t = testPod(m);
   assert.equal(t.spec.containers[0].image, `registry.example.internal/curl:8@${digest}`);
   assert.deepEqual(t.spec.imagePullSecrets, [{ name: 'regcred' }]);
@@ -466,11 +525,17 @@ test('KEDA auth follows kafkaTls / kafkaSasl: none for plaintext or a public CA,
   const publicCa = render(on, { kafkaTls: { enabled: true } });
   assert.equal(one<ScaledObject>(publicCa, 'ScaledObject').spec.triggers[0].metadata.tls, 'enable');
   assert.equal(all(publicCa, 'TriggerAuthentication').length, 0, 'TLS against a public CA needs no secret');
-  const mtls = render(on, { kafkaTls: { enabled: true, rejectUnauthorized: false, clientSecret: 'client-tls' }, kafkaSasl: { enabled: true, mechanism: 'plain', existingSecret: 'creds' } });
+  const mtls = render(on, {
+    kafkaTls: { enabled: true, rejectUnauthorized: false, clientSecret: 'client-tls' },
+    kafkaSasl: { enabled: true, mechanism: 'plain', existingSecret: 'creds' },
+  });
   const trig = one<ScaledObject>(mtls, 'ScaledObject').spec.triggers[0];
   assert.equal(trig.metadata.sasl, 'plaintext');
   assert.equal(trig.metadata.unsafeSsl, 'true');
-  assert.deepEqual(one<TriggerAuthentication>(mtls, 'TriggerAuthentication').spec.secretTargetRef.map((r) => `${r.parameter}=${r.name}/${r.key}`), ['username=creds/username', 'password=creds/password', 'cert=client-tls/tls.crt', 'key=client-tls/tls.key']);
+  assert.deepEqual(
+    one<TriggerAuthentication>(mtls, 'TriggerAuthentication').spec.secretTargetRef.map((r) => `${r.parameter}=${r.name}/${r.key}`),
+    ['username=creds/username', 'password=creds/password', 'cert=client-tls/tls.crt', 'key=client-tls/tls.key'],
+  );
 });
 
 test('the HPA renders at the partition bound; with production, every template file renders in some case', { skip }, () => {
@@ -478,7 +543,11 @@ test('the HPA renders at the partition bound; with production, every template fi
   assert.equal(m.filter((x) => x.source === 'templates/hpa.yaml').length, 1);
   assert.equal(one<Deployment>(m, 'Deployment').spec.replicas, undefined);
   const seen = new Set([...m, ...render(PROD)].map((x) => x.source));
-  assert.deepEqual(templateFiles().filter((f) => !seen.has(f)), [], 'a template no test renders');
+  assert.deepEqual(
+    templateFiles().filter((f) => !seen.has(f)),
+    [],
+    'a template no test renders',
+  );
 });
 
 test('values.schema.json (enforced by helm) rejects bad values and names the field', { skip }, async () => {
@@ -522,23 +591,34 @@ test('template fail: bounds against partitions, SASL without a secret, HPA+KEDA,
 test('NetworkPolicy: enabling it without explicit destinations fails the render with the field named', { skip }, () => {
   const kafkaTo = [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kafka' } } }];
   assert.match(renderFails({ networkPolicy: { enabled: true } }), /networkPolicy\.kafka\.to is empty: .*any destination/);
-  assert.match(renderFails({ networkPolicy: { enabled: true, kafka: { to: kafkaTo } }, config: { llm: { adapter: 'openai', baseUrl: 'http://vllm:8000', model: 'm' } } }), /networkPolicy\.llm\.to is empty: config\.llm\.adapter is "openai"/);
-  assert.match(renderFails({ networkPolicy: { enabled: true, kafka: { to: kafkaTo } }, otel: { endpoint: 'http://collector:4318' } }), /networkPolicy\.otelCollector\.to is empty/);
+  assert.match(
+    renderFails({ networkPolicy: { enabled: true, kafka: { to: kafkaTo } }, config: { llm: { adapter: 'openai', baseUrl: 'http://vllm:8000', model: 'm' } } }),
+    /networkPolicy\.llm\.to is empty: config\.llm\.adapter is "openai"/,
+  );
+  assert.match(
+    renderFails({ networkPolicy: { enabled: true, kafka: { to: kafkaTo } }, otel: { endpoint: 'http://collector:4318' } }),
+    /networkPolicy\.otelCollector\.to is empty/,
+  );
   assert.match(renderFails(PROD, { networkPolicy: { kafka: { to: [] } } }), /networkPolicy\.kafka\.to is empty/);
   // The in-process ONNX LLM needs no LLM egress; with only Kafka named the policy renders, and every rule has peers.
   const np = one<NetworkPolicy>(render({ networkPolicy: { enabled: true, kafka: { to: kafkaTo } } }), 'NetworkPolicy');
-  assert.deepEqual(np.spec.egress.map((r) => r.ports.map((p) => p.port).join(',')), ['53,53', '9092,9093']);
+  assert.deepEqual(
+    np.spec.egress.map((r) => r.ports.map((p) => p.port).join(',')),
+    ['53,53', '9092,9093'],
+  );
   for (const r of np.spec.egress) assert.ok((r.to ?? []).length > 0);
   assert.equal(np.spec.ingress[0].from, undefined, 'metricsFrom [] leaves the metrics port open to scrapers anywhere');
   // Disabled (the default): no policy at all, and the render does not fail.
   assert.equal(all(render(), 'NetworkPolicy').length, 0);
 });
 
-test('grace period follows drainTimeoutMs; the margin outlasts the app\'s force-exit', { skip }, () => {
+test("grace period follows drainTimeoutMs; the margin outlasts the app's force-exit", { skip }, () => {
   const dep = one<Deployment>(render({ config: { shutdown: { drainTimeoutMs: 60500 } } }), 'Deployment');
   assert.equal(dep.spec.template.spec.terminationGracePeriodSeconds, 61 + 15);
   assert.equal(APP_FORCE_EXIT_S, 10);
-  const schema = JSON.parse(readFileSync(join(chartDir, 'values.schema.json'), 'utf8')) as { properties: { terminationGraceMarginSeconds: { minimum: number } } };
+  const schema = JSON.parse(readFileSync(join(chartDir, 'values.schema.json'), 'utf8')) as {
+    properties: { terminationGraceMarginSeconds: { minimum: number } };
+  };
   assert.ok(schema.properties.terminationGraceMarginSeconds.minimum > APP_FORCE_EXIT_S);
   render({ terminationGraceMarginSeconds: 11 });
 });
@@ -552,7 +632,10 @@ test('the chart ships a README, NOTES.txt and .helmignore; NOTES renders', { ski
   const notes = readFileSync(join(copy, 'templates/NOTES.txt'), 'utf8');
   rmSync(join(copy, 'templates/NOTES.txt'));
   writeFileSync(join(copy, 'templates/_notes-under-test.tpl'), `{{- define "notes-under-test" -}}\n${notes}{{- end -}}\n`);
-  writeFileSync(join(copy, 'templates/notes-under-test.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "notes-under-test" . | quote }}\n');
+  writeFileSync(
+    join(copy, 'templates/notes-under-test.yaml'),
+    'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "notes-under-test" . | quote }}\n',
+  );
   const out = (layers: Layer[]): string => {
     const r = runTool(helm, ['template', RELEASE, copy, '--namespace', NAMESPACE, '--show-only', 'templates/notes-under-test.yaml', ...valueArgs(layers)]);
     assert.equal(r.status, 0, r.stderr);
@@ -582,6 +665,7 @@ test('helm package: the chart packages with its README, schema and test hook; .h
   const list = spawnSync('tar', ['-tzf', join(dest, tgz)], { encoding: 'utf8' });
   assert.equal(list.status, 0, list.stderr);
   const entries = list.stdout.split('\n').filter((l) => l !== '');
-  for (const f of ['Chart.yaml', 'values.yaml', 'values.schema.json', 'README.md', 'templates/NOTES.txt', 'templates/tests/test-readyz.yaml']) assert.ok(entries.includes(`bioner-router/${f}`), `${f} is packaged`);
+  for (const f of ['Chart.yaml', 'values.yaml', 'values.schema.json', 'README.md', 'templates/NOTES.txt', 'templates/tests/test-readyz.yaml'])
+    assert.ok(entries.includes(`bioner-router/${f}`), `${f} is packaged`);
   assert.ok(!entries.some((e) => e.endsWith('.swp')), 'editor leftovers are ignored');
 });

@@ -25,8 +25,29 @@ test('a throwing or rejecting hook is logged and never escapes', async () => {
   try {
     hooks.noteReceived({ topic: 't', partition: 0, offset: '0', bytes: 1 });
     hooks.notePublished({
-      noteId: 'n', topic: 't', spans: 0, totalMs: 1, routes: { encoder: 0, llm: 0, encoder_fallback: 0 },
-      routing: { policy: 'encoder', budgetMs: 1, sentences: 0, sentencesEncoder: 0, sentencesLlm: 0, reasons: [], granularity: 'sentence', budgetSource: 'default', effectiveBudgetMs: 1, loadFactor: 1, predictedEncoderMs: 0, predictedLlmMs: 0, actualEncoderMs: 0, actualLlmMs: 0, llmSentences: [], estimatedGain: 0 },
+      noteId: 'n',
+      topic: 't',
+      spans: 0,
+      totalMs: 1,
+      routes: { encoder: 0, llm: 0, encoder_fallback: 0 },
+      routing: {
+        policy: 'encoder',
+        budgetMs: 1,
+        sentences: 0,
+        sentencesEncoder: 0,
+        sentencesLlm: 0,
+        reasons: [],
+        granularity: 'sentence',
+        budgetSource: 'default',
+        effectiveBudgetMs: 1,
+        loadFactor: 1,
+        predictedEncoderMs: 0,
+        predictedLlmMs: 0,
+        actualEncoderMs: 0,
+        actualLlmMs: 0,
+        llmSentences: [],
+        estimatedGain: 0,
+      },
     });
     hooks.noteDeadLettered({ topic: 't', partition: 0, offset: '0', code: 'X', stage: 'decode' }); // not provided: a no-op
     await new Promise((r) => setTimeout(r, 20));

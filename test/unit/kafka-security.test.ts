@@ -113,7 +113,9 @@ test('tls.enabled alone gives ssl: true (Node CAs, full verification)', async ()
 test('TLS files map to ssl { ca, cert, key, rejectUnauthorized, servername } with the file contents', async () => {
   const f = await tempFiles({ 'ca.crt': 'CA-PEM\n', 'tls.crt': 'CERT-PEM\n', 'tls.key': 'KEY-PEM\n' });
   const c = validateConfig({
-    kafka: { tls: { enabled: true, caFile: f['ca.crt'], certFile: f['tls.crt'], keyFile: f['tls.key'], rejectUnauthorized: false, servername: 'kafka.internal' } },
+    kafka: {
+      tls: { enabled: true, caFile: f['ca.crt'], certFile: f['tls.crt'], keyFile: f['tls.key'], rejectUnauthorized: false, servername: 'kafka.internal' },
+    },
   });
   const opts = await kafkaSecurityOptions(c.kafka);
   assert.ok(opts.ssl !== undefined && opts.ssl !== true);
@@ -147,7 +149,11 @@ test('cross-field rules name the field', async () => {
   expectField(() => validateConfig({ kafka: { tls: { enabled: true, certFile: f['tls.crt'] } } }), 'kafka.tls.keyFile', /certFile/);
   expectField(() => validateConfig({ kafka: { tls: { enabled: true, keyFile: f['tls.key'] } } }), 'kafka.tls.certFile', /keyFile/);
   expectField(() => validateConfig({ kafka: { tls: { caFile: f['ca.crt'] } } }), 'kafka.tls.caFile', /enabled is false/);
-  expectField(() => validateConfig({ kafka: { tls: { enabled: false, certFile: f['tls.crt'], keyFile: f['tls.key'] } } }), 'kafka.tls.certFile', /enabled is false/);
+  expectField(
+    () => validateConfig({ kafka: { tls: { enabled: false, certFile: f['tls.crt'], keyFile: f['tls.key'] } } }),
+    'kafka.tls.certFile',
+    /enabled is false/,
+  );
   expectField(() => validateConfig({ kafka: { tls: { servername: 'x' } } }), 'kafka.tls.servername', /enabled is false/);
   expectField(() => validateConfig({ kafka: { sasl: { mechanism: 'plain', usernameFile: f.u, passwordFile: f.p } } }), 'kafka.sasl.mechanism', /clear text/);
   // Schema-level: the enum, required files and unknown keys.
@@ -167,7 +173,10 @@ test('a missing, unreadable or empty file is a ConfigError naming the field, wit
   await expectFieldAsync(kafkaSecurityOptions(sasl(f.u, missing)), 'kafka.sasl.passwordFile', ['TOP-SECRET', 'router-user']);
   await expectFieldAsync(kafkaSecurityOptions(sasl(f.u, f.empty)), 'kafka.sasl.passwordFile');
   await expectFieldAsync(kafkaSecurityOptions(validateConfig({ kafka: { tls: { enabled: true, caFile: missing } } }).kafka), 'kafka.tls.caFile');
-  await expectFieldAsync(kafkaSecurityOptions(validateConfig({ kafka: { tls: { enabled: true, certFile: f.cert, keyFile: missing } } }).kafka), 'kafka.tls.keyFile');
+  await expectFieldAsync(
+    kafkaSecurityOptions(validateConfig({ kafka: { tls: { enabled: true, certFile: f.cert, keyFile: missing } } }).kafka),
+    'kafka.tls.keyFile',
+  );
   if (process.getuid?.() !== 0) {
     await chmod(f.secret, 0o000);
     await expectFieldAsync(kafkaSecurityOptions(sasl(f.u, f.secret)), 'kafka.sasl.passwordFile', ['TOP-SECRET']);
@@ -177,7 +186,10 @@ test('a missing, unreadable or empty file is a ConfigError naming the field, wit
 test('createKafka refuses a TLS/SASL config whose options were not resolved (no silent plain-text fallback)', async () => {
   const f = await tempFiles({ u: 'u', p: 'p' });
   expectField(() => createKafka(validateConfig({ kafka: { tls: { enabled: true } } }).kafka, silent), 'kafka.tls.enabled');
-  expectField(() => createKafka(validateConfig({ kafka: { sasl: { mechanism: 'scram-sha-256', usernameFile: f.u, passwordFile: f.p } } }).kafka, silent), 'kafka.sasl');
+  expectField(
+    () => createKafka(validateConfig({ kafka: { sasl: { mechanism: 'scram-sha-256', usernameFile: f.u, passwordFile: f.p } } }).kafka, silent),
+    'kafka.sasl',
+  );
 });
 
 test('environment variables exist for every TLS/SASL key and build a valid config', async () => {
@@ -196,14 +208,17 @@ test('environment variables exist for every TLS/SASL key and build a valid confi
   for (const [variable, path] of Object.entries(expected)) assert.equal(vars.get(variable), path, variable);
   const f = await tempFiles({ 'ca.crt': 'CA', u: 'user\n', p: 'pw\n' });
   const c = validateConfig(
-    applyEnvironment({}, {
-      BIONER_KAFKA_TLS_ENABLED: 'true',
-      BIONER_KAFKA_TLS_CA_FILE: f['ca.crt'],
-      BIONER_KAFKA_TLS_REJECT_UNAUTHORIZED: 'false',
-      BIONER_KAFKA_SASL_MECHANISM: 'plain',
-      BIONER_KAFKA_SASL_USERNAME_FILE: f.u,
-      BIONER_KAFKA_SASL_PASSWORD_FILE: f.p,
-    }),
+    applyEnvironment(
+      {},
+      {
+        BIONER_KAFKA_TLS_ENABLED: 'true',
+        BIONER_KAFKA_TLS_CA_FILE: f['ca.crt'],
+        BIONER_KAFKA_TLS_REJECT_UNAUTHORIZED: 'false',
+        BIONER_KAFKA_SASL_MECHANISM: 'plain',
+        BIONER_KAFKA_SASL_USERNAME_FILE: f.u,
+        BIONER_KAFKA_SASL_PASSWORD_FILE: f.p,
+      },
+    ),
   );
   const opts = await kafkaSecurityOptions(c.kafka);
   assert.deepEqual(opts.sasl, { mechanism: 'plain', username: 'user', password: 'pw' });
@@ -227,7 +242,11 @@ async function tlsProbe(requestCert: boolean, run: (port: number) => Promise<voi
   const server = createServer({ key: SERVER_KEY, cert: SERVER_CRT, ca: CA_CRT, requestCert, rejectUnauthorized: requestCert }, (socket: TLSSocket) => {
     const peer = socket.getPeerCertificate();
     const cn = peer?.subject?.CN;
-    secure.push({ servername: (socket as TLSSocket & { servername?: string | false }).servername, authorized: socket.authorized, clientCN: typeof cn === 'string' ? cn : undefined });
+    secure.push({
+      servername: (socket as TLSSocket & { servername?: string | false }).servername,
+      authorized: socket.authorized,
+      clientCN: typeof cn === 'string' ? cn : undefined,
+    });
     socket.destroy();
   });
   server.on('connection', () => tcp++);
@@ -252,7 +271,11 @@ test('kafkajs performs the TLS handshake with the resolved CA, servername and cl
 
   const ok = await tlsProbe(true, async (port) => {
     const c = validateConfig({
-      kafka: { ...base, brokers: [`127.0.0.1:${port}`], tls: { enabled: true, caFile: f['ca.crt'], certFile: f['tls.crt'], keyFile: f['tls.key'], servername: 'kafka.test' } },
+      kafka: {
+        ...base,
+        brokers: [`127.0.0.1:${port}`],
+        tls: { enabled: true, caFile: f['ca.crt'], certFile: f['tls.crt'], keyFile: f['tls.key'], servername: 'kafka.test' },
+      },
     });
     await connectOnce(createKafka(c.kafka, silent, await kafkaSecurityOptions(c.kafka)));
   });
@@ -316,7 +339,12 @@ function speakKafka(socket: Socket, requests: KafkaRequest[]): void {
       requests.push({ apiKey, body });
       if (apiKey === API.ApiVersions) {
         // error_code, [api_key min max], throttle_time_ms: enough for kafkajs to pick SaslHandshake v1 + SaslAuthenticate.
-        const apis: Array<[number, number, number]> = [[API.ApiVersions, 0, 2], [API.Metadata, 0, 0], [API.SaslHandshake, 0, 1], [API.SaslAuthenticate, 0, 1]];
+        const apis: Array<[number, number, number]> = [
+          [API.ApiVersions, 0, 2],
+          [API.Metadata, 0, 0],
+          [API.SaslHandshake, 0, 1],
+          [API.SaslAuthenticate, 0, 1],
+        ];
         const b = Buffer.alloc(2 + 4 + apis.length * 6 + 4);
         b.writeInt32BE(apis.length, 2);
         apis.forEach(([k, min, max], i) => {
@@ -372,12 +400,18 @@ test('kafkajs sends the resolved SASL mechanism and credentials after ApiVersion
 
   // No SASL: ApiVersions, then straight to Metadata.
   const plain = await connectWith(false, {});
-  assert.deepEqual(plain.slice(0, 2).map((r) => r.apiKey), [API.ApiVersions, API.Metadata]);
+  assert.deepEqual(
+    plain.slice(0, 2).map((r) => r.apiKey),
+    [API.ApiVersions, API.Metadata],
+  );
   assert.ok(!plain.some((r) => r.apiKey === API.SaslHandshake), 'no SaslHandshake without kafka.sasl');
 
   // SCRAM-SHA-512 (plaintext TCP is allowed for SCRAM): handshake names the mechanism, the client-first message the user.
   const scram = await connectWith(false, { sasl: { mechanism: 'scram-sha-512', usernameFile: f.username, passwordFile: f.password } });
-  assert.deepEqual(scram.map((r) => r.apiKey), [API.ApiVersions, API.SaslHandshake, API.SaslAuthenticate]);
+  assert.deepEqual(
+    scram.map((r) => r.apiKey),
+    [API.ApiVersions, API.SaslHandshake, API.SaslAuthenticate],
+  );
   assert.equal(readKafkaString(scram[1].body), 'SCRAM-SHA-512');
   assert.match(readKafkaBytes(scram[2].body).toString('utf8'), /^n,,n=router-user,r=\S+$/);
 
@@ -386,7 +420,10 @@ test('kafkajs sends the resolved SASL mechanism and credentials after ApiVersion
     tls: { enabled: true, caFile: f['ca.crt'], servername: 'kafka.test' },
     sasl: { mechanism: 'plain', usernameFile: f.username, passwordFile: f.password },
   });
-  assert.deepEqual(plainSasl.map((r) => r.apiKey), [API.ApiVersions, API.SaslHandshake, API.SaslAuthenticate]);
+  assert.deepEqual(
+    plainSasl.map((r) => r.apiKey),
+    [API.ApiVersions, API.SaslHandshake, API.SaslAuthenticate],
+  );
   assert.equal(readKafkaString(plainSasl[1].body), 'PLAIN');
   assert.equal(readKafkaBytes(plainSasl[2].body).toString('utf8'), '\0router-user\0 p@ss word ');
 });

@@ -65,7 +65,14 @@ function toyFile(): LengthEstimatorFile {
       pruned_weights: 0,
       seconds: 0,
     },
-    devel: { ...m, data: 'toy', threshold: 0.5, ms_per_sentence: 0, mean_words: 1, at_f2_threshold: { threshold: 0.3, precision: 0, recall: 0, f1: 0, flagged_share: 0 } },
+    devel: {
+      ...m,
+      data: 'toy',
+      threshold: 0.5,
+      ms_per_sentence: 0,
+      mean_words: 1,
+      at_f2_threshold: { threshold: 0.3, precision: 0, recall: 0, f1: 0, flagged_share: 0 },
+    },
   };
 }
 
@@ -73,7 +80,24 @@ const sentence = (text: string): Sentence => prepareText(text).sentences[0];
 
 test('sentenceFeatures: lowercased words, bigrams, affixes, shapes and bucketed counts, no duplicates', () => {
   const f = sentenceFeatures(sentence('Severe IL-2 deficiency (rare) and the deficiency.'));
-  for (const want of ['w:severe', 'w:il', 'b:<s>|severe', 'b:.|</s>', 's3:ere', 's4:vere', 'p3:sev', 'sh:Xx', 'sh:X', 'sh:d', 'shb:X|-', 'n:len:<=15', 'n:hy:<=1', 'n:par:<=1', 'n:dig:<=1', 'n:cap:<=1']) {
+  for (const want of [
+    'w:severe',
+    'w:il',
+    'b:<s>|severe',
+    'b:.|</s>',
+    's3:ere',
+    's4:vere',
+    'p3:sev',
+    'sh:Xx',
+    'sh:X',
+    'sh:d',
+    'shb:X|-',
+    'n:len:<=15',
+    'n:hy:<=1',
+    'n:par:<=1',
+    'n:dig:<=1',
+    'n:cap:<=1',
+  ]) {
     assert.ok(f.includes(want), `missing ${want}`);
   }
   assert.equal(new Set(f).size, f.length);
@@ -121,7 +145,11 @@ test('loadLengthEstimator: rejects malformed files with a message naming the fie
     ['version', (f) => (f.version = '1'), /field "version" must be 1/],
     ['min-words', (f) => ((f.target as Record<string, unknown>).minWords = 0), /field "target\.minWords" must be a positive integer/],
     ['training', (f) => delete ((f.training as Record<string, unknown>).oof as Record<string, unknown>).auc, /field "training\.oof\.auc" is missing/],
-    ['devel-f2', (f) => (((f.devel as Record<string, unknown>).at_f2_threshold as Record<string, unknown>).recall = 'high'), /field "devel\.at_f2_threshold\.recall" must be a finite number/],
+    [
+      'devel-f2',
+      (f) => (((f.devel as Record<string, unknown>).at_f2_threshold as Record<string, unknown>).recall = 'high'),
+      /field "devel\.at_f2_threshold\.recall" must be a finite number/,
+    ],
   ];
   for (const [name, mutate, message] of cases) {
     const f = JSON.parse(JSON.stringify(toyFile())) as Record<string, unknown>;
@@ -129,7 +157,11 @@ test('loadLengthEstimator: rejects malformed files with a message naming the fie
     const p = join(dir, `${name}.json`);
     await writeFile(p, JSON.stringify(f));
     // One error, one line, naming the file and the field.
-    await assert.rejects(loadLengthEstimator(p), (e: unknown) => e instanceof ModelLoadError && message.test(e.message) && e.message.includes(p) && !e.message.includes('\n'), name);
+    await assert.rejects(
+      loadLengthEstimator(p),
+      (e: unknown) => e instanceof ModelLoadError && message.test(e.message) && e.message.includes(p) && !e.message.includes('\n'),
+      name,
+    );
   }
   const notJson = join(dir, 'bad.json');
   await writeFile(notJson, '{"format":');
@@ -146,7 +178,13 @@ test('trainFtrl: learns a cue word from a toy corpus', () => {
   const X = texts.map((t) => Uint32Array.from(sentenceFeatures(sentence(t)), (f) => fnv1a(f) & 0xffff));
   const model = trainFtrl(X, y, [...X.keys()], { alpha: 0.5, beta: 1, l1: 0, l2: 0.1, epochs: 20 }, 2 ** 16, 1);
   const p = X.map((x) => score(model, x));
-  assert.equal(auc(p, Array.from(y, (v) => v === 1)), 1);
+  assert.equal(
+    auc(
+      p,
+      Array.from(y, (v) => v === 1),
+    ),
+    1,
+  );
 });
 
 test('committed models: all three load; ids and thresholds match their files', async () => {
@@ -162,7 +200,9 @@ test('committed models: all three load; ids and thresholds match their files', a
 
 // All three datasets, full devel sets: loading and scoring JNLPBA's 400 standoff documents takes about 1 s, the IOB sets less.
 for (const id of ['bc5cdr', 'ncbi-disease', 'jnlpba'] as DatasetId[]) {
-  test(`committed ${id} model on devel: long sentences score higher, stored precision and recall reproduce`, { skip: !existsSync(DATA) && 'no ../shared/data' }, async () => {
+  test(`committed ${id} model on devel: long sentences score higher, stored precision and recall reproduce`, {
+    skip: !existsSync(DATA) && 'no ../shared/data',
+  }, async () => {
     const est = await loadLengthEstimator(join(MODELS, `${id}.json`));
     // loadSplit is how scripts/train-length-estimator.ts labelled devel (standoff for JNLPBA), so the figures are comparable.
     const devel = await loadSplit(DATA, id, 'devel', est.model.target.minWords);

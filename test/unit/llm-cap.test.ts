@@ -61,14 +61,20 @@ test('llm policy under a share cap: it holds over many notes, with llm_cap reaso
   assert.ok(llm / total > 0.25, `the cap is used, not starved (${llm / total})`);
 });
 
-test('a token cap cuts single sentences, whole notes (granularity note) and the cascade\'s refine', () => {
+test("a token cap cuts single sentences, whole notes (granularity note) and the cascade's refine", () => {
   const estimator: LongEntityEstimator = { threshold: 0.5, probLong: (s) => (s.tokens[0].text === 'LONG' ? 0.9 : 0.1) };
   const gains = { domain: 't', costs, gains: { short: 0.05, long: 0.2, all: 0.1 }, supportByLength: {} };
   const perSentence = createRouter({ policy: 'length-aware', calibration: gains, estimator, cap: new LlmCap({ maxTokensPerMinute: 12, windowMs: 60_000 }) });
   const d = perSentence.plan({ sentences: note(4, 5), budget, elapsedMs: 0 });
   assert.equal(d.sentenceRoutes.filter((r) => r === 'llm').length, 2, '12 tokens allow two 5-token sentences');
   assert.ok(d.reasons.includes('llm_cap:tokens_per_minute'));
-  const wholeNote = createRouter({ policy: 'length-aware', calibration: gains, estimator, settings: { granularity: 'note' }, cap: new LlmCap({ maxTokensPerMinute: 12, windowMs: 60_000 }) });
+  const wholeNote = createRouter({
+    policy: 'length-aware',
+    calibration: gains,
+    estimator,
+    settings: { granularity: 'note' },
+    cap: new LlmCap({ maxTokensPerMinute: 12, windowMs: 60_000 }),
+  });
   const n = wholeNote.plan({ sentences: note(4, 5), budget, elapsedMs: 0 });
   assert.deepEqual(n.sentenceRoutes, ['encoder', 'encoder', 'encoder', 'encoder'], 'all or nothing: nothing');
   assert.ok(n.reasons.includes(Reasons.llmCap));
@@ -80,14 +86,28 @@ test('a token cap cuts single sentences, whole notes (granularity note) and the 
   assert.equal(refined.llmSentences.length, 1);
   assert.ok(refined.reasons.includes('llm_cap:tokens_per_minute'));
   assert.equal(cap.snapshot().llmTokens, 5);
-  assert.equal(cap.snapshot().sentences, 2, 'plan counted the note\'s sentences once');
+  assert.equal(cap.snapshot().sentences, 2, "plan counted the note's sentences once");
 });
 
-test('metrics: capped notes by limit, and the cap window\'s used fraction', async () => {
+test("metrics: capped notes by limit, and the cap window's used fraction", async () => {
   const m = createRouterMetrics({ serviceName: 'test' });
   const routing: RoutingRecord = {
-    policy: 'llm', granularity: 'sentence', budgetMs: 1000, budgetSource: 'default', effectiveBudgetMs: 1000, loadFactor: 1, sentences: 5, sentencesEncoder: 3, sentencesLlm: 2,
-    llmSentences: [0, 1], reasons: ['llm_policy', 'llm_cap', 'llm_cap:tokens_per_minute'], predictedEncoderMs: 1, predictedLlmMs: 2, actualEncoderMs: 1, actualLlmMs: 2, estimatedGain: 0,
+    policy: 'llm',
+    granularity: 'sentence',
+    budgetMs: 1000,
+    budgetSource: 'default',
+    effectiveBudgetMs: 1000,
+    loadFactor: 1,
+    sentences: 5,
+    sentencesEncoder: 3,
+    sentencesLlm: 2,
+    llmSentences: [0, 1],
+    reasons: ['llm_policy', 'llm_cap', 'llm_cap:tokens_per_minute'],
+    predictedEncoderMs: 1,
+    predictedLlmMs: 2,
+    actualEncoderMs: 1,
+    actualLlmMs: 2,
+    estimatedGain: 0,
   };
   m.hooks.notePublished?.({ noteId: 'n1', topic: 'out', spans: 0, totalMs: 5, routes: { encoder: 3, llm: 2, encoder_fallback: 0 }, routing });
   const cap = new LlmCap({ maxSentenceShare: 0.5, maxTokensPerMinute: 100, windowMs: 60_000 });

@@ -70,15 +70,18 @@ test('every llm option has an environment variable, optional ones without defaul
     assert.equal(vars.get(v), path, v);
   }
   const c = validateConfig(
-    applyEnvironment({}, {
-      BIONER_LLM_ADAPTER: 'vllm-pooling',
-      BIONER_LLM_BASE_URL: 'http://vllm:8000',
-      BIONER_LLM_MODEL: 'bioner/bc5cdr',
-      BIONER_LLM_LABELS: 'O, B-Chemical, I-Chemical',
-      BIONER_LLM_STRUCTURED_OUTPUTS: 'false',
-      BIONER_LLM_CIRCUIT_FAILURE_THRESHOLD: '9',
-      BIONER_ROUTING_POLICY: 'llm',
-    }),
+    applyEnvironment(
+      {},
+      {
+        BIONER_LLM_ADAPTER: 'vllm-pooling',
+        BIONER_LLM_BASE_URL: 'http://vllm:8000',
+        BIONER_LLM_MODEL: 'bioner/bc5cdr',
+        BIONER_LLM_LABELS: 'O, B-Chemical, I-Chemical',
+        BIONER_LLM_STRUCTURED_OUTPUTS: 'false',
+        BIONER_LLM_CIRCUIT_FAILURE_THRESHOLD: '9',
+        BIONER_ROUTING_POLICY: 'llm',
+      },
+    ),
   );
   assert.equal(c.llm.adapter, 'vllm-pooling');
   assert.equal(c.llm.baseUrl, 'http://vllm:8000');

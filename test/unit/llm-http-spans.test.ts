@@ -30,9 +30,18 @@ test('each LLM request is a CLIENT span under the caller: method, server, url, s
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const port = (srv.address() as AddressInfo).port;
   try {
-    const client = new LlmHttpClient({ baseUrl: `http://127.0.0.1:${port}`, timeoutMs: 2000, maxConcurrency: 2, retries: 1, retryBackoffMs: 1, circuit: { failureThreshold: 5, resetTimeoutMs: 1000 } });
+    const client = new LlmHttpClient({
+      baseUrl: `http://127.0.0.1:${port}`,
+      timeoutMs: 2000,
+      maxConcurrency: 2,
+      retries: 1,
+      retryBackoffMs: 1,
+      circuit: { failureThreshold: 5, resetTimeoutMs: 1000 },
+    });
     const parent = tracer().startSpan('tag llm');
-    const answer = await context.with(trace.setSpan(context.active(), parent), () => client.postJson('/v1/chat/completions', { messages: [{ role: 'user', content: 'PHI-MARKER text' }] }));
+    const answer = await context.with(trace.setSpan(context.active(), parent), () =>
+      client.postJson('/v1/chat/completions', { messages: [{ role: 'user', content: 'PHI-MARKER text' }] }),
+    );
     parent.end();
     assert.deepEqual(answer, { ok: true });
     await tracing.forceFlush();

@@ -22,15 +22,26 @@ async function serve(handler: Handler): Promise<{ url: string; count: () => numb
     });
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  closers.push(() => new Promise<void>((r) => {
-    srv.closeAllConnections();
-    srv.close(() => r());
-  }));
+  closers.push(
+    () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  );
   return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, count: () => n, headers };
 }
 
 const client = (baseUrl: string, over: Partial<ConstructorParameters<typeof LlmHttpClient>[0]> = {}) =>
-  new LlmHttpClient({ baseUrl, timeoutMs: 1000, maxConcurrency: 4, retries: 2, retryBackoffMs: 1, circuit: { failureThreshold: 50, resetTimeoutMs: 1000 }, ...over });
+  new LlmHttpClient({
+    baseUrl,
+    timeoutMs: 1000,
+    maxConcurrency: 4,
+    retries: 2,
+    retryBackoffMs: 1,
+    circuit: { failureThreshold: 50, resetTimeoutMs: 1000 },
+    ...over,
+  });
 
 const json = (res: ServerResponse, status: number, body: unknown) => {
   res.writeHead(status, { 'content-type': 'application/json' });
@@ -75,14 +86,23 @@ test('a timeout is LLM_TIMEOUT (retriable) and covers a slow body too', async ()
     res.write('{"a":');
     setTimeout(() => res.end('1}'), 500);
   });
-  await assert.rejects(client(s.url, { timeoutMs: 100, retries: 0 }).postJson('/x', {}), (e: unknown) => e instanceof RouterError && e.code === 'LLM_TIMEOUT' && e.retriable);
+  await assert.rejects(
+    client(s.url, { timeoutMs: 100, retries: 0 }).postJson('/x', {}),
+    (e: unknown) => e instanceof RouterError && e.code === 'LLM_TIMEOUT' && e.retriable,
+  );
 });
 
 test('refused connections are LLM_UNAVAILABLE with the errno code', async () => {
   const s = await serve((_q, res) => json(res, 200, {}));
   await closers.pop()?.();
-  await assert.rejects(client(s.url, { retries: 1 }).postJson('/x', {}), (e: unknown) => e instanceof RouterError && e.code === 'LLM_UNAVAILABLE' && e.retriable && /ECONNREFUSED/.test(e.message));
-  assert.equal(networkErrorCode(new TypeError('fetch failed', { cause: new AggregateError([Object.assign(new Error('x'), { code: 'ECONNRESET' })]) })), 'ECONNRESET');
+  await assert.rejects(
+    client(s.url, { retries: 1 }).postJson('/x', {}),
+    (e: unknown) => e instanceof RouterError && e.code === 'LLM_UNAVAILABLE' && e.retriable && /ECONNREFUSED/.test(e.message),
+  );
+  assert.equal(
+    networkErrorCode(new TypeError('fetch failed', { cause: new AggregateError([Object.assign(new Error('x'), { code: 'ECONNRESET' })]) })),
+    'ECONNRESET',
+  );
   assert.equal(networkErrorCode(new Error('plain')), undefined);
 });
 

@@ -6,7 +6,16 @@ import { test } from 'node:test';
 import { applyEnvironment, validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { placeChatLogprobs, placeCompletionLogprobs, rangeProbability } from '../../src/taggers/llm/logprobs.js';
-import { answerRegex, DEFAULT_PROMPT, escapeRegex, loadPromptTemplates, parseAnswerRegex, renderChat, renderCompletion, wordGroups } from '../../src/taggers/llm/prompt.js';
+import {
+  answerRegex,
+  DEFAULT_PROMPT,
+  escapeRegex,
+  loadPromptTemplates,
+  parseAnswerRegex,
+  renderChat,
+  renderCompletion,
+  wordGroups,
+} from '../../src/taggers/llm/prompt.js';
 import { buildMessages, formatAnswer, parseAnswer, realign, spansFromTags, spreadWordTags } from '../../src/taggers/llm/realign.js';
 import { prepareText } from '../../src/text/index.js';
 
@@ -41,7 +50,11 @@ test('a prompt file replaces the templates it names; unknown placeholders and ke
     { role: 'user', content: 'Words (2): IL-2 levels\n<tokens>\nIL-2\nlevels\n</tokens>' },
   ]);
   await writeFile(file, 'system: ""\nuser: "{{tokens}}"\n');
-  assert.deepEqual(renderChat(await loadPromptTemplates(file), ['a'], LABELS), [{ role: 'user', content: 'a' }], 'an empty system template sends no system message');
+  assert.deepEqual(
+    renderChat(await loadPromptTemplates(file), ['a'], LABELS),
+    [{ role: 'user', content: 'a' }],
+    'an empty system template sends no system message',
+  );
   await writeFile(file, 'user: "{{token}}"\n');
   await assert.rejects(loadPromptTemplates(file), (e: unknown) => e instanceof ConfigError && e.field === 'llm.promptFile' && /\{\{token\}\}/.test(e.message));
   await writeFile(file, 'user: "{{system}}"\n');
@@ -55,7 +68,10 @@ test('the regex pins one word<TAB>TAG line per word; odd words are escaped and r
   const words = ['IL-2', '(', 'a|b', 'x*', '\\t', 'c:\\n', '[1]', '$', 'end.'];
   const pattern = answerRegex(words, LABELS);
   const re = new RegExp(`^(?:${pattern})$`);
-  const answer = formatAnswer(words.map((w, i) => ({ token: w, tag: i === 0 ? 'B-Chemical' : 'O' })), false);
+  const answer = formatAnswer(
+    words.map((w, i) => ({ token: w, tag: i === 0 ? 'B-Chemical' : 'O' })),
+    false,
+  );
   assert.ok(re.test(answer), 'the answer the adapter expects matches');
   assert.ok(!re.test(answer.replace('B-Chemical', 'B-Gene')), 'a tag outside the label set does not');
   assert.ok(!re.test(answer.replace('IL-2', 'IL2')), 'a changed word does not');
@@ -67,15 +83,38 @@ test('the regex pins one word<TAB>TAG line per word; odd words are escaped and r
 
 test('whitespace words join the pipeline tokens nothing separates; their tags spread back without edge punctuation', () => {
   const [sentence] = prepareText('Serum (IL-2) rose, 5-fluorouracil.').sentences;
-  assert.deepEqual(sentence.tokens.map((t) => t.text), ['Serum', '(', 'IL', '-', '2', ')', 'rose', ',', '5', '-', 'fluorouracil', '.']);
+  assert.deepEqual(
+    sentence.tokens.map((t) => t.text),
+    ['Serum', '(', 'IL', '-', '2', ')', 'rose', ',', '5', '-', 'fluorouracil', '.'],
+  );
   const g = wordGroups(sentence, 'whitespace');
   assert.deepEqual(g.words, ['Serum', '(IL-2)', 'rose,', '5-fluorouracil.']);
-  assert.deepEqual(wordGroups(sentence, 'pipeline').words, sentence.tokens.map((t) => t.text));
+  assert.deepEqual(
+    wordGroups(sentence, 'pipeline').words,
+    sentence.tokens.map((t) => t.text),
+  );
   const tag = (l: string): number => LABELS.indexOf(l);
-  const spread = spreadWordTags([tag('O'), tag('B-Chemical'), tag('O'), tag('B-Chemical')], g.first, g.last, sentence.tokens.map((t) => t.text), LABELS, [0.9, 0.8, 0.7, 0.6]);
+  const spread = spreadWordTags(
+    [tag('O'), tag('B-Chemical'), tag('O'), tag('B-Chemical')],
+    g.first,
+    g.last,
+    sentence.tokens.map((t) => t.text),
+    LABELS,
+    [0.9, 0.8, 0.7, 0.6],
+  );
   const spans = spansFromTags(spread.tags, LABELS, spread.probabilities);
-  assert.deepEqual(spans.map((s) => [s.first, s.last, s.label]), [[2, 4, 'Chemical'], [8, 10, 'Chemical']]);
-  assert.deepEqual(spans.map((s) => Number(s.score.toFixed(12))), [0.8, 0.6], 'a word\'s probability scores its tokens');
+  assert.deepEqual(
+    spans.map((s) => [s.first, s.last, s.label]),
+    [
+      [2, 4, 'Chemical'],
+      [8, 10, 'Chemical'],
+    ],
+  );
+  assert.deepEqual(
+    spans.map((s) => Number(s.score.toFixed(12))),
+    [0.8, 0.6],
+    "a word's probability scores its tokens",
+  );
   assert.equal(spread.tags[1], tag('O'), '( stays outside');
 });
 
@@ -102,7 +141,7 @@ test('answer lines know where their tag is, through fences, padding, JSON and cu
   assert.equal(other.tagRanges[0], undefined);
 });
 
-test('logprobs: tokens placed on the answer text, a tag\'s probability is the product over the tokens covering it', () => {
+test("logprobs: tokens placed on the answer text, a tag's probability is the product over the tokens covering it", () => {
   const content = 'Cisplatin\tB-Chemical\ninduced\tO';
   const items = [
     { token: 'Cis', logprob: 0 },
@@ -129,12 +168,20 @@ test('logprobs: tokens placed on the answer text, a tag\'s probability is the pr
   const byText = placeCompletionLogprobs(content, { tokens, token_logprobs: items.map((i) => i.logprob) });
   assert.deepEqual(byText, placed);
   const offsets = tokens.map((_, i) => tokens.slice(0, i).join('').length);
-  const withBytes = placeCompletionLogprobs(content, { tokens: tokens.map((t, i) => (i === 0 ? 'Cis' : t)), token_logprobs: items.map((i) => i.logprob), text_offset: offsets });
+  const withBytes = placeCompletionLogprobs(content, {
+    tokens: tokens.map((t, i) => (i === 0 ? 'Cis' : t)),
+    token_logprobs: items.map((i) => i.logprob),
+    text_offset: offsets,
+  });
   assert.deepEqual(withBytes, placed);
   // Realigned onto the input and scored: the mean over a span's words.
   const { tags, answerIndex } = realign(['Cisplatin', 'induced'], lines, LABELS);
   assert.deepEqual(answerIndex, [0, 1]);
-  const spans = spansFromTags(tags, LABELS, answerIndex.map((j) => rangeProbability(placed, (tagRanges[j] as { start: number }).start, (tagRanges[j] as { end: number }).end)));
+  const spans = spansFromTags(
+    tags,
+    LABELS,
+    answerIndex.map((j) => rangeProbability(placed, (tagRanges[j] as { start: number }).start, (tagRanges[j] as { end: number }).end)),
+  );
   assert.equal(spans.length, 1);
   assert.ok(Math.abs(spans[0].score - 0.72) < 1e-12);
 });
@@ -146,12 +193,31 @@ test('llm.structuredOutputs: json | regex | none, the old booleans and their env
   assert.equal(validateConfig({ llm: { structuredOutputs: 'regex' } }).llm.structuredOutputs, 'regex');
   assert.equal(validateConfig(applyEnvironment({}, { BIONER_LLM_STRUCTURED_OUTPUTS: 'false' })).llm.structuredOutputs, 'none');
   assert.equal(validateConfig(applyEnvironment({}, { BIONER_LLM_STRUCTURED_OUTPUTS: 'regex' })).llm.structuredOutputs, 'regex');
-  assert.throws(() => validateConfig({ llm: { structuredOutputs: 'grammar' } }), (e: unknown) => e instanceof ConfigError && e.field === 'llm.structuredOutputs' && /json, regex or none/.test(e.message));
-  const c = validateConfig(applyEnvironment({}, { BIONER_LLM_ENDPOINT: 'completions', BIONER_LLM_WORD_SPLIT: 'whitespace', BIONER_LLM_PROMPT_FILE: '/p.yaml', BIONER_LLM_LOGPROBS: 'false' }));
+  assert.throws(
+    () => validateConfig({ llm: { structuredOutputs: 'grammar' } }),
+    (e: unknown) => e instanceof ConfigError && e.field === 'llm.structuredOutputs' && /json, regex or none/.test(e.message),
+  );
+  const c = validateConfig(
+    applyEnvironment(
+      {},
+      { BIONER_LLM_ENDPOINT: 'completions', BIONER_LLM_WORD_SPLIT: 'whitespace', BIONER_LLM_PROMPT_FILE: '/p.yaml', BIONER_LLM_LOGPROBS: 'false' },
+    ),
+  );
   assert.deepEqual([c.llm.endpoint, c.llm.wordSplit, c.llm.promptFile, c.llm.logprobs], ['completions', 'whitespace', '/p.yaml', false]);
-  const r = validateConfig(applyEnvironment({ routing: { domains: { 'notes-cardio': { domain: 'ncbi-disease', llmModel: 'ncbi-lora' } } } }, { BIONER_ROUTING_LLM_CAP_MAX_SENTENCE_SHARE: '0.2', BIONER_ROUTING_LLM_CAP_MAX_TOKENS_PER_MINUTE: '5000' }));
+  const r = validateConfig(
+    applyEnvironment(
+      { routing: { domains: { 'notes-cardio': { domain: 'ncbi-disease', llmModel: 'ncbi-lora' } } } },
+      { BIONER_ROUTING_LLM_CAP_MAX_SENTENCE_SHARE: '0.2', BIONER_ROUTING_LLM_CAP_MAX_TOKENS_PER_MINUTE: '5000' },
+    ),
+  );
   assert.deepEqual(r.routing.llmCap, { maxSentenceShare: 0.2, maxTokensPerMinute: 5000, windowMs: 60000 });
   assert.deepEqual(r.routing.domains['notes-cardio'], { domain: 'ncbi-disease', llmModel: 'ncbi-lora' });
-  assert.throws(() => validateConfig({ routing: { llmCap: { maxSentenceShare: 1.5 } } }), (e: unknown) => e instanceof ConfigError && e.field === 'routing.llmCap.maxSentenceShare');
-  assert.throws(() => validateConfig({ routing: { domains: { t: { domian: 'x' } } } }), (e: unknown) => e instanceof ConfigError && /routing\.domains\.t/.test(e.message));
+  assert.throws(
+    () => validateConfig({ routing: { llmCap: { maxSentenceShare: 1.5 } } }),
+    (e: unknown) => e instanceof ConfigError && e.field === 'routing.llmCap.maxSentenceShare',
+  );
+  assert.throws(
+    () => validateConfig({ routing: { domains: { t: { domian: 'x' } } } }),
+    (e: unknown) => e instanceof ConfigError && /routing\.domains\.t/.test(e.message),
+  );
 });

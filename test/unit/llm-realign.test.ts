@@ -26,10 +26,13 @@ test('a faithful answer realigns one to one with no mismatches', () => {
   const r = realign(TOKENS, lines(TOKENS, GOLD), LABELS);
   assert.deepEqual(named(r.tags), GOLD);
   assert.deepEqual(r.stats, { tokens: 6, matched: 6, changed: 0, dropped: 0, extra: 0, invalidTags: 0, malformed: 0 });
-  assert.deepEqual(spansFromTags(r.tags, LABELS).map((s) => [s.first, s.last, s.label, s.score]), [
-    [0, 0, 'Chemical', 1],
-    [2, 4, 'Disease', 1],
-  ]);
+  assert.deepEqual(
+    spansFromTags(r.tags, LABELS).map((s) => [s.first, s.last, s.label, s.score]),
+    [
+      [0, 0, 'Chemical', 1],
+      [2, 4, 'Disease', 1],
+    ],
+  );
 });
 
 test('a dropped token becomes O and counts as a mismatch', () => {
@@ -40,15 +43,23 @@ test('a dropped token becomes O and counts as a mismatch', () => {
   assert.equal(r.stats.matched, 5);
   assert.equal(mismatches(r.stats), 1);
   // The orphan I-Disease after O is repaired by the conlleval rule into an entity of its own.
-  assert.deepEqual(spansFromTags(r.tags, LABELS).map((s) => [s.first, s.last, s.label]), [
-    [0, 0, 'Chemical'],
-    [2, 2, 'Disease'],
-    [4, 4, 'Disease'],
-  ]);
+  assert.deepEqual(
+    spansFromTags(r.tags, LABELS).map((s) => [s.first, s.last, s.label]),
+    [
+      [0, 0, 'Chemical'],
+      [2, 2, 'Disease'],
+      [4, 4, 'Disease'],
+    ],
+  );
 });
 
 test('added tokens are ignored and counted', () => {
-  const answer = [{ token: 'Here', tag: 'O' }, ...lines(TOKENS.slice(0, 3), GOLD.slice(0, 3)), { token: 'kidney', tag: 'I-Disease' }, ...lines(TOKENS.slice(3), GOLD.slice(3))];
+  const answer = [
+    { token: 'Here', tag: 'O' },
+    ...lines(TOKENS.slice(0, 3), GOLD.slice(0, 3)),
+    { token: 'kidney', tag: 'I-Disease' },
+    ...lines(TOKENS.slice(3), GOLD.slice(3)),
+  ];
   const r = realign(TOKENS, answer, LABELS);
   assert.deepEqual(named(r.tags), GOLD);
   assert.equal(r.stats.extra, 2);
@@ -79,13 +90,29 @@ test('reordered tokens: the longest common subsequence keeps most, the moved tok
 
 test('repeated tokens align in order', () => {
   const tokens = ['a', 'b', 'a', 'b'];
-  assert.deepEqual(lcsPairs(tokens, ['a', 'b', 'a', 'b']), [[0, 0], [1, 1], [2, 2], [3, 3]]);
-  assert.deepEqual(lcsPairs(tokens, ['b', 'a', 'b']), [[1, 0], [2, 1], [3, 2]]);
+  assert.deepEqual(lcsPairs(tokens, ['a', 'b', 'a', 'b']), [
+    [0, 0],
+    [1, 1],
+    [2, 2],
+    [3, 3],
+  ]);
+  assert.deepEqual(lcsPairs(tokens, ['b', 'a', 'b']), [
+    [1, 0],
+    [2, 1],
+    [3, 2],
+  ]);
   assert.deepEqual(lcsPairs([], ['x']), []);
 });
 
 test('tags outside the label set are O and counted; case differences are forgiven', () => {
-  const r = realign(['aspirin', 'overdose'], [{ token: 'aspirin', tag: 'b-chemical' }, { token: 'overdose', tag: 'B-Drug' }], LABELS);
+  const r = realign(
+    ['aspirin', 'overdose'],
+    [
+      { token: 'aspirin', tag: 'b-chemical' },
+      { token: 'overdose', tag: 'B-Drug' },
+    ],
+    LABELS,
+  );
   assert.deepEqual(named(r.tags), ['B-Chemical', 'O']);
   assert.equal(r.stats.invalidTags, 1);
 });
@@ -107,15 +134,30 @@ test('structured JSON answers, as vLLM structured outputs return them, and a bar
   assert.equal(p.format, 'json');
   assert.deepEqual(p.lines, lines(TOKENS, GOLD));
   const bare = parseAnswer(JSON.stringify([{ token: 'a', tag: 'O' }, ['b', 'B-Chemical'], { token: 1 }]));
-  assert.deepEqual(bare.lines, [{ token: 'a', tag: 'O' }, { token: 'b', tag: 'B-Chemical' }]);
+  assert.deepEqual(bare.lines, [
+    { token: 'a', tag: 'O' },
+    { token: 'b', tag: 'B-Chemical' },
+  ]);
   assert.equal(bare.malformed, 1);
   // The plain form round-trips too.
   assert.deepEqual(parseAnswer(formatAnswer(lines(TOKENS, GOLD), false)).lines, lines(TOKENS, GOLD));
 });
 
 test('malformed answers fail with LLM_BAD_RESPONSE; partly malformed ones count their bad lines', () => {
-  for (const bad of ['', '   \n ', 'justoneword', '{"answer": "Cisplatin B-Chemical"}', '[1, 2, 3]', '{"lines": [{"token": 1, "tag": "O"}]}', '{"lines": {"token": "a", "tag": "O"}}']) {
-    assert.throws(() => parseAnswer(bad), (e: unknown) => e instanceof TaggerError && e.code === 'LLM_BAD_RESPONSE' && !e.retriable, JSON.stringify(bad));
+  for (const bad of [
+    '',
+    '   \n ',
+    'justoneword',
+    '{"answer": "Cisplatin B-Chemical"}',
+    '[1, 2, 3]',
+    '{"lines": [{"token": 1, "tag": "O"}]}',
+    '{"lines": {"token": "a", "tag": "O"}}',
+  ]) {
+    assert.throws(
+      () => parseAnswer(bad),
+      (e: unknown) => e instanceof TaggerError && e.code === 'LLM_BAD_RESPONSE' && !e.retriable,
+      JSON.stringify(bad),
+    );
   }
   const p = parseAnswer('Cisplatin\tB-Chemical\n???\ninduced\t\nacute\tB-Disease');
   assert.equal(p.lines.length, 2);
@@ -126,9 +168,15 @@ test('malformed answers fail with LLM_BAD_RESPONSE; partly malformed ones count 
   assert.equal(r.stats.malformed, 2);
   // Structured JSON cut short (max_tokens): the complete entries are kept, the rest is dropped.
   const cut = parseAnswer('{"lines": [{"token": "Cisplatin", "tag": "B-Chemical"}, {"token": "in\\"duced", "tag": "O"}, {"token": "acu');
-  assert.deepEqual(cut.lines, [{ token: 'Cisplatin', tag: 'B-Chemical' }, { token: 'in"duced', tag: 'O' }]);
+  assert.deepEqual(cut.lines, [
+    { token: 'Cisplatin', tag: 'B-Chemical' },
+    { token: 'in"duced', tag: 'O' },
+  ]);
   assert.equal(cut.malformed, 1);
-  assert.throws(() => parseAnswer('{"lines": [{"tok'), (e: unknown) => e instanceof TaggerError && e.code === 'LLM_BAD_RESPONSE');
+  assert.throws(
+    () => parseAnswer('{"lines": [{"tok'),
+    (e: unknown) => e instanceof TaggerError && e.code === 'LLM_BAD_RESPONSE',
+  );
 });
 
 test('the prompt lists tokens one per line and the server side reads them back', () => {
@@ -143,6 +191,16 @@ test('the prompt lists tokens one per line and the server side reads them back',
 });
 
 test('tags from spans use the model labels', () => {
-  assert.deepEqual(tagsFromSpans([{ first: 0, last: 0, label: 'Chemical', score: 1 }, { first: 2, last: 4, label: 'Disease', score: 1 }], 6, LABELS), GOLD);
+  assert.deepEqual(
+    tagsFromSpans(
+      [
+        { first: 0, last: 0, label: 'Chemical', score: 1 },
+        { first: 2, last: 4, label: 'Disease', score: 1 },
+      ],
+      6,
+      LABELS,
+    ),
+    GOLD,
+  );
   assert.deepEqual(tagsFromSpans([{ first: 0, last: 1, label: 'Gene', score: 1 }], 2, ['O', 'Gene']), ['Gene', 'Gene']);
 });

@@ -62,7 +62,10 @@ test('a malformed config.json is one error naming the field', async () => {
   await assert.rejects(loadModelBundle(noLabels), (e: unknown) => e instanceof ModelLoadError && /has no id2label/.test(e.message));
   const notObject = await bundle();
   await writeFile(join(notObject, 'config.json'), '[1, 2]');
-  await assert.rejects(loadModelBundle(notObject), (e: unknown) => e instanceof ModelLoadError && /config\.json in model directory .*: must be a JSON object/.test(e.message));
+  await assert.rejects(
+    loadModelBundle(notObject),
+    (e: unknown) => e instanceof ModelLoadError && /config\.json in model directory .*: must be a JSON object/.test(e.message),
+  );
   const notJson = await bundle();
   await writeFile(join(notJson, 'config.json'), '{"id2label": ');
   await assert.rejects(loadModelBundle(notJson), (e: unknown) => e instanceof ModelLoadError && /cannot read config\.json/.test(e.message));
@@ -78,10 +81,13 @@ test('tokenizer files: bad fields are named, AddedToken objects and nulls are re
   const noModel = await bundle({ file: 'tokenizer.json', change: (c) => delete c.model });
   await assert.rejects(loadModelBundle(noModel), namesField('tokenizer.json', 'model'));
 
-  const objects = await bundle({ file: 'tokenizer_config.json', change: (c) => {
-    c.cls_token = { content: '[CLS]', lstrip: false };
-    c.bos_token = null;
-  } });
+  const objects = await bundle({
+    file: 'tokenizer_config.json',
+    change: (c) => {
+      c.cls_token = { content: '[CLS]', lstrip: false };
+      c.bos_token = null;
+    },
+  });
   const b = await loadModelBundle(objects);
   assert.equal(b.special.cls, b.tokenizer.token_to_id('[CLS]'));
   // The pad token named only in special_tokens_map.json (not a default name) is the one used.

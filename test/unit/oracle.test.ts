@@ -10,25 +10,47 @@ const topics = { output: 'out', dlq: 'dlq' };
 
 /** A real Avro output record for the input record at partition:offset. */
 function output(partition: number, offset: number): ReadRecord {
-  const record = toTaggedNoteRecord({
-    noteId: `n-${partition}-${offset}`,
-    source: null,
-    position: { topic: 'in', partition, offset: String(offset) },
-    model: { id: 'm', version: '1' },
-    spans: [],
-    routing: {
-      policy: 'encoder', budgetMs: 0, sentences: 1, sentencesEncoder: 1, sentencesLlm: 0, reasons: [], granularity: 'note', budgetSource: 'default',
-      effectiveBudgetMs: 0, loadFactor: 0, predictedEncoderMs: 0, predictedLlmMs: 0, actualEncoderMs: 0, actualLlmMs: 0, llmSentences: [], estimatedGain: 0,
+  const record = toTaggedNoteRecord(
+    {
+      noteId: `n-${partition}-${offset}`,
+      source: null,
+      position: { topic: 'in', partition, offset: String(offset) },
+      model: { id: 'm', version: '1' },
+      spans: [],
+      routing: {
+        policy: 'encoder',
+        budgetMs: 0,
+        sentences: 1,
+        sentencesEncoder: 1,
+        sentencesLlm: 0,
+        reasons: [],
+        granularity: 'note',
+        budgetSource: 'default',
+        effectiveBudgetMs: 0,
+        loadFactor: 0,
+        predictedEncoderMs: 0,
+        predictedLlmMs: 0,
+        actualEncoderMs: 0,
+        actualLlmMs: 0,
+        llmSentences: [],
+        estimatedGain: 0,
+      },
+      timings: { textMs: 0, routeMs: 0, encoderMs: 0, llmMs: 0, totalMs: 0 },
+      metadata: null,
     },
-    timings: { textMs: 0, routeMs: 0, encoderMs: 0, llmMs: 0, totalMs: 0 },
-    metadata: null,
-  }, 'aspirin');
+    'aspirin',
+  );
   return { topic: 'out', partition: 0, offset: '0', key: null, value: encodeTaggedNote(record), headers: {}, timestamp: '0' };
 }
 
 /** A real DLQ record (headers as the service writes them) for partition:offset. */
 function dead(partition: number, offset: number, code: 'DECODE_FAILED' | 'TEXT_EMPTY'): ReadRecord {
-  const msg = buildDlqMessage({ key: null, value: Buffer.from('x'), headers: {}, timestamp: '0' }, { topic: 'in', partition, offset: String(offset) }, new InvalidRecordError(code, 'bad'), 'decode');
+  const msg = buildDlqMessage(
+    { key: null, value: Buffer.from('x'), headers: {}, timestamp: '0' },
+    { topic: 'in', partition, offset: String(offset) },
+    new InvalidRecordError(code, 'bad'),
+    'decode',
+  );
   return { topic: 'dlq', partition: 0, offset: '0', key: null, value: msg.value, headers: msg.headers as ReadRecord['headers'], timestamp: '0' };
 }
 
@@ -56,7 +78,11 @@ test('records from other topics and tombstones without source headers are ignore
   const stray: ReadRecord = { ...output(0, 0), topic: 'elsewhere' };
   const bare: ReadRecord = { ...output(0, 0), value: null };
   assert.deepEqual(accountOffsets(['0:0'], [stray, bare], topics).missing, ['0:0']);
-  const propagated: ReadRecord = { ...output(0, 0), value: null, headers: { [SourceHeaders.topic]: Buffer.from('in'), [SourceHeaders.partition]: Buffer.from('0'), [SourceHeaders.offset]: Buffer.from('0') } };
+  const propagated: ReadRecord = {
+    ...output(0, 0),
+    value: null,
+    headers: { [SourceHeaders.topic]: Buffer.from('in'), [SourceHeaders.partition]: Buffer.from('0'), [SourceHeaders.offset]: Buffer.from('0') },
+  };
   const report = accountOffsets(['0:0'], [propagated], topics);
   assert.deepEqual(report.missing, []);
   assert.equal(report.published, 1);

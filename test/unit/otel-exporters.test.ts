@@ -15,7 +15,10 @@ test('OTEL_TRACES_EXPORTER wins over telemetry.tracesExporter: otlp, console, a 
   assert.deepEqual(traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: ' otlp , console,otlp' }), ['otlp', 'console']);
   assert.deepEqual(traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: 'console,none' }), []);
   assert.deepEqual(traceExporterNames({ ...telemetry, tracesExporter: 'none' }, { OTEL_TRACES_EXPORTER: '' }), []);
-  assert.throws(() => traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: 'zipkin' }), (e: unknown) => e instanceof ConfigError && e.field === 'OTEL_TRACES_EXPORTER' && /zipkin/.test(e.message));
+  assert.throws(
+    () => traceExporterNames(telemetry, { OTEL_TRACES_EXPORTER: 'zipkin' }),
+    (e: unknown) => e instanceof ConfigError && e.field === 'OTEL_TRACES_EXPORTER' && /zipkin/.test(e.message),
+  );
 });
 
 test('OTEL_TRACES_EXPORTER=console prints each span as it ends; none registers nothing', async () => {
@@ -30,7 +33,10 @@ test('OTEL_TRACES_EXPORTER=console prints each span as it ends; none registers n
   } finally {
     console.dir = dir;
   }
-  assert.ok(printed.some((p) => typeof p === 'object' && p !== null && (p as { name?: unknown }).name === 'route encoder'), JSON.stringify(printed).slice(0, 300));
+  assert.ok(
+    printed.some((p) => typeof p === 'object' && p !== null && (p as { name?: unknown }).name === 'route encoder'),
+    JSON.stringify(printed).slice(0, 300),
+  );
   const none = setupTracing(telemetry, { env: { OTEL_TRACES_EXPORTER: 'none' } });
   assert.equal(none.enabled, false);
   assert.deepEqual(none.exporters, []);
@@ -41,7 +47,10 @@ test('OTEL_METRICS_EXPORTER: prometheus by default, otlp/console push, none; /me
   assert.deepEqual(metricsExporterNames({ OTEL_METRICS_EXPORTER: 'otlp, prometheus' }), ['otlp', 'prometheus']);
   assert.deepEqual(metricsExporterNames({ OTEL_METRICS_EXPORTER: 'console,none' }), []);
   assert.deepEqual(metricsExporterNames({ OTEL_SDK_DISABLED: 'true' }), []);
-  assert.throws(() => metricsExporterNames({ OTEL_METRICS_EXPORTER: 'statsd' }), (e: unknown) => e instanceof ConfigError && e.field === 'OTEL_METRICS_EXPORTER');
+  assert.throws(
+    () => metricsExporterNames({ OTEL_METRICS_EXPORTER: 'statsd' }),
+    (e: unknown) => e instanceof ConfigError && e.field === 'OTEL_METRICS_EXPORTER',
+  );
 
   const printed: unknown[] = [];
   const dir = console.dir;
@@ -55,7 +64,10 @@ test('OTEL_METRICS_EXPORTER: prometheus by default, otlp/console push, none; /me
     await m.shutdown();
   }
   assert.equal(m.servesPrometheus, false);
-  assert.ok(printed.some((p) => JSON.stringify(p).includes('bioner.notes.received')), 'the console exporter printed the counter');
+  assert.ok(
+    printed.some((p) => JSON.stringify(p).includes('bioner.notes.received')),
+    'the console exporter printed the counter',
+  );
 
   const server = await startTelemetryServer({ port: 0, host: '127.0.0.1', metrics: m, ready: () => ({ ok: true, checks: {} }) });
   try {

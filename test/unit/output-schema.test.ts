@@ -44,21 +44,75 @@ test('every field of both schemas explains itself (a non-empty doc)', () => {
 
 function baseRecord(spans: TaggedNoteRecord['spans']): TaggedNoteRecord {
   return {
-    note_id: 'n1', source: null, input: { topic: 't', partition: 0, offset: 5 }, model: { id: 'm', version: '1' }, text_length: 30, spans,
-    routing: { policy: 'cascade', budget_ms: 100, sentences: 2, sentences_encoder: 1, sentences_llm: 1, reasons: [], granularity: 'sentence', budget_source: 'default', effective_budget_ms: 100, load_factor: 1, predicted_encoder_ms: 1, predicted_llm_ms: 2, actual_encoder_ms: 1, actual_llm_ms: 2, llm_sentences: [1], estimated_gain: 0 },
-    timings: { text_ms: 0, route_ms: 0, encoder_ms: 1, llm_ms: 2, total_ms: 3 }, metadata: null, produced_at: 1_700_000_000_000,
+    note_id: 'n1',
+    source: null,
+    input: { topic: 't', partition: 0, offset: 5 },
+    model: { id: 'm', version: '1' },
+    text_length: 30,
+    spans,
+    routing: {
+      policy: 'cascade',
+      budget_ms: 100,
+      sentences: 2,
+      sentences_encoder: 1,
+      sentences_llm: 1,
+      reasons: [],
+      granularity: 'sentence',
+      budget_source: 'default',
+      effective_budget_ms: 100,
+      load_factor: 1,
+      predicted_encoder_ms: 1,
+      predicted_llm_ms: 2,
+      actual_encoder_ms: 1,
+      actual_llm_ms: 2,
+      llm_sentences: [1],
+      estimated_gain: 0,
+    },
+    timings: { text_ms: 0, route_ms: 0, encoder_ms: 1, llm_ms: 2, total_ms: 3 },
+    metadata: null,
+    produced_at: 1_700_000_000_000,
   };
 }
 
 test('BACKWARD and FORWARD with the 0.1.0 schema: old records read with defaults, new records read by old readers', () => {
   // Old writer -> new reader: span text is null, routes unchanged.
-  const oldRecord = { ...baseRecord([]), spans: (['encoder', 'llm', 'encoder_fallback'] as const).map((route, i) => ({ start: i, end: i + 1, label: 'Chemical', score: 0.5, route, sentence_index: 0 })) };
+  const oldRecord = {
+    ...baseRecord([]),
+    spans: (['encoder', 'llm', 'encoder_fallback'] as const).map((route, i) => ({
+      start: i,
+      end: i + 1,
+      label: 'Chemical',
+      score: 0.5,
+      route,
+      sentence_index: 0,
+    })),
+  };
   const upgraded = currentType.fromBuffer(previousType.toBuffer(oldRecord), currentType.createResolver(previousType)) as TaggedNoteRecord;
-  assert.deepEqual(upgraded.spans.map((s) => [s.route, s.text]), [['encoder', null], ['llm', null], ['encoder_fallback', null]]);
+  assert.deepEqual(
+    upgraded.spans.map((s) => [s.route, s.text]),
+    [
+      ['encoder', null],
+      ['llm', null],
+      ['encoder_fallback', null],
+    ],
+  );
   // New writer -> old reader: the appended field is skipped, every route the router writes is known.
-  const fresh = baseRecord((['encoder', 'llm', 'encoder_fallback'] as const).map((route, i) => ({ start: i, end: i + 1, label: 'Disease', score: 0.25, route, sentence_index: 1, text: 'x' })));
+  const fresh = baseRecord(
+    (['encoder', 'llm', 'encoder_fallback'] as const).map((route, i) => ({
+      start: i,
+      end: i + 1,
+      label: 'Disease',
+      score: 0.25,
+      route,
+      sentence_index: 1,
+      text: 'x',
+    })),
+  );
   const downgraded = previousType.fromBuffer(encodeTaggedNote(fresh), previousType.createResolver(currentType)) as { spans: Array<Record<string, unknown>> };
-  assert.deepEqual(downgraded.spans.map((s) => s.route), ['encoder', 'llm', 'encoder_fallback']);
+  assert.deepEqual(
+    downgraded.spans.map((s) => s.route),
+    ['encoder', 'llm', 'encoder_fallback'],
+  );
   assert.deepEqual(Object.keys(downgraded.spans[0]), ['start', 'end', 'label', 'score', 'route', 'sentence_index']);
   // Both directions resolve at the type level (what a registry's BACKWARD/FORWARD check asks).
   assert.doesNotThrow(() => currentType.createResolver(previousType));
@@ -81,15 +135,44 @@ test('a route added after this schema reads as `unknown` here, and as `encoder` 
 
 function outcome(spans: EntitySpan[]): NoteOutcome {
   return {
-    noteId: 'n-span', source: null, metadata: null, position: { topic: 'in', partition: 1, offset: '7' }, model: { id: 'm', version: '1' }, spans,
-    routing: { policy: 'encoder', budgetMs: 100, sentences: 1, sentencesEncoder: 1, sentencesLlm: 0, reasons: [], granularity: 'sentence', budgetSource: 'default', effectiveBudgetMs: 100, loadFactor: 1, predictedEncoderMs: 1, predictedLlmMs: 0, actualEncoderMs: 1, actualLlmMs: 0, llmSentences: [], estimatedGain: 0 },
+    noteId: 'n-span',
+    source: null,
+    metadata: null,
+    position: { topic: 'in', partition: 1, offset: '7' },
+    model: { id: 'm', version: '1' },
+    spans,
+    routing: {
+      policy: 'encoder',
+      budgetMs: 100,
+      sentences: 1,
+      sentencesEncoder: 1,
+      sentencesLlm: 0,
+      reasons: [],
+      granularity: 'sentence',
+      budgetSource: 'default',
+      effectiveBudgetMs: 100,
+      loadFactor: 1,
+      predictedEncoderMs: 1,
+      predictedLlmMs: 0,
+      actualEncoderMs: 1,
+      actualLlmMs: 0,
+      llmSentences: [],
+      estimatedGain: 0,
+    },
     timings: { textMs: 0, routeMs: 0, encoderMs: 1, llmMs: 0, totalMs: 1 },
   };
 }
 
 test('span text is the code-point slice of the note (emoji, ZWJ sequences, combining marks); output.spanText false leaves it null', () => {
   const text = 'Pt 👨‍👩‍👧 🤒 took cafe\u0301 with 𝐀𝐬𝐩𝐢𝐫𝐢𝐧 and nause\u0301a.';
-  const span = (word: string): EntitySpan => ({ start: text.indexOf(word), end: text.indexOf(word) + word.length, label: 'X', score: 0.9, sentenceIndex: 0, route: 'encoder' });
+  const span = (word: string): EntitySpan => ({
+    start: text.indexOf(word),
+    end: text.indexOf(word) + word.length,
+    label: 'X',
+    score: 0.9,
+    sentenceIndex: 0,
+    route: 'encoder',
+  });
   const words = ['cafe\u0301', '𝐀𝐬𝐩𝐢𝐫𝐢𝐧', 'nause\u0301a', '👨‍👩‍👧'];
   const record = toTaggedNoteRecord(outcome(words.map(span)), text);
   const cps = Array.from(text);
@@ -100,8 +183,15 @@ test('span text is the code-point slice of the note (emoji, ZWJ sequences, combi
   }
   assert.equal(decoded.spans[1].end - decoded.spans[1].start, 7, 'seven mathematical letters, one code point each');
   const withheld = decodeTaggedNote(encodeTaggedNote(toTaggedNoteRecord(outcome(words.map(span)), text, undefined, { spanText: false })));
-  assert.deepEqual(withheld.spans.map((s) => s.text), [null, null, null, null]);
-  assert.deepEqual(withheld.spans.map((s) => [s.start, s.end]), decoded.spans.map((s) => [s.start, s.end]), 'offsets are the same either way');
+  assert.deepEqual(
+    withheld.spans.map((s) => s.text),
+    [null, null, null, null],
+  );
+  assert.deepEqual(
+    withheld.spans.map((s) => [s.start, s.end]),
+    decoded.spans.map((s) => [s.start, s.end]),
+    'offsets are the same either way',
+  );
 });
 
 test('with a schema id the value is Confluent-framed; decodeTaggedNote reads framed and raw values alike', () => {

@@ -44,9 +44,7 @@ const dashboard = JSON.parse(read('deploy/grafana/bioner-router-dashboard.json')
  * variables (only ever used inside label matchers here) match anything.
  */
 function asPromQL(expr: string): string {
-  return expr
-    .replace(/\$\{?__(rate_interval|interval|range)\}?/g, '5m')
-    .replace(/\$\{(\w+)(:\w+)?\}|\$(\w+)/g, '.*');
+  return expr.replace(/\$\{?__(rate_interval|interval|range)\}?/g, '5m').replace(/\$\{(\w+)(:\w+)?\}|\$(\w+)/g, '.*');
 }
 
 /** Every PromQL query of the dashboard: panel targets, and the selector inside each `label_values(selector, label)` variable. */
@@ -97,7 +95,8 @@ test('every Grafana query parses (each dashboard expr checked by promtool as a r
 });
 
 test('the check catches the broken "Estimated gain per note" query this dashboard used to ship', { skip }, () => {
-  const broken = '(sum by (policy) (rate(bioner_route_estimated_gain_total{job=~"$job", sign="positive"}[$__rate_interval])) or sum by (policy) (rate(bioner_notes_total{job=~"$job", outcome="published"}[$__rate_interval])) * 0) - (sum by (policy) (rate(bioner_route_estimated_gain_total{job=~"$job", sign="negative"}[$__rate_interval])) or sum by (policy) (rate(bioner_notes_total{job=~"$job", outcome="published"}[$__rate_interval])) * 0)) / sum by (policy) (rate(bioner_notes_total{job=~"$job", outcome="published"}[$__rate_interval]))';
+  const broken =
+    '(sum by (policy) (rate(bioner_route_estimated_gain_total{job=~"$job", sign="positive"}[$__rate_interval])) or sum by (policy) (rate(bioner_notes_total{job=~"$job", outcome="published"}[$__rate_interval])) * 0) - (sum by (policy) (rate(bioner_route_estimated_gain_total{job=~"$job", sign="negative"}[$__rate_interval])) or sum by (policy) (rate(bioner_notes_total{job=~"$job", outcome="published"}[$__rate_interval])) * 0)) / sum by (policy) (rate(bioner_notes_total{job=~"$job", outcome="published"}[$__rate_interval]))';
   const r = checkAsRecordingRules([{ where: 'old panel 5', expr: broken }], 'broken-rules.yaml');
   assert.notEqual(r.status, 0);
   assert.match(r.output, /unexpected right parenthesis/);
@@ -123,7 +122,14 @@ test('"Estimated gain per note" computes net gain / published notes, also when n
         ],
         promql_expr_test: [
           // Scaled and rounded: promtool 2.42 compares floats exactly.
-          { expr: `round((${expr}) * 1000)`, eval_time: '10m', exp_samples: [{ labels: '{policy="encoder"}', value: 10 }, { labels: '{policy="length-aware"}', value: 15 }] },
+          {
+            expr: `round((${expr}) * 1000)`,
+            eval_time: '10m',
+            exp_samples: [
+              { labels: '{policy="encoder"}', value: 10 },
+              { labels: '{policy="length-aware"}', value: 15 },
+            ],
+          },
         ],
       },
     ],
@@ -134,7 +140,7 @@ test('"Estimated gain per note" computes net gain / published notes, also when n
   assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
 });
 
-test('deploy/alerts.yaml: every bioner_* series is one the router exports; the others are Prometheus\' own or kafka-exporter\'s', () => {
+test("deploy/alerts.yaml: every bioner_* series is one the router exports; the others are Prometheus' own or kafka-exporter's", () => {
   const known = new Set<string>();
   for (const name of Object.values(METRIC_SERIES)) for (const suffix of ['', '_bucket', '_sum', '_count']) known.add(name + suffix);
   const external = new Set(['up', 'kafka_consumergroup_lag', 'kafka_consumergroup_current_offset']);
@@ -146,18 +152,35 @@ test('deploy/alerts.yaml: every bioner_* series is one the router exports; the o
     // Metric names: identifiers followed by a selector, a range or a closing parenthesis, minus PromQL's own words.
     for (const m of r.expr.matchAll(/\b([a-z_][a-z0-9_]*)\s*(?=\{|\[|\)|\s*(?:>|<|==|$))/g)) {
       const name = m[1];
-      if (/^(by|on|unless|and|or|without|sum|max|min|rate|increase|delta|absent|clamp_min|histogram_quantile|le|job|instance|policy|code|stage|namespace|pod|consumergroup|topic)$/.test(name)) continue;
+      if (
+        /^(by|on|unless|and|or|without|sum|max|min|rate|increase|delta|absent|clamp_min|histogram_quantile|le|job|instance|policy|code|stage|namespace|pod|consumergroup|topic)$/.test(
+          name,
+        )
+      )
+        continue;
       assert.ok(known.has(name) || external.has(name), `${r.alert}: ${name} is neither exported by the router nor a known external series`);
       used.add(name);
     }
   }
-  for (const s of ['up', 'bioner_dlq_total', 'bioner_llm_fallbacks_total', 'bioner_budget_overruns_total', 'bioner_llm_circuit_state', 'bioner_consumer_lag', 'bioner_notes_total', 'bioner_note_duration_ms_bucket', 'kafka_consumergroup_lag']) {
+  for (const s of [
+    'up',
+    'bioner_dlq_total',
+    'bioner_llm_fallbacks_total',
+    'bioner_budget_overruns_total',
+    'bioner_llm_circuit_state',
+    'bioner_consumer_lag',
+    'bioner_notes_total',
+    'bioner_note_duration_ms_bucket',
+    'kafka_consumergroup_lag',
+  ]) {
     assert.ok(used.has(s), `an alert uses ${s}`);
   }
 });
 
 test('deploy/otel-collector.yaml exports traces over TLS unless insecure is chosen explicitly', () => {
-  const config = parseYaml(read('deploy/otel-collector.yaml')) as { exporters: Record<string, { endpoint?: string; tls?: { insecure?: boolean; insecure_skip_verify?: boolean } }> };
+  const config = parseYaml(read('deploy/otel-collector.yaml')) as {
+    exporters: Record<string, { endpoint?: string; tls?: { insecure?: boolean; insecure_skip_verify?: boolean } }>;
+  };
   const otlp = Object.entries(config.exporters).filter(([name]) => /^otlp(http)?(\/|$)/.test(name));
   assert.ok(otlp.length > 0, 'an OTLP exporter');
   for (const [name, e] of otlp) {
@@ -168,8 +191,15 @@ test('deploy/otel-collector.yaml exports traces over TLS unless insecure is chos
 });
 
 test('deploy/otel-collector.yaml and deploy/alerts.yaml parse the same once indented under `config:` / `spec:` (how deploy/RUNBOOK.md wraps them)', () => {
-  const indent = (text: string): string => text.split('\n').map((l) => (l === '' ? l : `  ${l}`)).join('\n');
-  for (const [file, key] of [['deploy/otel-collector.yaml', 'config'], ['deploy/alerts.yaml', 'spec']] as const) {
+  const indent = (text: string): string =>
+    text
+      .split('\n')
+      .map((l) => (l === '' ? l : `  ${l}`))
+      .join('\n');
+  for (const [file, key] of [
+    ['deploy/otel-collector.yaml', 'config'],
+    ['deploy/alerts.yaml', 'spec'],
+  ] as const) {
     const wrapped = parseYaml(`mode: deployment\n${key}:\n${indent(read(file))}`) as Record<string, unknown>;
     assert.deepEqual(wrapped[key], parseYaml(read(file)), file);
   }

@@ -11,20 +11,36 @@ test('span offsets are published in code points, not UTF-16 units', () => {
   const text = '𝛼🧪 given cisplatin today';
   const start16 = text.indexOf('cisplatin');
   const end16 = start16 + 'cisplatin'.length;
-  const record = toTaggedNoteRecord({
-    noteId: 'n1',
-    source: null,
-    position: { topic: 'in', partition: 2, offset: '41' },
-    model: { id: 'm', version: '1' },
-    spans: [{ start: start16, end: end16, label: 'Chemical', score: 0.9, sentenceIndex: 0, route: 'encoder' }],
-    routing: {
-      policy: 'cascade', budgetMs: 100, sentences: 1, sentencesEncoder: 0, sentencesLlm: 1, reasons: ['flag_long_span'],
-      granularity: 'sentence', budgetSource: 'header', effectiveBudgetMs: 50, loadFactor: 0.5,
-      predictedEncoderMs: 1.5, predictedLlmMs: 9.25, actualEncoderMs: 2, actualLlmMs: 11, llmSentences: [0], estimatedGain: 0.03,
+  const record = toTaggedNoteRecord(
+    {
+      noteId: 'n1',
+      source: null,
+      position: { topic: 'in', partition: 2, offset: '41' },
+      model: { id: 'm', version: '1' },
+      spans: [{ start: start16, end: end16, label: 'Chemical', score: 0.9, sentenceIndex: 0, route: 'encoder' }],
+      routing: {
+        policy: 'cascade',
+        budgetMs: 100,
+        sentences: 1,
+        sentencesEncoder: 0,
+        sentencesLlm: 1,
+        reasons: ['flag_long_span'],
+        granularity: 'sentence',
+        budgetSource: 'header',
+        effectiveBudgetMs: 50,
+        loadFactor: 0.5,
+        predictedEncoderMs: 1.5,
+        predictedLlmMs: 9.25,
+        actualEncoderMs: 2,
+        actualLlmMs: 11,
+        llmSentences: [0],
+        estimatedGain: 0.03,
+      },
+      timings: { textMs: 0.1, routeMs: 0, encoderMs: 2, llmMs: 0, totalMs: 3 },
+      metadata: null,
     },
-    timings: { textMs: 0.1, routeMs: 0, encoderMs: 2, llmMs: 0, totalMs: 3 },
-    metadata: null,
-  }, text);
+    text,
+  );
   const cps = Array.from(text);
   assert.equal(record.text_length, cps.length);
   const span = record.spans[0];
@@ -43,7 +59,9 @@ test('span offsets are published in code points, not UTF-16 units', () => {
 });
 
 test('decision-record fields evolve compatibly: records written before them decode with defaults, and old readers skip them', () => {
-  const current = JSON.parse(readFileSync(new URL('../../schemas/tagged-note.avsc', import.meta.url), 'utf8')) as { fields: Array<{ name: string; type: { fields?: Array<{ name: string }> } }> };
+  const current = JSON.parse(readFileSync(new URL('../../schemas/tagged-note.avsc', import.meta.url), 'utf8')) as {
+    fields: Array<{ name: string; type: { fields?: Array<{ name: string }> } }>;
+  };
   // The schema as the backbone release wrote it: RouteSummary up to `reasons`.
   const old = structuredClone(current);
   const routing = old.fields.find((f) => f.name === 'routing');
@@ -52,15 +70,39 @@ test('decision-record fields evolve compatibly: records written before them deco
   const oldType = avro.Type.forSchema(old as unknown as avro.Schema);
   const newType = avro.Type.forSchema(current as unknown as avro.Schema);
   const oldRecord = {
-    note_id: 'n2', source: null, input: { topic: 't', partition: 0, offset: 1 }, model: { id: 'm', version: '1' }, text_length: 3, spans: [],
+    note_id: 'n2',
+    source: null,
+    input: { topic: 't', partition: 0, offset: 1 },
+    model: { id: 'm', version: '1' },
+    text_length: 3,
+    spans: [],
     routing: { policy: 'encoder', budget_ms: 100, sentences: 1, sentences_encoder: 1, sentences_llm: 0, reasons: [] },
-    timings: { text_ms: 0, route_ms: 0, encoder_ms: 0, llm_ms: 0, total_ms: 0 }, metadata: null, produced_at: 1,
+    timings: { text_ms: 0, route_ms: 0, encoder_ms: 0, llm_ms: 0, total_ms: 0 },
+    metadata: null,
+    produced_at: 1,
   };
   const upgraded = newType.fromBuffer(oldType.toBuffer(oldRecord), newType.createResolver(oldType)) as { routing: Record<string, unknown> };
   assert.equal(upgraded.routing.granularity, 'sentence');
   assert.deepEqual(upgraded.routing.llm_sentences, []);
   assert.equal(upgraded.routing.load_factor, 1);
-  const fresh = decodeTaggedNote(encodeTaggedNote({ ...(oldRecord as unknown as TaggedNoteRecord), routing: { ...oldRecord.routing, granularity: 'note', budget_source: 'topic', effective_budget_ms: 40, load_factor: 0.4, predicted_encoder_ms: 1, predicted_llm_ms: 2, actual_encoder_ms: 1, actual_llm_ms: 2, llm_sentences: [0], estimated_gain: 0.1 } }));
+  const fresh = decodeTaggedNote(
+    encodeTaggedNote({
+      ...(oldRecord as unknown as TaggedNoteRecord),
+      routing: {
+        ...oldRecord.routing,
+        granularity: 'note',
+        budget_source: 'topic',
+        effective_budget_ms: 40,
+        load_factor: 0.4,
+        predicted_encoder_ms: 1,
+        predicted_llm_ms: 2,
+        actual_encoder_ms: 1,
+        actual_llm_ms: 2,
+        llm_sentences: [0],
+        estimated_gain: 0.1,
+      },
+    }),
+  );
   const downgraded = oldType.fromBuffer(newType.toBuffer(fresh), oldType.createResolver(newType)) as { routing: Record<string, unknown> };
   assert.deepEqual(Object.keys(downgraded.routing), ['policy', 'budget_ms', 'sentences', 'sentences_encoder', 'sentences_llm', 'reasons']);
 });
@@ -68,7 +110,12 @@ test('decision-record fields evolve compatibly: records written before them deco
 test('DLQ record keeps the original bytes and adds PHI-free reason headers', () => {
   const value = Buffer.from('{"note_id":"n9","text":"PATIENT SECRET"', 'utf8');
   const err = new InvalidRecordError('DECODE_FAILED', 'record value is not valid JSON', { stage: 'decode' });
-  const msg = buildDlqMessage({ key: Buffer.from('n9'), value, headers: { trace: 'abc' }, timestamp: '1700000000000' }, { topic: 'notes', partition: 1, offset: '17' }, err, 'decode');
+  const msg = buildDlqMessage(
+    { key: Buffer.from('n9'), value, headers: { trace: 'abc' }, timestamp: '1700000000000' },
+    { topic: 'notes', partition: 1, offset: '17' },
+    err,
+    'decode',
+  );
   assert.equal(msg.value, value);
   assert.equal(msg.key?.toString(), 'n9');
   assert.equal(msg.timestamp, '1700000000000');
@@ -81,7 +128,12 @@ test('DLQ record keeps the original bytes and adds PHI-free reason headers', () 
   assert.equal(headerString(msg.headers, DlqHeaders.errorClass), 'InvalidRecordError');
   for (const v of Object.values(msg.headers)) assert.ok(!String(v).includes('SECRET'));
   // A foreign error's message may quote input: only its class is kept.
-  const foreign = buildDlqMessage({ key: null, value, timestamp: '0' }, { topic: 't', partition: 0, offset: '0' }, new SyntaxError('Unexpected token in "PATIENT SECRET"'), 'tag');
+  const foreign = buildDlqMessage(
+    { key: null, value, timestamp: '0' },
+    { topic: 't', partition: 0, offset: '0' },
+    new SyntaxError('Unexpected token in "PATIENT SECRET"'),
+    'tag',
+  );
   assert.equal(headerString(foreign.headers, DlqHeaders.errorCode), 'INTERNAL');
   assert.ok(!headerString(foreign.headers, DlqHeaders.errorMessage)?.includes('SECRET'));
 });

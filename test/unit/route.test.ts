@@ -43,9 +43,19 @@ function plannedMs(router: ReturnType<typeof createRouter>, sentences: Sentence[
 
 describe('budget', () => {
   test('sources in order: note field, header, per-topic default, global default', () => {
-    assert.deepEqual(resolveBudget({ noteBudgetMs: 70, headerBudgetMs: 80, topic: 'urgent' }, settings), { budgetMs: 70, source: 'note', effectiveMs: 70, loadFactor: 1 });
+    assert.deepEqual(resolveBudget({ noteBudgetMs: 70, headerBudgetMs: 80, topic: 'urgent' }, settings), {
+      budgetMs: 70,
+      source: 'note',
+      effectiveMs: 70,
+      loadFactor: 1,
+    });
     assert.equal(resolveBudget({ noteBudgetMs: null, headerBudgetMs: 80, topic: 'urgent' }, settings).source, 'header');
-    assert.deepEqual(resolveBudget({ noteBudgetMs: null, headerBudgetMs: null, topic: 'urgent' }, settings), { budgetMs: 50, source: 'topic', effectiveMs: 50, loadFactor: 1 });
+    assert.deepEqual(resolveBudget({ noteBudgetMs: null, headerBudgetMs: null, topic: 'urgent' }, settings), {
+      budgetMs: 50,
+      source: 'topic',
+      effectiveMs: 50,
+      loadFactor: 1,
+    });
     assert.deepEqual(resolveBudget({ noteBudgetMs: null, topic: 'other' }, settings), { budgetMs: 500, source: 'default', effectiveMs: 500, loadFactor: 1 });
   });
 
@@ -90,7 +100,10 @@ describe('cost model', () => {
   });
 
   test('calls of one size rescale the line instead of inventing an overhead', () => {
-    const model = new OnlineCostModel({ encoder: { overheadMs: 2, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } }, { halfLifeObservations: 5, priorWeight: 0.01 });
+    const model = new OnlineCostModel(
+      { encoder: { overheadMs: 2, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } },
+      { halfLifeObservations: 5, priorWeight: 0.01 },
+    );
     for (let i = 0; i < 100; i++) model.observe('encoder', 50, 14);
     assert.ok(Math.abs(model.predict('encoder', 50) - 14) < 0.2);
     for (const v of Object.values(model.snapshot().encoder)) assert.ok(Number.isFinite(v) && v >= 0);
@@ -132,7 +145,10 @@ describe('cost model', () => {
 
   test('a success forgets a remembered failure at once; the largest shortfall in the window counts; a call within the line is no failure', () => {
     let now = 0;
-    const model = new OnlineCostModel({ encoder: { overheadMs: 0, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } }, { failureMemoryMs: 1000, clock: () => now });
+    const model = new OnlineCostModel(
+      { encoder: { overheadMs: 0, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } },
+      { failureMemoryMs: 1000, clock: () => now },
+    );
     model.observeFailure('llm', 100, 50); // faster than predicted (budget cut early): says nothing
     assert.equal(model.predict('llm', 100), 100);
     model.observeFailure('llm', 100, 900);
@@ -145,7 +161,10 @@ describe('cost model', () => {
     model.observe('llm', 100, 100);
     assert.equal(model.predict('llm', 100), 100, 'a success clears the failure');
     assert.equal(model.predict('encoder', 100), 10, 'the other route is untouched');
-    const forgetful = new OnlineCostModel({ encoder: { overheadMs: 0, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } }, { failureMemoryMs: 0, clock: () => now });
+    const forgetful = new OnlineCostModel(
+      { encoder: { overheadMs: 0, msPerToken: 0.1 }, llm: { overheadMs: 0, msPerToken: 1 } },
+      { failureMemoryMs: 0, clock: () => now },
+    );
     forgetful.observeFailure('llm', 100, 5000);
     assert.equal(forgetful.predict('llm', 100), 100, 'failureMemoryMs 0: failures are not remembered');
   });
@@ -156,7 +175,10 @@ describe('cost model', () => {
         datasets: {
           d: {
             support_by_length: { '1': 300, '2': 100, '3+': 50 },
-            routes: { encoder: { ms_per_token: 0.05, f1: { '1': 0.8, '2': 0.7, '3+': 0.5, all: 0.75 } }, llm: { ms_per_token: 0.5, f1: { '1': 0.78, '2': 0.74, '3+': 0.6, all: 0.76 } } },
+            routes: {
+              encoder: { ms_per_token: 0.05, f1: { '1': 0.8, '2': 0.7, '3+': 0.5, all: 0.75 } },
+              llm: { ms_per_token: 0.5, f1: { '1': 0.78, '2': 0.74, '3+': 0.6, all: 0.76 } },
+            },
           },
         },
       },
@@ -175,9 +197,15 @@ describe('cost model', () => {
       [{ datasets: { d: {} } }, /datasets\.d\.routes is missing/],
       [{ datasets: { d: { routes: {} } } }, /datasets\.d\.routes\.encoder is missing/],
       [{ datasets: { d: { routes: { encoder: { f1: encoder.f1 } } } } }, /datasets\.d\.routes\.encoder\.ms_per_token is missing/],
-      [{ datasets: { d: { routes: { encoder: { ...encoder, ms_per_token: '0.05' } } } } }, /datasets\.d\.routes\.encoder\.ms_per_token must be a finite number/],
+      [
+        { datasets: { d: { routes: { encoder: { ...encoder, ms_per_token: '0.05' } } } } },
+        /datasets\.d\.routes\.encoder\.ms_per_token must be a finite number/,
+      ],
       [{ datasets: { d: { routes: { encoder, llm: { ms_per_token: null } } } } }, /datasets\.d\.routes\.llm\.ms_per_token must be a finite number/],
-      [{ datasets: { d: { routes: { encoder: { ...encoder, f1: { ...encoder.f1, all: 'high' } } } } } }, /datasets\.d\.routes\.encoder\.f1\.all must be a number or null/],
+      [
+        { datasets: { d: { routes: { encoder: { ...encoder, f1: { ...encoder.f1, all: 'high' } } } } } },
+        /datasets\.d\.routes\.encoder\.f1\.all must be a number or null/,
+      ],
       [{ datasets: { d: { support_by_length: { '3+': -Infinity }, routes: { encoder } } } }, /datasets\.d\.support_by_length\.3\+ must be a finite number/],
     ];
     for (const [raw, message] of cases) {
@@ -218,7 +246,10 @@ describe('policies (fixed costs)', () => {
     assert.deepEqual(router.plan({ sentences: note, budget: budget(200), elapsedMs: 0 }).sentenceRoutes, Array(6).fill('llm'));
     // With room for one LLM sentence, the one with the best expected gain per ms goes.
     const one = router.plan({ sentences: note, budget: budget(36), elapsedMs: 0 });
-    assert.deepEqual(one.sentenceRoutes.map((r, i) => (r === 'llm' ? i : -1)).filter((i) => i >= 0), [1]);
+    assert.deepEqual(
+      one.sentenceRoutes.map((r, i) => (r === 'llm' ? i : -1)).filter((i) => i >= 0),
+      [1],
+    );
   });
 
   test('cuts LLM work first: below the encoder cost everything stays on the encoder', () => {
@@ -259,7 +290,12 @@ describe('policies (fixed costs)', () => {
   });
 
   test('note granularity: the whole note or nothing', () => {
-    const router = createRouter({ policy: 'length-aware', calibration: { ...calibration, gains: { short: 0.01, long: 0.1, all: 0.03 } }, estimator, settings: { granularity: 'note' } });
+    const router = createRouter({
+      policy: 'length-aware',
+      calibration: { ...calibration, gains: { short: 0.01, long: 0.1, all: 0.03 } },
+      estimator,
+      settings: { granularity: 'note' },
+    });
     assert.deepEqual(router.plan({ sentences: note, budget: budget(1000), elapsedMs: 0 }).sentenceRoutes, Array(6).fill('llm'));
     const cut = router.plan({ sentences: note, budget: budget(60), elapsedMs: 0 });
     assert.deepEqual(cut.sentenceRoutes, Array(6).fill('encoder'));
@@ -306,14 +342,20 @@ class ClockedTagger implements Tagger {
     this.clock.t += this.overheadMs + this.msPerWord * words;
     return sentences.map((s) => {
       const at = s.tokens.findIndex((t) => t.text === 'LONG');
-      return { spans: at < 0 ? [{ first: 2, last: 2, label: this.label, score: 0.9 }] : [{ first: at, last: Math.min(s.tokens.length - 1, at + 2), label: this.label, score: 0.6 }], minConfidence: at < 0 ? 0.95 : 0.5 };
+      return {
+        spans:
+          at < 0
+            ? [{ first: 2, last: 2, label: this.label, score: 0.9 }]
+            : [{ first: at, last: Math.min(s.tokens.length - 1, at + 2), label: this.label, score: 0.6 }],
+        minConfidence: at < 0 ? 0.95 : 0.5,
+      };
     });
   }
   async close(): Promise<void> {}
 }
 
 describe('processor with a fake clock', () => {
-  test('real time spent stays within the budget whenever the encoder alone fits; LLM spans replace the encoder\'s by sentence', async () => {
+  test("real time spent stays within the budget whenever the encoder alone fits; LLM spans replace the encoder's by sentence", async () => {
     for (const policy of ['llm', 'length-aware', 'cascade'] as const) {
       for (const ms of [15, 30, 45, 70, 120, 400]) {
         const clock = { t: 1000 };
@@ -322,7 +364,9 @@ describe('processor with a fake clock', () => {
         const router = createRouter({ policy, calibration, estimator });
         const processor = new NoteProcessor(router, { encoder, llm }, {}, { clock: () => clock.t, budget: { ...settings, defaultBudgetMs: ms } });
         const sentences = [0, 1, 2, 3, 4, 5].map((i) => sentence(i, words(20, i === 1 || i === 4 ? 'LONG' : undefined), i * 200));
-        const out = await processor.tagSentences('n', sentences, resolveBudget({ noteBudgetMs: null }, { ...settings, defaultBudgetMs: ms }), { receivedAt: clock.t });
+        const out = await processor.tagSentences('n', sentences, resolveBudget({ noteBudgetMs: null }, { ...settings, defaultBudgetMs: ms }), {
+          receivedAt: clock.t,
+        });
         const spent = clock.t - 1000;
         assert.ok(spent <= ms + 1e-9, `${policy} budget ${ms}: spent ${spent}`);
         // Each sentence's spans come from exactly one tagger, on that sentence's own words.

@@ -16,40 +16,43 @@ import { startTestRegistry } from '../helpers/schema-registry.js';
 
 // Throw-away test PKI (P-256, valid 100 years, generated with openssl for this test only): a CA and a
 // server certificate for IP:127.0.0.1 signed by it. Never used outside tests.
-const CA_CRT = [
-  '-----BEGIN CERTIFICATE-----',
-  'MIIBmjCCAUGgAwIBAgIUXTKp5EZ4lVQC5DCZBvOE8GvM01UwCgYIKoZIzj0EAwIw',
-  'IjEgMB4GA1UEAwwXYmlvbmVyIHRlc3QgcmVnaXN0cnkgQ0EwIBcNMjYxMjAxMjAz',
-  'MjI1WhgPMjEyNjExMDcyMDMyMjVaMCIxIDAeBgNVBAMMF2Jpb25lciB0ZXN0IHJl',
-  'Z2lzdHJ5IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEY743fVboYWuFK1nD',
-  'YESYHZsboQEMCCeW2f9OGfin6r4ul7ofFm/MoP4Y8yqmcskN4G2lA+tMIHrUrFEz',
-  'zMaW9KNTMFEwHQYDVR0OBBYEFNgx/+8Jls6asoc5V1Ley54qLieFMB8GA1UdIwQY',
-  'MBaAFNgx/+8Jls6asoc5V1Ley54qLieFMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI',
-  'zj0EAwIDRwAwRAIgSYY23XcalQjrUKeYpqfmvOHyzzfESEjH2MPOVbpnPSkCIAFY',
-  'RBi2HSfljB92ul3Ovs7sPJTY5ldSZ8vEnteQaAXC',
-  '-----END CERTIFICATE-----',
-].join('\n') + '\n';
-const SERVER_CRT = [
-  '-----BEGIN CERTIFICATE-----',
-  'MIIBvDCCAWGgAwIBAgIULuyr4MsFF0d7ZpzmvhgSE8jGrsswCgYIKoZIzj0EAwIw',
-  'IjEgMB4GA1UEAwwXYmlvbmVyIHRlc3QgcmVnaXN0cnkgQ0EwIBcNMjYxMjAxMjAz',
-  'MjI1WhgPMjEyNjExMDcyMDMyMjVaMBQxEjAQBgNVBAMMCTEyNy4wLjAuMTBZMBMG',
-  'ByqGSM49AgEGCCqGSM49AwEHA0IABO2l4sLg7BrBQso9GF2xVa0hiRclJSnVPS+q',
-  '9QODxvFBm9n4toNe6DnfgjJ6UN1eD2YhkOQsg/ibM0uCXFUW566jgYAwfjAPBgNV',
-  'HREECDAGhwR/AAABMAkGA1UdEwQCMAAwCwYDVR0PBAQDAgeAMBMGA1UdJQQMMAoG',
-  'CCsGAQUFBwMBMB0GA1UdDgQWBBRLbxrVsU6oEd5R/uuPihkPtpncmzAfBgNVHSME',
-  'GDAWgBTYMf/vCZbOmrKHOVdS3sueKi4nhTAKBggqhkjOPQQDAgNJADBGAiEAg3je',
-  'aTYAJ9iJc6VArSMOXAD3UIjndUnUtykExypoCswCIQCL5YsL19DEbEwQCyskz3Ox',
-  'c5rZAWEiMMaKuhtuWjgvhw==',
-  '-----END CERTIFICATE-----',
-].join('\n') + '\n';
-const SERVER_KEY = [
-  '-----BEGIN PRIVATE KEY-----',
-  'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQga3CS6f0ljrZ/9xBC',
-  'JGPaR3nbXpOafJA0GOK0cPTuKyehRANCAATtpeLC4OwawULKPRhdsVWtIYkXJSUp',
-  '1T0vqvUDg8bxQZvZ+LaDXug534IyelDdXg9mIZDkLIP4mzNLglxVFueu',
-  '-----END PRIVATE KEY-----',
-].join('\n') + '\n';
+const CA_CRT =
+  [
+    '-----BEGIN CERTIFICATE-----',
+    'MIIBmjCCAUGgAwIBAgIUXTKp5EZ4lVQC5DCZBvOE8GvM01UwCgYIKoZIzj0EAwIw',
+    'IjEgMB4GA1UEAwwXYmlvbmVyIHRlc3QgcmVnaXN0cnkgQ0EwIBcNMjYxMjAxMjAz',
+    'MjI1WhgPMjEyNjExMDcyMDMyMjVaMCIxIDAeBgNVBAMMF2Jpb25lciB0ZXN0IHJl',
+    'Z2lzdHJ5IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEY743fVboYWuFK1nD',
+    'YESYHZsboQEMCCeW2f9OGfin6r4ul7ofFm/MoP4Y8yqmcskN4G2lA+tMIHrUrFEz',
+    'zMaW9KNTMFEwHQYDVR0OBBYEFNgx/+8Jls6asoc5V1Ley54qLieFMB8GA1UdIwQY',
+    'MBaAFNgx/+8Jls6asoc5V1Ley54qLieFMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI',
+    'zj0EAwIDRwAwRAIgSYY23XcalQjrUKeYpqfmvOHyzzfESEjH2MPOVbpnPSkCIAFY',
+    'RBi2HSfljB92ul3Ovs7sPJTY5ldSZ8vEnteQaAXC',
+    '-----END CERTIFICATE-----',
+  ].join('\n') + '\n';
+const SERVER_CRT =
+  [
+    '-----BEGIN CERTIFICATE-----',
+    'MIIBvDCCAWGgAwIBAgIULuyr4MsFF0d7ZpzmvhgSE8jGrsswCgYIKoZIzj0EAwIw',
+    'IjEgMB4GA1UEAwwXYmlvbmVyIHRlc3QgcmVnaXN0cnkgQ0EwIBcNMjYxMjAxMjAz',
+    'MjI1WhgPMjEyNjExMDcyMDMyMjVaMBQxEjAQBgNVBAMMCTEyNy4wLjAuMTBZMBMG',
+    'ByqGSM49AgEGCCqGSM49AwEHA0IABO2l4sLg7BrBQso9GF2xVa0hiRclJSnVPS+q',
+    '9QODxvFBm9n4toNe6DnfgjJ6UN1eD2YhkOQsg/ibM0uCXFUW566jgYAwfjAPBgNV',
+    'HREECDAGhwR/AAABMAkGA1UdEwQCMAAwCwYDVR0PBAQDAgeAMBMGA1UdJQQMMAoG',
+    'CCsGAQUFBwMBMB0GA1UdDgQWBBRLbxrVsU6oEd5R/uuPihkPtpncmzAfBgNVHSME',
+    'GDAWgBTYMf/vCZbOmrKHOVdS3sueKi4nhTAKBggqhkjOPQQDAgNJADBGAiEAg3je',
+    'aTYAJ9iJc6VArSMOXAD3UIjndUnUtykExypoCswCIQCL5YsL19DEbEwQCyskz3Ox',
+    'c5rZAWEiMMaKuhtuWjgvhw==',
+    '-----END CERTIFICATE-----',
+  ].join('\n') + '\n';
+const SERVER_KEY =
+  [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQga3CS6f0ljrZ/9xBC',
+    'JGPaR3nbXpOafJA0GOK0cPTuKyehRANCAATtpeLC4OwawULKPRhdsVWtIYkXJSUp',
+    '1T0vqvUDg8bxQZvZ+LaDXug534IyelDdXg9mIZDkLIP4mzNLglxVFueu',
+    '-----END PRIVATE KEY-----',
+  ].join('\n') + '\n';
 
 const clinicalNoteSchema = JSON.stringify(avroType('clinical-note').schema());
 
@@ -167,15 +170,27 @@ test('basic auth: the credentials from the files are sent; wrong ones are a retr
     assert.ok(options !== undefined);
     assert.deepEqual(options.auth, { username: 'router', password: 'S3CRET-PW' });
     assert.equal((await new SchemaRegistryClient(options).schemaById(id)).id, id);
-    const wrong = await schemaRegistryOptions(validateConfig({ schemaRegistry: { url: registry.url, usernameFile: join(dir, 'user'), passwordFile: join(dir, 'wrong') } }).schemaRegistry);
+    const wrong = await schemaRegistryOptions(
+      validateConfig({ schemaRegistry: { url: registry.url, usernameFile: join(dir, 'user'), passwordFile: join(dir, 'wrong') } }).schemaRegistry,
+    );
     assert.ok(wrong !== undefined);
     const err = await rejectsWithCode(new SchemaRegistryClient(wrong).schemaById(id), 'SCHEMA_REGISTRY_UNAVAILABLE', true);
     assert.match(err.message, /HTTP 401.*usernameFile/);
     assert.ok(!err.message.includes('nope') && !err.message.includes('S3CRET'));
     assert.equal(await schemaRegistryOptions(validateConfig({}).schemaRegistry), undefined, 'no url, no client');
-    await assert.rejects(schemaRegistryOptions(validateConfig({ schemaRegistry: { url: registry.url, usernameFile: join(dir, 'missing'), passwordFile: join(dir, 'pass') } }).schemaRegistry), (e: unknown) => e instanceof ConfigError && e.field === 'schemaRegistry.usernameFile' && /missing: ENOENT/.test(e.message));
+    await assert.rejects(
+      schemaRegistryOptions(
+        validateConfig({ schemaRegistry: { url: registry.url, usernameFile: join(dir, 'missing'), passwordFile: join(dir, 'pass') } }).schemaRegistry,
+      ),
+      (e: unknown) => e instanceof ConfigError && e.field === 'schemaRegistry.usernameFile' && /missing: ENOENT/.test(e.message),
+    );
     await writeFile(join(dir, 'empty'), '\n');
-    await assert.rejects(schemaRegistryOptions(validateConfig({ schemaRegistry: { url: registry.url, usernameFile: join(dir, 'user'), passwordFile: join(dir, 'empty') } }).schemaRegistry), (e: unknown) => e instanceof ConfigError && e.field === 'schemaRegistry.passwordFile' && /is empty/.test(e.message));
+    await assert.rejects(
+      schemaRegistryOptions(
+        validateConfig({ schemaRegistry: { url: registry.url, usernameFile: join(dir, 'user'), passwordFile: join(dir, 'empty') } }).schemaRegistry,
+      ),
+      (e: unknown) => e instanceof ConfigError && e.field === 'schemaRegistry.passwordFile' && /is empty/.test(e.message),
+    );
   } finally {
     await registry.close();
   }
@@ -203,7 +218,11 @@ test('TLS: the registry certificate is verified against schemaRegistry.tls.caFil
 });
 
 function expectField(fn: () => unknown, field: string, message?: RegExp): void {
-  assert.throws(fn, (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.field === field && (message === undefined || message.test(p.message))), `expected a problem on ${field}`);
+  assert.throws(
+    fn,
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.field === field && (message === undefined || message.test(p.message))),
+    `expected a problem on ${field}`,
+  );
 }
 
 test('config: defaults, rules naming the field, and environment variables', () => {
@@ -224,7 +243,10 @@ test('config: defaults, rules naming the field, and environment variables', () =
   expectField(() => validateConfig({ schemaRegistry: { usernameFile: '/u', passwordFile: '/p' } }), 'schemaRegistry.url');
   expectField(() => validateConfig({ schemaRegistry: { timeoutMs: 0 } }), 'schemaRegistry.timeoutMs');
   expectField(() => validateConfig({ output: { wireFormat: 'avro' } }), 'output.wireFormat');
-  const ok = validateConfig({ output: { wireFormat: 'confluent', subject: 'notes-tagged' }, schemaRegistry: { url: 'https://sr.internal/prefix', usernameFile: '/u', passwordFile: '/p', tls: { caFile: '/ca' }, autoRegister: false } });
+  const ok = validateConfig({
+    output: { wireFormat: 'confluent', subject: 'notes-tagged' },
+    schemaRegistry: { url: 'https://sr.internal/prefix', usernameFile: '/u', passwordFile: '/p', tls: { caFile: '/ca' }, autoRegister: false },
+  });
   assert.equal(ok.output.subject, 'notes-tagged');
   const vars = new Map(environmentOverrides().map((o) => [o.variable, o.path.join('.')]));
   for (const [v, path] of [
@@ -233,8 +255,14 @@ test('config: defaults, rules naming the field, and environment variables', () =
     ['BIONER_SCHEMA_REGISTRY_TIMEOUT_MS', 'schemaRegistry.timeoutMs'],
     ['BIONER_SCHEMA_REGISTRY_AUTO_REGISTER', 'schemaRegistry.autoRegister'],
     ['BIONER_SCHEMA_REGISTRY_TLS_REJECT_UNAUTHORIZED', 'schemaRegistry.tls.rejectUnauthorized'],
-  ]) assert.equal(vars.get(v), path, v);
-  const env = validateConfig(applyEnvironment({ schemaRegistry: { url: 'http://sr:8081' } }, { BIONER_OUTPUT_WIRE_FORMAT: 'confluent', BIONER_OUTPUT_SPAN_TEXT: 'false', BIONER_SCHEMA_REGISTRY_AUTO_REGISTER: 'false' }));
+  ])
+    assert.equal(vars.get(v), path, v);
+  const env = validateConfig(
+    applyEnvironment(
+      { schemaRegistry: { url: 'http://sr:8081' } },
+      { BIONER_OUTPUT_WIRE_FORMAT: 'confluent', BIONER_OUTPUT_SPAN_TEXT: 'false', BIONER_SCHEMA_REGISTRY_AUTO_REGISTER: 'false' },
+    ),
+  );
   assert.equal(env.output.wireFormat, 'confluent');
   assert.equal(env.output.spanText, false);
   assert.equal(env.schemaRegistry.autoRegister, false);
@@ -250,12 +278,28 @@ test('NoteDecoder reads a writer that added a field, and an older writer without
     assert.equal(decoder.resolvesWriterSchemas, true);
     const evolved = avro.Type.forSchema(JSON.parse(evolvedWriterSchema()) as avro.Schema);
     const evolvedId = registry.register('notes-value', evolvedWriterSchema());
-    const body = evolved.toBuffer({ note_id: note.noteId, text: note.text, source: note.source, latency_budget_ms: note.latencyBudgetMs, patient_id: note.patientId, metadata: note.metadata, encounter_id: 'E-1' });
+    const body = evolved.toBuffer({
+      note_id: note.noteId,
+      text: note.text,
+      source: note.source,
+      latency_budget_ms: note.latencyBudgetMs,
+      patient_id: note.patientId,
+      metadata: note.metadata,
+      encounter_id: 'E-1',
+    });
     assert.deepEqual(await decoder.decode(frameConfluent(evolvedId, body)), note);
     // The router's own schema would not read it: the added field is trailing data to it.
     assert.throws(() => avroType('clinical-note').fromBuffer(body));
     // An old writer that knew only note_id and text.
-    const old = { type: 'record', name: 'ClinicalNote', namespace: 'io.bioner.router', fields: [{ name: 'note_id', type: 'string' }, { name: 'text', type: 'string' }] };
+    const old = {
+      type: 'record',
+      name: 'ClinicalNote',
+      namespace: 'io.bioner.router',
+      fields: [
+        { name: 'note_id', type: 'string' },
+        { name: 'text', type: 'string' },
+      ],
+    };
     const oldId = registry.register('notes-value', JSON.stringify(old));
     const decoded = await decoder.decode(frameConfluent(oldId, avro.Type.forSchema(old as avro.Schema).toBuffer({ note_id: 'n-2', text: 'aspirin' })));
     assert.deepEqual(decoded, { noteId: 'n-2', text: 'aspirin', source: null, latencyBudgetMs: null, patientId: null, metadata: null });
@@ -274,9 +318,25 @@ test('NoteDecoder failures: unknown id, incompatible or non-Avro writers, bad by
     const decoder = new NoteDecoder({ format: 'avro', maxNoteBytes: 200, avroWireFormat: 'confluent' }, client);
     const body = encodeNote(note, 'avro');
     await rejectsWithCode(decoder.decode(frameConfluent(999, body)), 'SCHEMA_NOT_FOUND', false);
-    const renamed = registry.register('x-value', JSON.stringify({ type: 'record', name: 'Other', fields: [{ name: 'note_id', type: 'string' }, { name: 'text', type: 'string' }] }));
-    assert.match((await rejectsWithCode(decoder.decode(frameConfluent(renamed, body)), 'SCHEMA_INCOMPATIBLE', false)).message, /cannot be read as io.bioner.router.ClinicalNote/);
-    const noText = registry.register('x-value', JSON.stringify({ type: 'record', name: 'ClinicalNote', namespace: 'io.bioner.router', fields: [{ name: 'note_id', type: 'string' }] }));
+    const renamed = registry.register(
+      'x-value',
+      JSON.stringify({
+        type: 'record',
+        name: 'Other',
+        fields: [
+          { name: 'note_id', type: 'string' },
+          { name: 'text', type: 'string' },
+        ],
+      }),
+    );
+    assert.match(
+      (await rejectsWithCode(decoder.decode(frameConfluent(renamed, body)), 'SCHEMA_INCOMPATIBLE', false)).message,
+      /cannot be read as io.bioner.router.ClinicalNote/,
+    );
+    const noText = registry.register(
+      'x-value',
+      JSON.stringify({ type: 'record', name: 'ClinicalNote', namespace: 'io.bioner.router', fields: [{ name: 'note_id', type: 'string' }] }),
+    );
     await rejectsWithCode(decoder.decode(frameConfluent(noText, body)), 'SCHEMA_INCOMPATIBLE', false);
     const json = registry.register('x-value', JSON.stringify({ type: 'object' }), 'JSON');
     assert.match((await rejectsWithCode(decoder.decode(frameConfluent(json, body)), 'SCHEMA_INCOMPATIBLE', false)).message, /JSON schema, not Avro/);

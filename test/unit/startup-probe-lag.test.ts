@@ -25,7 +25,13 @@ test('/startupz answers 503 until the models are loaded and 200 after, whatever 
   const service = { isReady: false };
   let modelsLoaded = false;
   const metrics = { collectPrometheus: () => Promise.resolve('') };
-  const server = await startTelemetryServer({ port: 0, host: '127.0.0.1', metrics, ready: routerReadiness(service, () => modelsLoaded), started: () => modelsLoaded });
+  const server = await startTelemetryServer({
+    port: 0,
+    host: '127.0.0.1',
+    metrics,
+    ready: routerReadiness(service, () => modelsLoaded),
+    started: () => modelsLoaded,
+  });
   try {
     assert.equal((await call(`${server.url}/healthz`)).status, 200, '/healthz is up before the models load: why it cannot be the startup probe');
     const before = await call(`${server.url}/startupz`);
@@ -106,7 +112,14 @@ function fakeKafka(): { kafka: Kafka; batch: (partition: number, offsetLag: numb
     kafka,
     async batch(partition, offsetLag, count) {
       assert.ok(eachBatch !== undefined, 'start() ran the consumer');
-      const messages = Array.from({ length: count }, (_, i) => ({ offset: String(i), key: null, value: Buffer.from('{}'), headers: {}, timestamp: '0', attributes: 0 }));
+      const messages = Array.from({ length: count }, (_, i) => ({
+        offset: String(i),
+        key: null,
+        value: Buffer.from('{}'),
+        headers: {},
+        timestamp: '0',
+        attributes: 0,
+      }));
       const payload = {
         batch: { topic: 'clinical-notes', partition, messages, offsetLag: () => String(offsetLag) },
         resolveOffset: () => undefined,
@@ -124,11 +137,21 @@ function fakeKafka(): { kafka: Kafka; batch: (partition: number, offsetLag: numb
   };
 }
 
-test('bioner_consumer_lag: one series per owned partition, and a revoked partition\'s series disappears at the next scrape', async () => {
+test("bioner_consumer_lag: one series per owned partition, and a revoked partition's series disappears at the next scrape", async () => {
   const fake = fakeKafka();
   const loop = new ConsumerLoop(
     fake.kafka,
-    { topic: 'clinical-notes', groupId: 'g', fromBeginning: true, sessionTimeoutMs: 30000, heartbeatIntervalMs: 3000, maxWaitTimeMs: 100, partitionsConsumedConcurrently: 1, concurrency: 2, maxInFlight: 10 },
+    {
+      topic: 'clinical-notes',
+      groupId: 'g',
+      fromBeginning: true,
+      sessionTimeoutMs: 30000,
+      heartbeatIntervalMs: 3000,
+      maxWaitTimeMs: 100,
+      partitionsConsumedConcurrently: 1,
+      concurrency: 2,
+      maxInFlight: 10,
+    },
     silentLogger,
   );
   // Records finish at once: a batch leaves its partition at offsetLag (the records behind the batch's last one).
@@ -145,7 +168,14 @@ test('bioner_consumer_lag: one series per owned partition, and a revoked partiti
     await fake.batch(0, 40, 3);
     await fake.batch(1, 7, 2);
     await fake.batch(2, 0, 1);
-    assert.deepEqual(lagSeries(await metrics.collectPrometheus()), new Map([['clinical-notes/0', 40], ['clinical-notes/1', 7], ['clinical-notes/2', 0]]));
+    assert.deepEqual(
+      lagSeries(await metrics.collectPrometheus()),
+      new Map([
+        ['clinical-notes/0', 40],
+        ['clinical-notes/1', 7],
+        ['clinical-notes/2', 0],
+      ]),
+    );
     assert.match(await metrics.collectPrometheus(), /^# TYPE bioner_consumer_lag gauge$/m);
     assert.match(await metrics.collectPrometheus(), /^bioner_consumer_lag\{topic="clinical-notes",partition="0",otel_scope_name="bioner-router"\} 40$/m);
 

@@ -11,16 +11,47 @@ const read = (path: string): string => readFileSync(new URL(path, root), 'utf8')
 
 /** Span attributes the collector must keep (the allow-list of the telemetry issue); everything else must be dropped. */
 const ALLOWED = [
-  'messaging.system', 'messaging.destination.name', 'messaging.kafka.message.key', 'messaging.kafka.offset', 'messaging.destination.partition.id', 'messaging.operation.type',
+  'messaging.system',
+  'messaging.destination.name',
+  'messaging.kafka.message.key',
+  'messaging.kafka.offset',
+  'messaging.destination.partition.id',
+  'messaging.operation.type',
   'error.type',
-  'bioner.note.id', 'bioner.route.policy', 'bioner.route.budget_ms', 'bioner.route.effective_budget_ms', 'bioner.route.budget_source',
-  'bioner.route.predicted_encoder_ms', 'bioner.route.predicted_llm_ms', 'bioner.route.chosen', 'bioner.route.sentences_llm',
-  'bioner.route.estimated_gain', 'bioner.route.reasons', 'bioner.tagger.route', 'bioner.tagger.sentences', 'bioner.tagger.model',
-  'bioner.text.sentences', 'bioner.text.words', 'bioner.note.chars',
+  'bioner.note.id',
+  'bioner.route.policy',
+  'bioner.route.budget_ms',
+  'bioner.route.effective_budget_ms',
+  'bioner.route.budget_source',
+  'bioner.route.predicted_encoder_ms',
+  'bioner.route.predicted_llm_ms',
+  'bioner.route.chosen',
+  'bioner.route.sentences_llm',
+  'bioner.route.estimated_gain',
+  'bioner.route.reasons',
+  'bioner.tagger.route',
+  'bioner.tagger.sentences',
+  'bioner.tagger.model',
+  'bioner.text.sentences',
+  'bioner.text.words',
+  'bioner.note.chars',
   // Every attribute the router sets must pass, so the allow-list cannot drift from the code.
   ...Object.values(BionerAttr),
 ];
-const DENIED = ['bioner.note.text', 'bioner.patient.id', 'patient.id', 'note.text', 'db.statement', 'exception.message', 'http.url', 'bioner.note.id.extra', 'xmessaging.system', 'bioner.route', 'error.type.detail', 'messaging'];
+const DENIED = [
+  'bioner.note.text',
+  'bioner.patient.id',
+  'patient.id',
+  'note.text',
+  'db.statement',
+  'exception.message',
+  'http.url',
+  'bioner.note.id.extra',
+  'xmessaging.system',
+  'bioner.route',
+  'error.type.detail',
+  'messaging',
+];
 
 interface CollectorConfig {
   receivers: Record<string, { protocols?: Record<string, { endpoint?: string }> }>;
@@ -47,8 +78,14 @@ test('the collector config drops every span attribute outside the allow-list in 
   assert.ok(traces.processors.indexOf(allowName) < traces.processors.indexOf('batch'), 'the allow-list runs before batching/export');
   for (const p of traces.processors) assert.ok(p in config.processors, `processor ${p} is defined`);
   for (const e of traces.exporters) assert.ok(e in config.exporters, `exporter ${e} is defined`);
-  assert.ok(traces.exporters.some((e) => e.startsWith('otlp')), 'traces go to an OTLP backend');
-  assert.ok(Object.values(config.service.pipelines).some((pl) => pl.exporters.some((e) => e.startsWith('prometheus'))), 'a Prometheus exporter');
+  assert.ok(
+    traces.exporters.some((e) => e.startsWith('otlp')),
+    'traces go to an OTLP backend',
+  );
+  assert.ok(
+    Object.values(config.service.pipelines).some((pl) => pl.exporters.some((e) => e.startsWith('prometheus'))),
+    'a Prometheus exporter',
+  );
 
   const statements = config.processors[allowName].trace_statements ?? [];
   const span = statements.find((s) => s.context === 'span');
@@ -61,12 +98,30 @@ test('the collector config drops every span attribute outside the allow-list in 
   for (const key of DENIED) assert.ok(!pattern.test(key), `${key} is dropped`);
   const events = statements.find((s) => s.context === 'spanevent');
   const eventPattern = events === undefined ? undefined : keepPattern(events.statements[0]);
-  assert.ok(eventPattern !== undefined && !eventPattern.test('exception.message') && eventPattern.test('exception.type'), 'span events keep no exception message');
+  assert.ok(
+    eventPattern !== undefined && !eventPattern.test('exception.message') && eventPattern.test('exception.type'),
+    'span events keep no exception message',
+  );
 });
 
 const routing = (over: Partial<RoutingRecord>): RoutingRecord => ({
-  policy: 'length-aware', budgetMs: 1000, sentences: 4, sentencesEncoder: 2, sentencesLlm: 2, reasons: [], granularity: 'sentence', budgetSource: 'default',
-  effectiveBudgetMs: 800, loadFactor: 1, predictedEncoderMs: 10, predictedLlmMs: 100, actualEncoderMs: 9, actualLlmMs: 90, llmSentences: [1, 2], estimatedGain: 0.02, ...over,
+  policy: 'length-aware',
+  budgetMs: 1000,
+  sentences: 4,
+  sentencesEncoder: 2,
+  sentencesLlm: 2,
+  reasons: [],
+  granularity: 'sentence',
+  budgetSource: 'default',
+  effectiveBudgetMs: 800,
+  loadFactor: 1,
+  predictedEncoderMs: 10,
+  predictedLlmMs: 100,
+  actualEncoderMs: 9,
+  actualLlmMs: 90,
+  llmSentences: [1, 2],
+  estimatedGain: 0.02,
+  ...over,
 });
 
 /** Every series name the metrics module exposes after a few representative hook events. */
@@ -77,19 +132,51 @@ async function exportedSeries(): Promise<{ names: Set<string>; text: string }> {
   h.routeDecided?.({ noteId: 'n1', policy: 'length-aware', budgetMs: 1000, sentences: 4, routes: { encoder: 2, llm: 2, encoder_fallback: 0 }, reasons: [] });
   h.taggerCalled?.({ noteId: 'n1', route: 'encoder', sentences: 2, ms: 9, ok: true });
   h.taggerCalled?.({ noteId: 'n1', route: 'llm', sentences: 2, ms: 90, ok: true });
-  h.notePublished?.({ noteId: 'n1', topic: 'out', spans: 3, totalMs: 120, routes: { encoder: 1, llm: 2, encoder_fallback: 0 }, routing: routing({ reasons: ['llm_cap', 'llm_cap:sentence_share'] }) });
+  h.notePublished?.({
+    noteId: 'n1',
+    topic: 'out',
+    spans: 3,
+    totalMs: 120,
+    routes: { encoder: 1, llm: 2, encoder_fallback: 0 },
+    routing: routing({ reasons: ['llm_cap', 'llm_cap:sentence_share'] }),
+  });
   h.taggerCalled?.({ noteId: 'n2', route: 'llm', sentences: 3, ms: 900, ok: false });
   h.taggerCalled?.({ noteId: 'n2', route: 'encoder_fallback', sentences: 3, ms: 12, ok: true });
-  h.notePublished?.({ noteId: 'n2', topic: 'out', spans: 1, totalMs: 950, routes: { encoder: 0, llm: 0, encoder_fallback: 1 }, routing: routing({ sentences: 5, sentencesEncoder: 5, sentencesLlm: 0, reasons: ['llm_fallback', 'llm_fallback:LLM_TIMEOUT'], estimatedGain: -0.01, llmSentences: [] }) });
+  h.notePublished?.({
+    noteId: 'n2',
+    topic: 'out',
+    spans: 1,
+    totalMs: 950,
+    routes: { encoder: 0, llm: 0, encoder_fallback: 1 },
+    routing: routing({
+      sentences: 5,
+      sentencesEncoder: 5,
+      sentencesLlm: 0,
+      reasons: ['llm_fallback', 'llm_fallback:LLM_TIMEOUT'],
+      estimatedGain: -0.01,
+      llmSentences: [],
+    }),
+  });
   h.noteDeadLettered?.({ topic: 'in', partition: 0, offset: '3', code: 'DECODE_FAILED', stage: 'decode' });
   h.inFlightChanged?.({ inFlight: 2, paused: false });
   h.tombstone?.({ topic: 'in', partition: 0, offset: '4', propagated: true });
   h.dlqValueDropped?.({ topic: 'in', partition: 0, offset: '5', code: 'NOTE_TOO_LARGE', bytes: 2_000_000 });
   h.schemaRegistryFailed?.({ code: 'SCHEMA_REGISTRY_UNAVAILABLE' });
-  m.observe({ circuitState: () => 'half-open', inFlight: () => 2, paused: () => false, consumerLag: () => 5, llmCap: () => ({ usage: { sentence_share: 0.5 } }) });
+  m.observe({
+    circuitState: () => 'half-open',
+    inFlight: () => 2,
+    paused: () => false,
+    consumerLag: () => 5,
+    llmCap: () => ({ usage: { sentence_share: 0.5 } }),
+  });
   const text = await m.collectPrometheus();
   await m.shutdown();
-  const names = new Set(text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(l)?.[0] ?? ''));
+  const names = new Set(
+    text
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((l) => /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(l)?.[0] ?? ''),
+  );
   return { names, text };
 }
 
@@ -154,7 +241,17 @@ test('every PromQL expression of the dashboard names only series the metrics mod
   }
   // The panels the issue asks for, by the series they must read.
   for (const s of [
-    'bioner_sentences_total', 'bioner_tagger_duration_ms_bucket', 'bioner_route_llm_share_sum', 'bioner_route_effective_budget_ms_sum', 'bioner_llm_fallbacks_total',
-    'bioner_dlq_total', 'bioner_note_duration_ms_bucket', 'bioner_budget_overruns_total', 'bioner_llm_circuit_state', 'bioner_notes_in_flight', 'bioner_consumer_lag',
-  ]) assert.ok(used.has(s), `a panel reads ${s}`);
+    'bioner_sentences_total',
+    'bioner_tagger_duration_ms_bucket',
+    'bioner_route_llm_share_sum',
+    'bioner_route_effective_budget_ms_sum',
+    'bioner_llm_fallbacks_total',
+    'bioner_dlq_total',
+    'bioner_note_duration_ms_bucket',
+    'bioner_budget_overruns_total',
+    'bioner_llm_circuit_state',
+    'bioner_notes_in_flight',
+    'bioner_consumer_lag',
+  ])
+    assert.ok(used.has(s), `a panel reads ${s}`);
 });

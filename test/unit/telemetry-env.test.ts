@@ -32,7 +32,10 @@ test('service.name: OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIB
   assert.deepEqual(telemetryIdentity({ serviceName: 'from-config' }, {}), { serviceName: 'from-config', resourceAttributes: {} });
   assert.equal(telemetryIdentity({ serviceName: 'from-config' }, { OTEL_SERVICE_NAME: '  ' }).serviceName, 'from-config', 'a blank variable is unset');
   setEnv('OTEL_RESOURCE_ATTRIBUTES', 'service.name=from-attrs,deployment.environment=staging');
-  assert.deepEqual(telemetryIdentity({ serviceName: 'from-config' }, {}), { serviceName: 'from-attrs', resourceAttributes: { 'deployment.environment': 'staging' } });
+  assert.deepEqual(telemetryIdentity({ serviceName: 'from-config' }, {}), {
+    serviceName: 'from-attrs',
+    resourceAttributes: { 'deployment.environment': 'staging' },
+  });
   assert.equal(telemetryIdentity({ serviceName: 'from-config' }, { OTEL_SERVICE_NAME: 'from-env' }).serviceName, 'from-env');
 });
 
@@ -86,7 +89,10 @@ const remote = (sampled: boolean): Context =>
   trace.setSpanContext(ROOT_CONTEXT, { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags: sampled ? 1 : 0, isRemote: true });
 
 /** Whether the registered tracer records: a root span, a child of a sampled and of an unsampled remote parent (a producer's traceparent). */
-async function decisions(env: Record<string, string>, sampleRatio = 1): Promise<{ root: boolean; sampledParent: boolean; unsampledParent: boolean; name: string | undefined; ignored: string | undefined }> {
+async function decisions(
+  env: Record<string, string>,
+  sampleRatio = 1,
+): Promise<{ root: boolean; sampledParent: boolean; unsampledParent: boolean; name: string | undefined; ignored: string | undefined }> {
   const tracing = setupTracing({ ...telemetry, sampleRatio }, { exporter: new InMemorySpanExporter(), env });
   try {
     const t = trace.getTracer('t');
@@ -96,7 +102,13 @@ async function decisions(env: Record<string, string>, sampleRatio = 1): Promise<
       span.end();
       return recording;
     };
-    return { root: rec(undefined), sampledParent: rec(remote(true)), unsampledParent: rec(remote(false)), name: tracing.sampling?.name, ignored: tracing.sampling?.ignored };
+    return {
+      root: rec(undefined),
+      sampledParent: rec(remote(true)),
+      unsampledParent: rec(remote(false)),
+      name: tracing.sampling?.name,
+      ignored: tracing.sampling?.ignored,
+    };
   } finally {
     // Awaited: shutdown unregisters the globals, which must not hit the next case's registration.
     await tracing.shutdown();
@@ -126,7 +138,14 @@ test('OTEL_TRACES_SAMPLER: every standard name the SDK can build, with OTEL_TRAC
     assert.equal(got.name, (env.OTEL_TRACES_SAMPLER ?? 'parentbased_traceidratio').toLowerCase(), label);
     assert.equal(got.ignored, undefined, label);
   }
-  assert.deepEqual([...SAMPLER_NAMES].sort(), ['always_off', 'always_on', 'parentbased_always_off', 'parentbased_always_on', 'parentbased_traceidratio', 'traceidratio']);
+  assert.deepEqual([...SAMPLER_NAMES].sort(), [
+    'always_off',
+    'always_on',
+    'parentbased_always_off',
+    'parentbased_always_on',
+    'parentbased_traceidratio',
+    'traceidratio',
+  ]);
 });
 
 test('an unsupported OTEL_TRACES_SAMPLER falls back to the default and says so', async () => {

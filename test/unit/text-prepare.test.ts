@@ -32,7 +32,8 @@ const tokensOf = (p: PreparedText): Array<[string, string]> =>
   p.sentences.flatMap((s) => s.tokens.map((t): [string, string] => [t.text, p.original.slice(t.start, t.end)]));
 
 test('token offsets point into the original through normalisation', () => {
-  const original = 'HISTORY OF PRESENT ILLNESS:\r\nPulmonary ﬁbrosis\u00a0and \u201ccough\u201d\u2014worse.\u00ad\r\n\r\nTNF-𝛼 raised 😀; re\u0301sume\u0301 ok.\u0007Done.';
+  const original =
+    'HISTORY OF PRESENT ILLNESS:\r\nPulmonary ﬁbrosis\u00a0and \u201ccough\u201d\u2014worse.\u00ad\r\n\r\nTNF-𝛼 raised 😀; re\u0301sume\u0301 ok.\u0007Done.';
   const p = prepareText(original);
   checkPrepared(p);
   assert.deepEqual(

@@ -31,7 +31,8 @@ test('section headers are their own sentences', () => {
 });
 
 test('mtsamples comma artefact after headers and sentence ends', () => {
-  const s = 'SUBJECTIVE:,  This 23-year-old white female presents with allergies.,MEDICATIONS: , Her only medication is Allegra.,ALLERGIES: , None.,PLAN:,1.  She will try Zyrtec.,2.  Samples given.';
+  const s =
+    'SUBJECTIVE:,  This 23-year-old white female presents with allergies.,MEDICATIONS: , Her only medication is Allegra.,ALLERGIES: , None.,PLAN:,1.  She will try Zyrtec.,2.  Samples given.';
   assert.deepEqual(sents(s), [
     'SUBJECTIVE:',
     'This 23-year-old white female presents with allergies.',
@@ -77,10 +78,7 @@ test('blank lines are boundaries; single newlines inside prose are soft wraps', 
 });
 
 test('no split after titles, Latin abbreviations, decimals, times', () => {
-  assert.deepEqual(sents('Seen by Dr. Smith and Mrs. Jones at St. Mary. She is stable.'), [
-    'Seen by Dr. Smith and Mrs. Jones at St. Mary.',
-    'She is stable.',
-  ]);
+  assert.deepEqual(sents('Seen by Dr. Smith and Mrs. Jones at St. Mary. She is stable.'), ['Seen by Dr. Smith and Mrs. Jones at St. Mary.', 'She is stable.']);
   assert.deepEqual(sents('Use NSAIDs, e.g. Ibuprofen, i.e. Advil, vs. Tylenol. Done.'), ['Use NSAIDs, e.g. Ibuprofen, i.e. Advil, vs. Tylenol.', 'Done.']);
   assert.deepEqual(sents('Give 2.5 mg of drug in 0.9% saline at 10:30. Recheck at 12.'), ['Give 2.5 mg of drug in 0.9% saline at 10:30.', 'Recheck at 12.']);
   assert.deepEqual(sents('As shown by Smith et al. The results were clear.'), ['As shown by Smith et al. The results were clear.']);

@@ -46,7 +46,10 @@ test('Unicode punctuation is split; symbols stay inside words', () => {
 test('non-BMP characters stay whole with exact offsets', () => {
   const s = 'TNF-𝛼 😀ok 🫀';
   const toks = wordTokens(s);
-  assert.deepEqual(toks.map((t) => s.slice(t.start, t.end)), ['TNF', '-', '𝛼', '😀ok', '🫀']);
+  assert.deepEqual(
+    toks.map((t) => s.slice(t.start, t.end)),
+    ['TNF', '-', '𝛼', '😀ok', '🫀'],
+  );
   assert.deepEqual(toks[2], { start: 4, end: 6 });
   assert.deepEqual(toks[4], { start: s.length - 2, end: s.length });
 });
@@ -75,7 +78,38 @@ test('agrees with a per-code-point regex reference on random strings', () => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
     return seed / 0x80000000;
   };
-  const alphabet = ['a', 'Z', '9', ' ', '\t', '\n', '.', ',', '-', '(', '$', '^', '_', '°', '±', '«', '、', '中', '𝛼', '😀', '\u0301', '\u00a0', '\u2003', '\u200b', '\u200d', '\u0085', '\u0007', '\u2019', '—', '€'];
+  const alphabet = [
+    'a',
+    'Z',
+    '9',
+    ' ',
+    '\t',
+    '\n',
+    '.',
+    ',',
+    '-',
+    '(',
+    '$',
+    '^',
+    '_',
+    '°',
+    '±',
+    '«',
+    '、',
+    '中',
+    '𝛼',
+    '😀',
+    '\u0301',
+    '\u00a0',
+    '\u2003',
+    '\u200b',
+    '\u200d',
+    '\u0085',
+    '\u0007',
+    '\u2019',
+    '—',
+    '€',
+  ];
   for (let round = 0; round < 500; round++) {
     let s = '';
     const len = Math.floor(rand() * 40);

@@ -54,7 +54,22 @@ export interface LlmClientStats {
   rejectedOpen: number;
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
 
 /** The errno-style code somewhere in a fetch failure's cause chain (undici wraps it, sometimes in an AggregateError). */
 export function networkErrorCode(err: unknown): string | undefined {
@@ -120,7 +135,11 @@ export class LlmHttpClient {
     this.breaker.onStateChange((state) => this.logger.warn('llm circuit state changed', { state: stateName(state), baseUrlHost: safeHost(this.baseUrl) }));
     this.retryPolicy = retry(handleWhen(isServerFailure), {
       maxAttempts: options.retries,
-      backoff: new ExponentialBackoff({ initialDelay: options.retryBackoffMs, maxDelay: Math.max(options.retryBackoffMs, 1) * 32, generator: halfJitterGenerator }),
+      backoff: new ExponentialBackoff({
+        initialDelay: options.retryBackoffMs,
+        maxDelay: Math.max(options.retryBackoffMs, 1) * 32,
+        generator: halfJitterGenerator,
+      }),
     });
     this.retryPolicy.onRetry((e) => {
       this.stats.retries++;
@@ -154,7 +173,11 @@ export class LlmHttpClient {
       } catch (err) {
         if (err instanceof BrokenCircuitError) {
           this.stats.rejectedOpen++;
-          throw new LlmError(ErrorCodes.CIRCUIT_OPEN, `LLM circuit is open after ${this.options.circuit.failureThreshold} consecutive failures; next trial after ${this.options.circuit.resetTimeoutMs} ms`, { retriable: true, cause: err });
+          throw new LlmError(
+            ErrorCodes.CIRCUIT_OPEN,
+            `LLM circuit is open after ${this.options.circuit.failureThreshold} consecutive failures; next trial after ${this.options.circuit.resetTimeoutMs} ms`,
+            { retriable: true, cause: err },
+          );
         }
         throw err;
       }
@@ -193,7 +216,13 @@ export class LlmHttpClient {
     );
   }
 
-  private async attempt(method: 'GET' | 'POST', path: string, body: unknown, signal: AbortSignal | undefined, onStatus: (status: number) => void = () => undefined): Promise<unknown> {
+  private async attempt(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    onStatus: (status: number) => void = () => undefined,
+  ): Promise<unknown> {
     if (signal?.aborted === true) throw abortError(signal);
     // The circuit may have opened while this request waited for a slot.
     if (this.breaker.state === CircuitState.Open) throw new BrokenCircuitError();
@@ -220,7 +249,10 @@ export class LlmHttpClient {
       try {
         return JSON.parse(text) as unknown;
       } catch (err) {
-        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `${method} ${path} answered ${text.length} characters that are not JSON`, { status: res.status, cause: err });
+        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `${method} ${path} answered ${text.length} characters that are not JSON`, {
+          status: res.status,
+          cause: err,
+        });
       }
     } catch (err) {
       const failure = this.classify(err, method, path, timedOut, signal);
@@ -235,9 +267,17 @@ export class LlmHttpClient {
   private classify(err: unknown, method: string, path: string, timedOut: boolean, signal: AbortSignal | undefined): RouterError {
     if (err instanceof RouterError) return err;
     if (signal?.aborted === true) return abortError(signal);
-    if (timedOut) return new LlmError(ErrorCodes.LLM_TIMEOUT, `${method} ${path} took longer than ${this.options.timeoutMs} ms (llm.timeoutMs)`, { retriable: true, cause: err });
+    if (timedOut)
+      return new LlmError(ErrorCodes.LLM_TIMEOUT, `${method} ${path} took longer than ${this.options.timeoutMs} ms (llm.timeoutMs)`, {
+        retriable: true,
+        cause: err,
+      });
     const code = networkErrorCode(err);
-    return new LlmError(ErrorCodes.LLM_UNAVAILABLE, `${method} ${path} could not reach the LLM server: ${code ?? (err instanceof Error ? err.name : 'network error')}`, { retriable: true, cause: err });
+    return new LlmError(
+      ErrorCodes.LLM_UNAVAILABLE,
+      `${method} ${path} could not reach the LLM server: ${code ?? (err instanceof Error ? err.name : 'network error')}`,
+      { retriable: true, cause: err },
+    );
   }
 }
 

@@ -39,7 +39,12 @@ export interface LlmTagger extends Tagger {
 /** The token-classification path on the `llm` route: the in-process reference decoder (`onnx`) or vLLM's /pooling. */
 export class LlmTokenClassifier extends TokenClassifierTagger implements LlmTagger {
   declare readonly route: 'llm';
-  constructor(bundle: ModelBundle, backend: LogitsBackend, options: TokenClassifierOptions, readonly client: LlmHttpClient | undefined) {
+  constructor(
+    bundle: ModelBundle,
+    backend: LogitsBackend,
+    options: TokenClassifierOptions,
+    readonly client: LlmHttpClient | undefined,
+  ) {
     super('llm', bundle, backend, options);
   }
 }

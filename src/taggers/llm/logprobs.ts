@@ -50,7 +50,11 @@ function placeByText(text: string, tokens: readonly string[], logprobs: Readonly
 export function placeChatLogprobs(content: string, logprobs: ChatLogprobs | null | undefined): PlacedLogprob[] | undefined {
   const items = logprobs?.content;
   if (items === null || items === undefined || items.length === 0) return undefined;
-  return placeByText(content, items.map((i) => i.token), items.map((i) => i.logprob));
+  return placeByText(
+    content,
+    items.map((i) => i.token),
+    items.map((i) => i.logprob),
+  );
 }
 
 /**
@@ -59,7 +63,8 @@ export function placeChatLogprobs(content: string, logprobs: ChatLogprobs | null
  * token's text checked where the offset puts it.
  */
 export function placeCompletionLogprobs(text: string, logprobs: CompletionLogprobs | null | undefined): PlacedLogprob[] | undefined {
-  if (logprobs === null || logprobs === undefined || logprobs.tokens.length === 0 || logprobs.tokens.length !== logprobs.token_logprobs.length) return undefined;
+  if (logprobs === null || logprobs === undefined || logprobs.tokens.length === 0 || logprobs.tokens.length !== logprobs.token_logprobs.length)
+    return undefined;
   const byText = placeByText(text, logprobs.tokens, logprobs.token_logprobs);
   if (byText !== undefined) return byText;
   const offsets = logprobs.text_offset;

@@ -132,7 +132,8 @@ export class OpenAiChatTagger implements Tagger {
 
   /** The request body for one sentence's words (exported through the class for tests and docs). */
   requestBody(words: readonly string[], tokens: number, model: string | undefined): Record<string, unknown> {
-    const body: Record<string, unknown> = this.endpoint === 'chat' ? { messages: renderChat(this.prompt, words, this.labels) } : { prompt: renderCompletion(this.prompt, words, this.labels) };
+    const body: Record<string, unknown> =
+      this.endpoint === 'chat' ? { messages: renderChat(this.prompt, words, this.labels) } : { prompt: renderCompletion(this.prompt, words, this.labels) };
     body.temperature = 0;
     // Room for every token line (a token, a tab, a label) plus the JSON punctuation when structured; counted in pipeline tokens, which a whitespace word only joins.
     body.max_tokens = 32 + tokens * (this.structured === 'json' ? 24 : 12);
@@ -186,7 +187,14 @@ export class OpenAiChatTagger implements Tagger {
     const spread =
       this.split === 'pipeline'
         ? { tags, probabilities: wordProbabilities }
-        : spreadWordTags(tags, groups.first, groups.last, sentence.tokens.map((t) => t.text), this.labels, wordProbabilities);
+        : spreadWordTags(
+            tags,
+            groups.first,
+            groups.last,
+            sentence.tokens.map((t) => t.text),
+            this.labels,
+            wordProbabilities,
+          );
     const spans = spansFromTags(spread.tags, this.labels, spread.probabilities);
     this.scoreStats.spans += spans.length;
     if (spread.probabilities !== undefined) {

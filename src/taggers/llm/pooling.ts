@@ -58,7 +58,8 @@ export class VllmPoolingBackend implements LogitsBackend {
     const name = model ?? this.model;
     if (name !== undefined) body.model = name;
     const { data } = readPoolingResponse(await this.client.postJson('/pooling', body, signal));
-    if (data.length !== rows.length) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${data.length} data entries for ${rows.length} input(s)`);
+    if (data.length !== rows.length)
+      throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling answered ${data.length} data entries for ${rows.length} input(s)`);
     // Entries without an index keep their place.
     const ordered = [...data].sort((a, b) => (a.index !== undefined && b.index !== undefined ? a.index - b.index : 0));
     return rows.map((ids, r) => this.toLogits(ordered[r].data, ids.length));
@@ -70,7 +71,10 @@ export class VllmPoolingBackend implements LogitsBackend {
     const out = new Float32Array(positions * L);
     value.forEach((row, p) => {
       if (row.length !== L) {
-        throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `/pooling row ${p} has ${row.length} values; the local model has ${L} labels (check llm.modelDir matches the served model)`);
+        throw new LlmError(
+          ErrorCodes.LLM_BAD_RESPONSE,
+          `/pooling row ${p} has ${row.length} values; the local model has ${L} labels (check llm.modelDir matches the served model)`,
+        );
       }
       for (let k = 0; k < L; k++) out[p * L + k] = row[k];
     });

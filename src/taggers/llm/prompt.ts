@@ -55,7 +55,11 @@ function checkPlaceholders(name: keyof PromptTemplates, template: string, file: 
   for (const m of template.matchAll(PLACEHOLDER)) {
     const key = m[1];
     const allowed: readonly string[] = name === 'completion' ? PROMPT_PLACEHOLDERS : PROMPT_PLACEHOLDERS.filter((p) => p !== 'system' && p !== 'user');
-    if (!allowed.includes(key)) throw new ConfigError('llm.promptFile', `${file}: "${name}" uses the unknown placeholder {{${key}}} (known: ${allowed.map((p) => `{{${p}}}`).join(', ')})`);
+    if (!allowed.includes(key))
+      throw new ConfigError(
+        'llm.promptFile',
+        `${file}: "${name}" uses the unknown placeholder {{${key}}} (known: ${allowed.map((p) => `{{${p}}}`).join(', ')})`,
+      );
   }
 }
 
@@ -78,7 +82,10 @@ export async function loadPromptTemplates(file: string | undefined): Promise<Pro
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const at = issue.path.length === 0 ? 'the file' : issue.path.map(String).join('.');
-    throw new ConfigError('llm.promptFile', `${file}: ${at}: ${issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}; expected system, user, completion` : issue.message}`);
+    throw new ConfigError(
+      'llm.promptFile',
+      `${file}: ${at}: ${issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}; expected system, user, completion` : issue.message}`,
+    );
   }
   const templates: PromptTemplates = { ...DEFAULT_PROMPT, ...parsed.data };
   for (const name of ['system', 'user', 'completion'] as const) checkPlaceholders(name, templates[name], file);
@@ -99,7 +106,12 @@ export function renderChat(templates: PromptTemplates, tokens: readonly string[]
   const values = baseValues(tokens, labels);
   const system = render(templates.system, values);
   const user = render(templates.user, values);
-  return system === '' ? [{ role: 'user', content: user }] : [{ role: 'system', content: system }, { role: 'user', content: user }];
+  return system === ''
+    ? [{ role: 'user', content: user }]
+    : [
+        { role: 'system', content: system },
+        { role: 'user', content: user },
+      ];
 }
 
 /** The completions prompt for one sentence's words. */

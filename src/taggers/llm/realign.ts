@@ -213,7 +213,10 @@ function fromJson(value: unknown): Omit<ParsedAnswer, 'tagRanges'> {
     }
   });
   if (lines.length === 0 && malformed > 0) {
-    throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered JSON whose ${malformed} "lines" entries hold no {token, tag} of strings (first: ${firstProblem})`);
+    throw new LlmError(
+      ErrorCodes.LLM_BAD_RESPONSE,
+      `the LLM answered JSON whose ${malformed} "lines" entries hold no {token, tag} of strings (first: ${firstProblem})`,
+    );
   }
   return { lines, malformed, format: 'json' };
 }
@@ -264,7 +267,8 @@ export function parseAnswer(content: string): ParsedAnswer {
         salvagedRanges.push(literalRange(m, 2, base));
       }
     }
-    if (salvaged.length === 0) throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`);
+    if (salvaged.length === 0)
+      throw new LlmError(ErrorCodes.LLM_BAD_RESPONSE, `the LLM answered ${text.length} characters of broken JSON with no complete {token, tag} entry`);
     // The cut-off tail counts as one unreadable entry.
     return { lines: salvaged, tagRanges: salvagedRanges, malformed: 1 + undecodable, format: 'json' };
   }
@@ -385,7 +389,10 @@ export function realign(input: readonly string[], answer: readonly AnswerLine[],
   const tags = new Array<number>(input.length).fill(oIndex);
   const answerIndex = new Array<number>(input.length).fill(-1);
   const stats: RealignStats = { ...emptyStats(), tokens: input.length, malformed };
-  const pairs = lcsPairs(input, answer.map((l) => l.token));
+  const pairs = lcsPairs(
+    input,
+    answer.map((l) => l.token),
+  );
   let prevI = -1;
   let prevJ = -1;
   const gap = (i: number, j: number): void => {
@@ -495,7 +502,9 @@ export function tagsFromSpans(spans: readonly TokenSpan[], n: number, labels: re
       if (has.has(bio)) out[t] = bio;
       else {
         // IO-style or BIOES-style label sets: fall back to any label of this type.
-        const any = labels.find((l) => splitTag(l).type === s.label && splitTag(l).prefix === (t === s.first ? 'B' : 'I')) ?? labels.find((l) => splitTag(l).type === s.label);
+        const any =
+          labels.find((l) => splitTag(l).type === s.label && splitTag(l).prefix === (t === s.first ? 'B' : 'I')) ??
+          labels.find((l) => splitTag(l).type === s.label);
         out[t] = any ?? 'O';
       }
     }

@@ -231,13 +231,18 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
     if (so !== undefined && so !== null) {
       if (typeof so !== 'object' || Array.isArray(so)) throw new HttpError(400, 'structured_outputs must be an object');
       const keys = Object.keys(so).filter((k) => (so as Record<string, unknown>)[k] !== undefined && (so as Record<string, unknown>)[k] !== null);
-      if (keys.length !== 1 || !['json', 'regex'].includes(keys[0])) throw new HttpError(400, 'structured_outputs: this server supports exactly one of json or regex');
+      if (keys.length !== 1 || !['json', 'regex'].includes(keys[0]))
+        throw new HttpError(400, 'structured_outputs: this server supports exactly one of json or regex');
       if (keys[0] === 'json') structured = 'json';
       else {
         const pattern = (so as Record<string, unknown>).regex;
         if (typeof pattern !== 'string') throw new HttpError(400, 'structured_outputs.regex must be a string');
         const pinned = parseAnswerRegex(pattern);
-        if (pinned === undefined) throw new HttpError(400, 'structured_outputs.regex: this server reads only the one-line-per-word pattern (word\\t(LABELS) lines) the openai adapter writes');
+        if (pinned === undefined)
+          throw new HttpError(
+            400,
+            'structured_outputs.regex: this server reads only the one-line-per-word pattern (word\\t(LABELS) lines) the openai adapter writes',
+          );
         words = pinned.words;
         allowed = pinned.labels;
       }
@@ -251,7 +256,8 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
         topLogprobs = k as number;
       } else if (body.top_logprobs !== undefined && body.top_logprobs !== null) throw new HttpError(400, 'top_logprobs needs logprobs: true');
     } else if (body.logprobs !== undefined && body.logprobs !== null) {
-      if (!Number.isInteger(body.logprobs) || (body.logprobs as number) < 0 || (body.logprobs as number) > 20) throw new HttpError(400, 'logprobs must be an integer in 0..20');
+      if (!Number.isInteger(body.logprobs) || (body.logprobs as number) < 0 || (body.logprobs as number) > 20)
+        throw new HttpError(400, 'logprobs must be an integer in 0..20');
       topLogprobs = body.logprobs as number;
     }
     return { words, allowed, structured, topLogprobs };
@@ -346,7 +352,11 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
         created: Math.floor(Date.now() / 1000),
         model: model.name,
         choices: [{ index: 0, message: { role: 'assistant', content: out.content }, logprobs, finish_reason: 'stop' }],
-        usage: usage(model, (messages as ChatMessage[]).map((m) => m.content), out.content),
+        usage: usage(
+          model,
+          (messages as ChatMessage[]).map((m) => m.content),
+          out.content,
+        ),
       },
     };
   };
@@ -397,15 +407,18 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
     else throw new HttpError(400, 'input must be text, a list of texts, a list of token ids, or a list of such lists');
     for (const ids of rows) {
       if (ids.length === 0) throw new HttpError(400, 'an input has no tokens');
-      if (ids.length > tagger.maxSequenceLength) throw new HttpError(400, `an input has ${ids.length} tokens; this model takes at most ${tagger.maxSequenceLength}`);
-      if (ids.some((id) => id < 0 || bundle.tokenizer.id_to_token(id) === undefined)) throw new HttpError(400, 'an input holds a token id outside the vocabulary');
+      if (ids.length > tagger.maxSequenceLength)
+        throw new HttpError(400, `an input has ${ids.length} tokens; this model takes at most ${tagger.maxSequenceLength}`);
+      if (ids.some((id) => id < 0 || bundle.tokenizer.id_to_token(id) === undefined))
+        throw new HttpError(400, 'an input holds a token id outside the vocabulary');
     }
     return rows;
   };
 
   const pooling = async (body: Record<string, unknown>): Promise<{ answer: unknown; tokens: number }> => {
     const model = modelFor(body);
-    if (body.task !== undefined && body.task !== 'token_classify') throw new HttpError(400, `task "${String(body.task)}" is not supported; this server does token_classify`);
+    if (body.task !== undefined && body.task !== 'token_classify')
+      throw new HttpError(400, `task "${String(body.task)}" is not supported; this server does token_classify`);
     const rows = rowsOf(model, body.input);
     const logits = await model.tagger.logits(rows);
     const L = model.tagger.labels.length;
@@ -446,7 +459,15 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
           // As vLLM lists them: the base model, then each adapter with the base as its parent.
           send(res, 200, {
             object: 'list',
-            data: [...served.values()].map((m) => ({ id: m.name, object: 'model', created, owned_by: 'bioner-router', root: m.name, parent: m === base ? null : base.name, max_model_len: m.tagger.maxSequenceLength })),
+            data: [...served.values()].map((m) => ({
+              id: m.name,
+              object: 'model',
+              created,
+              owned_by: 'bioner-router',
+              root: m.name,
+              parent: m === base ? null : base.name,
+              max_model_len: m.tagger.maxSequenceLength,
+            })),
           });
           break;
         case 'POST /v1/chat/completions': {
@@ -517,4 +538,3 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
   };
   return { url, port: address.port, model: name, models: [...served.keys()], stats, close };
 }
-
