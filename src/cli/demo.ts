@@ -120,7 +120,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
     // The demo traces to memory and records metrics as `run` does, then summarises the routing from both.
     const spans = new InMemorySpanExporter();
     const identity = telemetryIdentity(config.telemetry);
-    const tracing = setupTracing(config.telemetry, { exporter: spans, identity });
+    const tracing = setupTracing(config.telemetry, { exporter: spans, identity, alsoFromEnv: true });
     // The demo's summary reads the Prometheus view, so that one is always on; OTEL_METRICS_EXPORTER may add push exporters.
     const metrics = createRouterMetrics({ ...identity, runtime: true, exporters: [...new Set(['prometheus' as const, ...metricsExporterNames()])] });
     try {

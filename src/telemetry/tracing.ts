@@ -11,6 +11,8 @@ import { samplerFromEnv, telemetryIdentity, telemetryResource, type SamplerChoic
 export interface TracingOptions {
   /** Export here instead of OTLP (tests and the demo pass an InMemorySpanExporter); used even when `tracesExporter` is `none`. */
   exporter?: SpanExporter;
+  /** With `exporter`: also export to what an explicit OTEL_TRACES_EXPORTER names (the demo keeps its in-memory copy for its summary). */
+  alsoFromEnv?: boolean;
   /** `simple` exports each span as it ends (default with a caller's exporter); `batch` batches (default for OTLP). */
   processor?: 'simple' | 'batch';
   /** Environment to read OTEL_* from (default process.env). */
@@ -82,7 +84,12 @@ function exporterNames(exporters: readonly SpanExporter[]): string[] {
 export function setupTracing(config: RouterConfig['telemetry'], options: TracingOptions = {}): Tracing {
   const env = options.env ?? process.env;
   const disabled = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
-  const exporters = options.exporter === undefined ? (disabled ? [] : traceExportersOf(config, env)) : [options.exporter];
+  // A caller's exporter replaces the configured one; with `alsoFromEnv` an explicit OTEL_TRACES_EXPORTER adds its own (the demo).
+  const fromEnv =
+    options.alsoFromEnv === true && env.OTEL_TRACES_EXPORTER !== undefined && env.OTEL_TRACES_EXPORTER.trim() !== '' && !disabled
+      ? traceExportersOf(config, env)
+      : [];
+  const exporters = options.exporter === undefined ? (disabled ? [] : traceExportersOf(config, env)) : [options.exporter, ...fromEnv];
   if (exporters.length === 0) return NOOP;
 
   const kind = options.processor ?? (options.exporter === undefined ? 'batch' : 'simple');

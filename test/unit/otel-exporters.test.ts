@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace';
 import { validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { createRouterMetrics, metricsExporterNames } from '../../src/telemetry/metrics.js';
@@ -37,6 +38,14 @@ test('OTEL_TRACES_EXPORTER=console prints each span as it ends; none registers n
     printed.some((p) => typeof p === 'object' && p !== null && (p as { name?: unknown }).name === 'route encoder'),
     JSON.stringify(printed).slice(0, 300),
   );
+  // The demo's way: its own in-memory exporter, plus what an explicit OTEL_TRACES_EXPORTER names; without it, only its own.
+  const mine = new InMemorySpanExporter();
+  const both = setupTracing(telemetry, { exporter: mine, alsoFromEnv: true, env: { OTEL_TRACES_EXPORTER: 'console' } });
+  assert.deepEqual(both.exporters, ['custom', 'console']);
+  await both.shutdown();
+  const own = setupTracing(telemetry, { exporter: mine, alsoFromEnv: true, env: {} });
+  assert.deepEqual(own.exporters, ['custom']);
+  await own.shutdown();
   const none = setupTracing(telemetry, { env: { OTEL_TRACES_EXPORTER: 'none' } });
   assert.equal(none.enabled, false);
   assert.deepEqual(none.exporters, []);
