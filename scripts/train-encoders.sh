@@ -7,7 +7,7 @@
 # they are missing, otherwise it says what is missing.
 #
 #   scripts/train-encoders.sh                 # all three
-#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset
+#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, jnlpba)
 #   RECIPE=scratch scripts/train-encoders.sh  # the committed from-scratch bundles
 #   OUT_ROOT=DIR PRETRAIN_DIR=DIR ...         # where bundles / corpus+vectors go
 #
@@ -66,33 +66,49 @@ if [[ "$recipe" == pretrained && ! -s "$vectors" ]]; then
   grep -E '^(pubmed|BC5CDR|NCBI|JNLPBA|extra|mtsamples|total|train_vectors)' "$log_dir/vectors.log" || true
 fi
 
+# Verification fixture of each bundle: next to the new bundles, or the old
+# /tmp/bioner-<dataset>-fixture.json for the from-scratch recipe.
+fixture() {
+  if [[ "$recipe" == scratch ]]; then echo "/tmp/bioner-$1-fixture.json"; else echo "$out_root/$1-fixture.json"; fi
+}
+
 train() {
-  local fx="$out_root/$1-fixture.json"
-  if [[ "$recipe" == scratch ]]; then
+  local fx
+  fx="$(fixture "$1")"
+  if [[ "$recipe" == scratch ]]; then  # fixture: the script's default, /tmp/bioner-<dataset>-fixture.json
     case "$1" in
       bc5cdr)
-        nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --out "$out_root/bc5cdr-encoder" --fixture "$fx" ;;
+        nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --out "$out_root/bc5cdr-encoder" ;;
       ncbi-disease)
-        nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --epochs 18 --seed 13 --threads 1 --out "$out_root/ncbi-disease-encoder" --fixture "$fx" ;;
+        nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --epochs 18 --seed 13 --threads 1 --out "$out_root/ncbi-disease-encoder" ;;
       jnlpba)
-        nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --seed 13 --threads 1 --out "$out_root/jnlpba-encoder" --fixture "$fx" ;;
+        nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --seed 13 --threads 1 --out "$out_root/jnlpba-encoder" ;;
       *) echo "unknown dataset $1" >&2; return 2 ;;
     esac
     return
   fi
   case "$1" in
     bc5cdr)
-      nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr __BC5CDR_ARGS__ --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/bc5cdr-encoder" --fixture "$fx" ;;
+      nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/bc5cdr-encoder" --fixture "$fx" ;;
     ncbi-disease)
-      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease __NCBI_ARGS__ --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/ncbi-disease-encoder" --fixture "$fx" ;;
+      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --epochs 18 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/ncbi-disease-encoder" --fixture "$fx" ;;
     jnlpba)
-      nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba __JNLPBA_ARGS__ --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/jnlpba-encoder" --fixture "$fx" ;;
+      nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --time-budget 22 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/jnlpba-encoder" --fixture "$fx" ;;
+    bc5cdr-refit)
+      # all of train (--no-holdout) for the 20 epochs the held-out run above picked (best epoch 20)
+      nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --no-holdout --out "$out_root/bc5cdr-encoder-refit" --fixture "$fx" ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }
 
+bundle() {
+  if [[ "$1" == bc5cdr-refit ]]; then echo "$out_root/bc5cdr-encoder-refit"; else echo "$out_root/$1-encoder"; fi
+}
+
 datasets=("$@")
-[[ ${#datasets[@]} -gt 0 ]] || datasets=(bc5cdr ncbi-disease jnlpba)
+if [[ ${#datasets[@]} == 0 ]]; then
+  if [[ "$recipe" == scratch ]]; then datasets=(bc5cdr ncbi-disease jnlpba); else datasets=(bc5cdr bc5cdr-refit ncbi-disease jnlpba); fi
+fi
 for d in "${datasets[@]}"; do
   echo "train-encoders: $d (log $log_dir/$d.log)" >&2
   rc=0
@@ -100,6 +116,6 @@ for d in "${datasets[@]}"; do
   grep -E '^(vectors|data|model|epoch|best|padding|bundle|done)' "$log_dir/$d.log" || true
   [[ $rc == 0 ]] || { echo "train-encoders: $d failed (rc $rc), see $log_dir/$d.log" >&2; exit 1; }
   if [[ -d node_modules/onnxruntime-node && -d node_modules/@huggingface/tokenizers ]]; then
-    node training/verify_bundle.mjs "$out_root/$d-encoder" "$out_root/$d-fixture.json"
+    node training/verify_bundle.mjs "$(bundle "$d")" "$(fixture "$d")"
   fi
 done

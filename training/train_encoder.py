@@ -943,7 +943,10 @@ def write_model_card(args, meta, labels):
         "## Model",
         "",
         f"- WordPiece vocabulary of {meta['vocab_size']} entries built from the "
-        "training split (cased, BERT basic pre-tokenization).",
+        "training split (cased, BERT basic pre-tokenization)"
+        + (f", plus the {meta['vectors']['corpus_words']} most frequent words of the "
+           "vectors' pretraining corpus as whole-word entries"
+           if (meta.get("vectors") or {}).get("corpus_words") else "") + ".",
         f"- Embedding {args.emb_dim} -> {args.layers} x BiLSTM ({args.hidden} per "
         "direction; backward direction runs over each sequence reversed within "
         "its attention_mask length, so right padding is exact) -> linear.",
