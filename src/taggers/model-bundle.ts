@@ -59,32 +59,21 @@ export const HfConfigSchema = z.object(
 export type HfConfig = z.infer<typeof HfConfigSchema>;
 
 /** tokenizer_config.json. Loose: the tokenizer library reads keys of its own from the same object. */
-export const TokenizerConfigSchema = z.looseObject(
-  {
-    model_max_length: z.number(must('a number')).optional(),
-    cls_token: TokenSchema,
-    sep_token: TokenSchema,
-    pad_token: TokenSchema,
-    unk_token: TokenSchema,
-    bos_token: TokenSchema,
-    eos_token: TokenSchema,
-  },
-  must('a JSON object'),
-);
+/** The special-token names both tokenizer_config.json and special_tokens_map.json may carry. */
+const SPECIAL_TOKEN_FIELDS = {
+  cls_token: TokenSchema,
+  sep_token: TokenSchema,
+  pad_token: TokenSchema,
+  unk_token: TokenSchema,
+  bos_token: TokenSchema,
+  eos_token: TokenSchema,
+};
+
+export const TokenizerConfigSchema = z.looseObject({ model_max_length: z.number(must('a number')).optional(), ...SPECIAL_TOKEN_FIELDS }, must('a JSON object'));
 export type TokenizerConfig = z.infer<typeof TokenizerConfigSchema>;
 
 /** special_tokens_map.json: where exports name special tokens that tokenizer_config.json leaves out. */
-export const SpecialTokensMapSchema = z.object(
-  {
-    cls_token: TokenSchema,
-    sep_token: TokenSchema,
-    pad_token: TokenSchema,
-    unk_token: TokenSchema,
-    bos_token: TokenSchema,
-    eos_token: TokenSchema,
-  },
-  must('a JSON object'),
-);
+export const SpecialTokensMapSchema = z.object(SPECIAL_TOKEN_FIELDS, must('a JSON object'));
 export type SpecialTokensMap = z.infer<typeof SpecialTokensMapSchema>;
 
 /** tokenizer.json: only its outline is checked here; the tokenizer library validates the rest. */

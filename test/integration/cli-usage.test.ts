@@ -1,29 +1,17 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
+import { cli } from '../helpers/cli.js';
 
 /**
  * The CLI as people guess at it: `<command> --help`, `help <command>`, an
  * unknown option, a path that is not there, a config with several mistakes.
  * Every case is the real entry point in a child process; none loads a model.
  */
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const run = promisify(execFile);
-
-async function cli(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+const _ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Written here, not read from the CLI's table, so a dropped or renamed option shows up. */
 const OPTIONS: Record<string, string[]> = {

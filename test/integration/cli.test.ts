@@ -1,24 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
+import { cli, tinyIobFile } from '../helpers/cli.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const run = promisify(execFile);
-
-async function cli(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+const _ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 test('tag prints spans whose code-point offsets point at the text', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'bioner-tag-'));
@@ -35,26 +23,8 @@ test('tag prints spans whose code-point offsets point at the text', async () => 
 });
 
 test('eval --json scores IOB and standoff data end to end', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'bioner-eval-'));
-  const iob = join(dir, 'devel.tsv');
   // Gold spans the model is expected to get, plus one it may miss: the JSON shape and bounds are what is asserted.
-  await writeFile(
-    iob,
-    [
-      'Cisplatin\tB-Chemical',
-      'induced\tO',
-      'nephrotoxicity\tB-Disease',
-      '.\tO',
-      '',
-      'Patients\tO',
-      'with\tO',
-      'hypertension\tB-Disease',
-      'received\tO',
-      'furosemide\tB-Chemical',
-      '.\tO',
-      '',
-    ].join('\n'),
-  );
+  const iob = await tinyIobFile();
   const r = await cli(['eval', '--data', iob, '--format', 'iob', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const last = JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as Record<string, unknown> & {
@@ -66,7 +36,7 @@ test('eval --json scores IOB and standoff data end to end', async () => {
   assert.deepEqual(Object.keys(last.by_label).sort(), ['Chemical', 'Disease']);
   assert.ok((last.f1 as number) > 0.5, `the model tags the easy sentences (f1 ${String(last.f1)})`);
 
-  const standoff = join(dir, 'standoff');
+  const standoff = join(dirname(iob), 'standoff');
   await mkdir(standoff);
   const text = 'Cisplatin causes nephrotoxicity. Hypertension was treated with furosemide.';
   await writeFile(join(standoff, 'doc1.txt'), text);

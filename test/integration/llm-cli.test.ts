@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -7,49 +7,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { after, test } from 'node:test';
+import { cli, tinyIobFile } from '../helpers/cli.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const run = promisify(execFile);
-
-async function cli(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
 
 const children: Array<ReturnType<typeof spawn>> = [];
 after(() => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
 });
 
-async function iobFile(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'bioner-llm-eval-'));
-  const iob = join(dir, 'devel.tsv');
-  await writeFile(
-    iob,
-    [
-      'Cisplatin\tB-Chemical',
-      'induced\tO',
-      'nephrotoxicity\tB-Disease',
-      '.\tO',
-      '',
-      'Patients\tO',
-      'with\tO',
-      'hypertension\tB-Disease',
-      'received\tO',
-      'furosemide\tB-Chemical',
-      '.\tO',
-      '',
-    ].join('\n'),
-  );
-  return iob;
-}
+const iobFile = (): Promise<string> => tinyIobFile('bioner-llm-eval-');
 
 function lastJson(stdout: string): Record<string, unknown> {
   return JSON.parse(stdout.trim().split('\n').at(-1) as string) as Record<string, unknown>;
