@@ -145,7 +145,7 @@ interface Served {
 /** What the generation endpoints share: the words to tag, the format, the logprobs asked for. */
 interface Generation {
   words: string[];
-  /** Labels the answer may use (the regex's alternatives); undefined: any of the model's. */
+  /** Labels the answer may use (the regex's alternatives); undefined: every label of the model. */
   allowed: string[] | undefined;
   structured: 'json' | 'lines';
   /** Alternatives per token in top_logprobs; undefined: no logprobs asked for. */
