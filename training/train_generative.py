@@ -847,8 +847,6 @@ def stage_finetune(args):
     opt = adamw(model, args.lr, args.weight_decay)
     steps_per_epoch = len(ft_batches(lengths, args.batch_tokens, args.max_batch, random.Random(0)))
     total_steps = steps_per_epoch * args.epochs
-    eval_at = set(int(round(steps_per_epoch * (k + 1) / args.evals_per_epoch))
-                  for k in range(args.evals_per_epoch))
     budget_s = args.time_budget * 60 if args.time_budget else 0
     best = (-1.0, None, None)
     history = []
@@ -862,7 +860,11 @@ def stage_finetune(args):
     for ep in range(1, args.epochs + 1):
         model.train()
         tot, nb, tok_ep, t_ep_train = 0.0, 0, 0, 0.0
-        for bi, b in enumerate(ft_batches(lengths, args.batch_tokens, args.max_batch, rng), 1):
+        ep_batches = ft_batches(lengths, args.batch_tokens, args.max_batch, rng)
+        n_b = len(ep_batches)  # varies a little with the shuffle
+        ep_eval_at = set(int(round(n_b * (k + 1) / args.evals_per_epoch))
+                         for k in range(args.evals_per_epoch))
+        for bi, b in enumerate(ep_batches, 1):
             t_s = time.time()
             progress = step / total_steps
             if budget_s:
@@ -904,14 +906,14 @@ def stage_finetune(args):
             tot += float(loss)
             nb += 1
             if bi % args.log_every == 0:
-                print(f"  epoch {ep} batch {bi}/{steps_per_epoch} loss {tot / nb:.4f} "
+                print(f"  epoch {ep} batch {bi}/{n_b} loss {tot / nb:.4f} "
                       f"{tok_ep / t_ep_train:.0f} tok/s (real tokens, train step only)", flush=True)
-            if bi in eval_at or bi == steps_per_epoch:
+            if bi in ep_eval_at:
                 t_e = time.time()
                 res, _ = eval_split(model, prompter, held, labels, args)
                 last_eval_s = time.time() - t_e
                 elapsed = time.time() - t_start
-                rec = {"epoch": round(ep - 1 + bi / steps_per_epoch, 2), "step": step,
+                rec = {"epoch": round(ep - 1 + bi / n_b, 2), "step": step,
                        "train_loss": round(tot / nb, 4), "heldout_f1": res["f1"],
                        "heldout_p": res["precision"], "heldout_r": res["recall"],
                        "tok_s": round(tok_ep / t_ep_train, 1), "minutes": round(elapsed / 60, 2)}
@@ -923,7 +925,7 @@ def stage_finetune(args):
                 if res["f1"] > best[0]:
                     best = (res["f1"], rec["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()})
                 # stop when the next eval interval would overrun the budget
-                per_interval = (t_ep_train / bi) * (steps_per_epoch / args.evals_per_epoch) + last_eval_s
+                per_interval = (t_ep_train / bi) * (n_b / args.evals_per_epoch) + last_eval_s
                 if budget_s and elapsed + per_interval > budget_s:
                     print("time budget reached", flush=True)
                     stop = True
@@ -1139,7 +1141,8 @@ def stage_export(args):
         "devel_f1_by_entity_words": {k: v["f1"] for k, v in d["by_entity_words"].items()},
         "devel_recall_by_entity_words": {k: v["recall"] for k, v in d["by_entity_words"].items()},
         "devel": d,
-        "devel_decoding": "constrained greedy, KV cache (torch, fp32)"
+        "devel_decoding": "constrained greedy, KV cache (torch, fp32 weights"
+                          + (", scored before int8 rounding; not re-scored" if qs else "") + ")"
                           + ("; BIO constraint" if constrain else ""),
         "vocab_sha256": vocab_sha,
         "quantization": "int8 + per-row scale" if qs else None,

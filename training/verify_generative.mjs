@@ -176,7 +176,7 @@ const maxDiff = (a, b) => a.reduce((m, x, k) => Math.max(m, Math.abs(x - b[k])),
   if (same !== B || !chunkOk) fail('batched decoding');
   if (!(worst < TOL)) fail('batched tag logits');
   console.log('tags:', fx.words[0].map((w, k) => `${w}/${tags[0][k]}`).join(' '));
-  const withEnt = fx.words.findIndex((_, b) => tags[b].some((t) => t !== 'O'));
+  const withEnt = fx.words.findIndex((_, b) => b > 0 && tags[b].some((t) => t !== 'O'));
   if (withEnt >= 0) console.log('tags:', fx.words[withEnt].map((w, k) => `${w}/${tags[withEnt][k]}`).join(' '));
 }
 
