@@ -4,7 +4,7 @@
  * it writes loaded by the router's own loader and planned with.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -12,7 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import { readIob } from '../../src/eval/datasets.js';
 import { evaluateIob } from '../../src/eval/evaluate.js';
@@ -22,10 +21,10 @@ import { loadLengthEstimator } from '../../src/route/length-estimate.js';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
 import { startLlmServer, type LlmServer } from '../../src/taggers/llm/reference-server.js';
 import { prepareText } from '../../src/text/index.js';
+import { cli } from '../helpers/cli.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DEVEL = join(ROOT, '../shared/data/BC5CDR-IOB/devel.tsv');
-const run = promisify(execFile);
 
 let server: LlmServer;
 let dir = '';
@@ -40,16 +39,6 @@ after(async () => {
   await server?.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-async function cli(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
 
 async function configFile(name: string, llm: Record<string, unknown>): Promise<string> {
   const file = join(dir, `${name}.json`);
