@@ -297,6 +297,23 @@ export function decodeBioTags(probs: Float32Array, numWords: number, labels: rea
 }
 
 /**
+ * Spans from tags already chosen (a generative decoder's answer), with the
+ * same grouping and scores as `decodeBio`: `tags[w]` is a label index, `probs`
+ * row-major words x labels.
+ */
+export function spansFromLabelIndices(probs: Float32Array, tags: ArrayLike<number>, labels: readonly string[]): TokenSpan[] {
+  const n = tags.length;
+  checkInput(probs, n, labels);
+  const chosen = new Int32Array(n);
+  for (let w = 0; w < n; w++) {
+    const k = tags[w];
+    if (!Number.isInteger(k) || k < 0 || k >= labels.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `tag index ${k} outside ${labels.length} labels`);
+    chosen[w] = k;
+  }
+  return n === 0 ? [] : spansFromTags(probs, n, compile(labels), chosen);
+}
+
+/**
  * The one softmax: `cols` logits from `logits[from]` into `out[to]`,
  * max-subtracted so exp never overflows. A row of all -Infinity (every label
  * masked) becomes uniform rather than NaN. Works in place when out is logits.

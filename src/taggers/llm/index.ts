@@ -10,12 +10,14 @@ import { LlmHttpClient, readApiKey } from './http.js';
 import { OpenAiChatTagger } from './openai.js';
 import { loadPromptTemplates } from './prompt.js';
 import { VllmPoolingBackend } from './pooling.js';
+import { GenerativeLlmTagger, isGenerativeBundle, readGenerativeLabels } from './generative.js';
 import type { RealignStats } from './realign.js';
 
 export { LlmHttpClient, readApiKey, type LlmClientOptions, type LlmClientStats, type CircuitStateName } from './http.js';
 export { OpenAiChatTagger, structuredMode, type ScoreStats, type OpenAiTaggerOptions } from './openai.js';
 export { DEFAULT_PROMPT, loadPromptTemplates, renderChat, renderCompletion, answerRegex, type PromptTemplates } from './prompt.js';
 export { VllmPoolingBackend } from './pooling.js';
+export { GenerativeDecoder, GenerativeLlmTagger, isGenerativeBundle, GENERATIVE_MODEL_TYPE, type GenerationRow, type GenerationResult, type GenerationStats } from './generative.js';
 export type { RealignStats } from './realign.js';
 
 export type LlmConfig = RouterConfig['llm'];
@@ -65,7 +67,8 @@ export function httpClientFor(config: LlmConfig, apiKey: string | undefined, log
 
 /**
  * The LLM tagger chosen by `llm.adapter` (route `llm` for all three):
- * - `onnx`: the reference decoder bundle in llm.modelDir, in-process (same path as the encoder);
+ * - `onnx`: the bundle in llm.modelDir, in-process: a generative decoder (`model_type` bioner-generative-decoder:
+ *   KV-cache generation of the answer lines) or a token-classification export (same path as the encoder);
  * - `openai`: chat or text completions at llm.baseUrl (llm.endpoint), the prompt of llm.promptFile,
  *   labels from llm.labels or llm.modelDir's id2label;
  * - `vllm-pooling`: /pooling token_classify at llm.baseUrl, tokenised locally with llm.modelDir.
@@ -79,10 +82,20 @@ export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext):
   };
   switch (config.adapter) {
     case 'onnx': {
+      if (await isGenerativeBundle(ctx.modelDir)) {
+        return GenerativeLlmTagger.load(ctx.modelDir, {
+          intraOpThreads: ctx.encoder.intraOpThreads,
+          batchSize: ctx.encoder.batchSize,
+          batchWaitMs: ctx.encoder.batchWaitMs,
+          windowOverlapWords: ctx.encoder.windowOverlapWords,
+        });
+      }
       const { bundle, backend } = await loadOnnxModel(ctx.modelDir, { intraOpThreads: ctx.encoder.intraOpThreads });
       return new LlmTokenClassifier(bundle, backend, { ...shared, batchSize: ctx.encoder.batchSize, maxConcurrentBatches: 1 }, undefined);
     }
     case 'vllm-pooling': {
+      if (await isGenerativeBundle(ctx.modelDir))
+        throw new ConfigError('llm.modelDir', 'is a generative decoder bundle; the vllm-pooling adapter needs a token-classification export (id2label and logits per token)');
       const apiKey = await readApiKey(config.apiKeyFile);
       const bundle = await loadModelBundle(ctx.modelDir);
       const client = httpClientFor(config, apiKey, logger);
@@ -98,7 +111,7 @@ export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext):
         labels = parseLabels(Object.fromEntries(config.labels.map((l, i) => [String(i), l])));
         model = { id: config.model ?? 'llm', version: '0', entityTypes: entityTypes(labels) };
       } else {
-        const read = await readModelLabels(ctx.modelDir);
+        const read = (await isGenerativeBundle(ctx.modelDir)) ? await readGenerativeLabels(ctx.modelDir) : await readModelLabels(ctx.modelDir);
         labels = read.labels;
         model = config.model === undefined ? read.model : { ...read.model, id: config.model };
       }

@@ -11,6 +11,7 @@ import { ConfigError } from '../../errors.js';
 import type { Sentence } from '../../types.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
 import { resolveExistingModelDir, type ModelBundle } from '../model-bundle.js';
+import { GenerativeLlmTagger, isGenerativeBundle } from './generative.js';
 
 export interface LlmServerOptions {
   modelDir: string;
@@ -135,12 +136,12 @@ function answerPieces(lines: ReadonlyArray<{ token: string; tag: string }>, stru
 const LOGPROB_FLOOR = -9999;
 const logOf = (p: number): number => Math.max(LOGPROB_FLOOR, Math.log(p));
 
-/** One tagged model behind the server. */
-interface Served {
-  name: string;
-  tagger: TokenClassifierTagger;
-  bundle: ModelBundle;
-}
+/**
+ * One model behind the server: a generative decoder (the answer is generated,
+ * tag by tag, constrained to the allowed labels) or a token classifier (the
+ * answer is written from its per-word labels; it also answers /pooling).
+ */
+type Served = { name: string; kind: 'generative'; tagger: GenerativeLlmTagger } | { name: string; kind: 'classifier'; tagger: TokenClassifierTagger; bundle: ModelBundle };
 
 /** What the generation endpoints share: the words to tag, the format, the logprobs asked for. */
 interface Generation {
@@ -160,7 +161,8 @@ interface Generated {
 }
 
 /**
- * The reference decoder (models/<ds>-llm) behind the HTTP interfaces the
+ * The reference models (a generative decoder, models/<ds>-generative, or a
+ * token classifier such as models/<ds>-decoder-classifier) behind the HTTP interfaces the
  * LLM adapters speak, in vLLM's request and response shapes, so they can be
  * run and tested against a real server:
  *
@@ -189,9 +191,15 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
   const logger = options.logger ?? silentLogger;
   const apiKey = await readApiKey(options.apiKeyFile, '--api-key-file');
   const load = async (name: string | undefined, dir: string): Promise<Served> => {
-    const { bundle, backend } = await loadOnnxModel(await resolveExistingModelDir(dir));
+    const modelDir = await resolveExistingModelDir(dir);
+    if (await isGenerativeBundle(modelDir)) {
+      // Requests from concurrent callers are generated together, as vLLM batches them.
+      const tagger = await GenerativeLlmTagger.load(modelDir, { batchSize: 32, batchWaitMs: 2 });
+      return { name: name ?? tagger.model.id, kind: 'generative', tagger };
+    }
+    const { bundle, backend } = await loadOnnxModel(modelDir);
     const tagger = new TokenClassifierTagger('llm', bundle, backend, { batchSize: 32, batchWaitMs: 2, maxConcurrentBatches: 1, decode: 'viterbi' });
-    return { name: name ?? tagger.model.id, tagger, bundle };
+    return { name: name ?? tagger.model.id, kind: 'classifier', tagger, bundle };
   };
   const base = await load(options.servedName, options.modelDir);
   const served = new Map<string, Served>([[base.name, base]]);
@@ -269,7 +277,12 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
     const L = labels.length;
     let tags: string[] = [];
     let probs: Float32Array = new Float32Array(0);
-    if (g.words.length > 0) {
+    if (g.words.length > 0 && model.kind === 'generative') {
+      // The constraint is applied while generating, as structured outputs do: every tag is chosen among the allowed labels.
+      const [tagged] = await model.tagger.tagWords([g.words], undefined, g.allowed);
+      probs = tagged.probs;
+      tags = Array.from(tagged.tags, (k) => labels[k]);
+    } else if (g.words.length > 0 && model.kind === 'classifier') {
       let offset = 0;
       const sentence: Sentence = {
         index: 0,
@@ -319,9 +332,11 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
 
   const bytesOf = (text: string): number[] => Array.from(Buffer.from(text, 'utf8'));
 
+  const countTokens = (model: Served, text: string): number =>
+    model.kind === 'generative' ? model.tagger.decoder.countTokens(text) : model.tagger.encodeText(text).length;
   const usage = (model: Served, promptTexts: readonly string[], content: string): Record<string, number> => {
-    const promptTokens = promptTexts.reduce((n, t) => n + model.tagger.encodeText(t).length, 0);
-    const completionTokens = content === '' ? 0 : model.tagger.encodeText(content).length;
+    const promptTokens = promptTexts.reduce((n, t) => n + countTokens(model, t), 0);
+    const completionTokens = content === '' ? 0 : countTokens(model, content);
     return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
   };
 
@@ -396,7 +411,7 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
     };
   };
 
-  const rowsOf = (model: Served, input: unknown): number[][] => {
+  const rowsOf = (model: Served & { kind: 'classifier' }, input: unknown): number[][] => {
     const { tagger, bundle } = model;
     const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isInteger(x));
     let rows: number[][];
@@ -417,6 +432,7 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
 
   const pooling = async (body: Record<string, unknown>): Promise<{ answer: unknown; tokens: number }> => {
     const model = modelFor(body);
+    if (model.kind !== 'classifier') throw new HttpError(400, `the model "${model.name}" is a generative decoder; /pooling token_classify needs a token-classification model`);
     if (body.task !== undefined && body.task !== 'token_classify')
       throw new HttpError(400, `task "${String(body.task)}" is not supported; this server does token_classify`);
     const rows = rowsOf(model, body.input);

@@ -1,0 +1,544 @@
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import ort from 'onnxruntime-node';
+import { z } from 'zod';
+import { ErrorCodes, ModelLoadError, RouterError, TaggerError } from '../../errors.js';
+import { planWindows } from '../../text/windows.js';
+import type { Sentence, TokenSpan } from '../../types.js';
+import { entityTypes, softmaxInto, spansFromLabelIndices, splitTag } from '../bio.js';
+import { onnxSessionOptions } from '../onnx-backend.js';
+import { abortError } from '../token-classifier.js';
+import type { ModelInfo, SentenceTagging, TagOptions } from '../types.js';
+import type { LlmHttpClient } from './http.js';
+import type { LlmTagger } from './index.js';
+
+/**
+ * The in-process generative LLM route: a decoder-only causal LM
+ * (training/train_generative.py) that writes the paper's answer, one
+ * `word [TAB] tag [NL]` line per input word, each tag conditioned on the tags
+ * already written. It runs one forward step per generated tag with a KV cache
+ * (past/present key-values as ONNX inputs/outputs, the Hugging Face / Optimum
+ * names), batched across sentences and notes. Decoding is constrained as
+ * vLLM's structured outputs constrain a served model: the copy of each input
+ * word is forced, and each tag is chosen among the label set only (`I-X` only
+ * after `B-X`/`I-X`).
+ */
+
+export const GENERATIVE_MODEL_TYPE = 'bioner-generative-decoder';
+
+const must = (what: string) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? 'is missing' : `must be ${what}`) });
+const id = z.int(must('a token id')).nonnegative(must('a token id'));
+const count = z.int(must('a positive integer')).positive(must('a positive integer'));
+
+/** config.json of a generative bundle, as far as decoding reads it. */
+export const GenerativeConfigSchema = z.object(
+  {
+    model_type: z.literal(GENERATIVE_MODEL_TYPE, must(`"${GENERATIVE_MODEL_TYPE}"`)),
+    n_layer: count,
+    n_head: count,
+    head_dim: count,
+    vocab_size: count,
+    max_position_embeddings: count,
+    bos_token_id: id,
+    eos_token_id: id,
+    sep_token_id: id,
+    tab_token_id: id,
+    newline_token_id: id,
+    unk_token_id: id,
+    labels: z.array(z.string(must('a label string')), must('a list of labels')).min(1, must('a non-empty list of labels')),
+    label_token_ids: z.array(id, must('a list of token ids')),
+    prompt: z.object(
+      {
+        prefix_ids: z.array(id, must('a list of token ids')),
+        suffix_ids: z.array(id, must('a list of token ids')),
+        bio_constraint: z.boolean(must('true or false')).optional(),
+      },
+      must('an object'),
+    ),
+    bioner: z.object({ name: z.string(must('a string')).optional(), version: z.string(must('a string')).optional() }, must('an object')).optional(),
+  },
+  must('a JSON object'),
+);
+export type GenerativeConfig = z.infer<typeof GenerativeConfigSchema>;
+
+/** True when `dir/config.json` declares a generative decoder bundle (not a token-classification export). */
+export async function isGenerativeBundle(dir: string): Promise<boolean> {
+  try {
+    const raw: unknown = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    return typeof raw === 'object' && raw !== null && (raw as Record<string, unknown>).model_type === GENERATIVE_MODEL_TYPE;
+  } catch {
+    return false;
+  }
+}
+
+/** Labels and model name of a generative bundle, for adapters that need nothing else (the `openai` adapter's prompt). */
+export async function readGenerativeLabels(dir: string): Promise<{ labels: string[]; model: ModelInfo }> {
+  const parsed = GenerativeConfigSchema.safeParse(JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')));
+  if (!parsed.success) throw new ModelLoadError(`config.json in ${dir}: not a generative bundle (${parsed.error.issues[0].message})`);
+  const c = parsed.data;
+  return { labels: c.labels, model: { id: c.bioner?.name ?? 'generative-decoder', version: c.bioner?.version ?? '0', entityTypes: entityTypes(c.labels) } };
+}
+
+/** Feeds and outputs of the KV-cache graph. */
+function graphNames(layers: number): { inputs: string[]; outputs: string[] } {
+  const inputs = ['input_ids', 'attention_mask', 'position_ids'];
+  const outputs = ['logits'];
+  for (let i = 0; i < layers; i++) {
+    inputs.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+    outputs.push(`present.${i}.key`, `present.${i}.value`);
+  }
+  return { inputs, outputs };
+}
+
+/** One row to decode: the word pieces of a sentence (or window), and the labels its tags may take. */
+export interface GenerationRow {
+  pieces: readonly (readonly number[])[];
+  /** Per label: may be written. Undefined: every label. */
+  allowed?: Uint8Array;
+}
+
+/** One decoded row: the chosen label index per word, and per word the softmax over the label tokens. */
+export interface GenerationResult {
+  tags: Int32Array;
+  probs: Float32Array;
+}
+
+export interface GenerationStats {
+  batches: number;
+  rows: number;
+  /** Forward calls of the graph (one per generated tag position, per batch). */
+  steps: number;
+  /** Tokens fed (real, not padding) and positions computed (padding included). */
+  tokensFed: number;
+  positionsComputed: number;
+  /** Milliseconds inside `session.run`, and in the whole generation (tensor building and tag choice included). */
+  runMs: number;
+  totalMs: number;
+}
+
+/**
+ * The model and its constrained greedy generation, without queues: what both
+ * the tagger and the reference server run, and what the benchmark compares
+ * with a bare onnxruntime loop.
+ */
+export class GenerativeDecoder {
+  readonly labels: readonly string[];
+  readonly model: ModelInfo;
+  readonly stats: GenerationStats = { batches: 0, rows: 0, steps: 0, tokensFed: 0, positionsComputed: 0, runMs: 0, totalMs: 0 };
+  /** Per label: its token id. */
+  private readonly labelIds: Int32Array;
+  /** Per label: the previous labels after which it may follow (BIO); null: always. */
+  private readonly follows: Array<Uint8Array | null>;
+  private readonly pieceCache = new Map<string, number[]>();
+
+  private constructor(
+    readonly dir: string,
+    readonly config: GenerativeConfig,
+    readonly tokenizer: Tokenizer,
+    private readonly session: ort.InferenceSession,
+  ) {
+    this.labels = config.labels;
+    this.labelIds = Int32Array.from(config.label_token_ids);
+    this.model = { id: config.bioner?.name ?? 'generative-decoder', version: config.bioner?.version ?? '0', entityTypes: entityTypes(config.labels) };
+    const split = config.labels.map(splitTag);
+    const constrain = config.prompt.bio_constraint !== false;
+    this.follows = split.map((cur) => {
+      if (!constrain || cur.prefix !== 'I') return null;
+      // I-X only after B-X or I-X; index labels.length stands for "sentence start".
+      const ok = new Uint8Array(split.length + 1);
+      split.forEach((p, j) => {
+        if (p.prefix !== 'O' && p.type === cur.type) ok[j] = 1;
+      });
+      return ok;
+    });
+  }
+
+  static async load(dir: string, options: { intraOpThreads?: number } = {}): Promise<GenerativeDecoder> {
+    const modelDir = resolve(dir);
+    const readJson = async (name: string): Promise<unknown> => {
+      try {
+        return JSON.parse(await readFile(join(modelDir, name), 'utf8'));
+      } catch (err) {
+        throw new ModelLoadError(`cannot read ${name} in model directory ${modelDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+          cause: err,
+        });
+      }
+    };
+    const parsed = GenerativeConfigSchema.safeParse(await readJson('config.json'));
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const at = issue.path.length === 0 ? '' : ` field "${issue.path.map(String).join('.')}"`;
+      throw new ModelLoadError(`config.json in model directory ${modelDir}:${at} ${issue.message}`);
+    }
+    const config = parsed.data;
+    if (config.label_token_ids.length !== config.labels.length)
+      throw new ModelLoadError(`config.json in ${modelDir}: ${config.labels.length} labels but ${config.label_token_ids.length} label_token_ids`);
+    const tokenizerJson = await readJson('tokenizer.json');
+    const tokenizerConfig = await readJson('tokenizer_config.json').catch(() => ({}));
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(tokenizerJson as object, tokenizerConfig as object);
+    } catch (err) {
+      throw new ModelLoadError(`tokenizer.json in ${modelDir} could not be loaded: ${(err as Error).message}`, { cause: err });
+    }
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(join(modelDir, 'model.onnx'), onnxSessionOptions(options.intraOpThreads ?? 0));
+    } catch (err) {
+      throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
+    }
+    const want = graphNames(config.n_layer);
+    const missing = want.inputs.filter((n) => !session.inputNames.includes(n)).concat(want.outputs.filter((n) => !session.outputNames.includes(n)));
+    if (missing.length > 0) {
+      await session.release();
+      throw new ModelLoadError(`model.onnx in ${modelDir} is not a KV-cache decoder: it lacks ${missing.join(', ')}`);
+    }
+    return new GenerativeDecoder(modelDir, config, tokenizer, session);
+  }
+
+  /** Longest row, in tokens (prompt plus answer), the model was built for. */
+  get maxPositions(): number {
+    return this.config.max_position_embeddings;
+  }
+
+  /** Sub-word ids of one word, cached (clinical vocabulary repeats); a word the normaliser erases becomes [UNK]. */
+  piecesOf(word: string): number[] {
+    const cached = this.pieceCache.get(word);
+    if (cached !== undefined) return cached;
+    const encoded: number[] = this.tokenizer.encode(word, { add_special_tokens: false }).ids;
+    const ids = encoded.length === 0 ? [this.config.unk_token_id] : encoded;
+    if (this.pieceCache.size >= 200_000) this.pieceCache.clear();
+    this.pieceCache.set(word, ids);
+    return ids;
+  }
+
+  /** Token count of a text with the tokenizer's specials (the server's usage figures). */
+  countTokens(text: string): number {
+    return this.tokenizer.encode(text, { add_special_tokens: true }).ids.length;
+  }
+
+  /** Tokens a row costs: prompt (prefix, pieces, suffix) plus answer (pieces, TAB, tag, NL per word). */
+  rowLength(pieces: readonly (readonly number[])[]): number {
+    let n = this.config.prompt.prefix_ids.length + this.config.prompt.suffix_ids.length + 1;
+    for (const p of pieces) n += 2 * p.length + 3;
+    return n;
+  }
+
+  /**
+   * Constrained greedy generation of a batch. Step 0 feeds each row's prompt,
+   * its first word and [TAB]; step k feeds `[tag k-1] [NL] word k [TAB]`; after
+   * each step the tag is the best allowed label token at the row's last fed
+   * position. Chunks are right-padded: pads get attention 0 and stay in the
+   * cache as holes no query attends to; position ids count real tokens only.
+   * `shouldStop` is asked between steps (every row's caller gave up).
+   */
+  async generate(rows: readonly GenerationRow[], shouldStop?: () => boolean): Promise<GenerationResult[]> {
+    const started = performance.now();
+    const B = rows.length;
+    const L = this.labels.length;
+    const { n_layer: layers, n_head: heads, head_dim: headDim, vocab_size: V } = this.config;
+    const { tab_token_id: TAB, newline_token_id: NL } = this.config;
+    const prefix = this.config.prompt.prefix_ids;
+    const suffix = this.config.prompt.suffix_ids;
+    const results: GenerationResult[] = rows.map((r) => ({ tags: new Int32Array(r.pieces.length), probs: new Float32Array(r.pieces.length * L) }));
+    const steps = rows.reduce((m, r) => Math.max(m, r.pieces.length), 0);
+    if (B === 0 || steps === 0) return results;
+
+    const nReal = new Int32Array(B);
+    let mask = new BigInt64Array(0);
+    let past: Record<string, ort.Tensor> = {};
+    for (let i = 0; i < layers; i++) {
+      past[`past_key_values.${i}.key`] = new ort.Tensor('float32', new Float32Array(0), [B, heads, 0, headDim]);
+      past[`past_key_values.${i}.value`] = new ort.Tensor('float32', new Float32Array(0), [B, heads, 0, headDim]);
+    }
+    const labelLogits = new Float32Array(L);
+    const chunks: number[][] = new Array<number[]>(B);
+    let pastLen = 0;
+    for (let k = 0; k < steps; k++) {
+      if (shouldStop?.() === true) break;
+      let T = 0;
+      for (let b = 0; b < B; b++) {
+        const p = rows[b].pieces;
+        let c: number[];
+        if (k >= p.length) c = [];
+        else if (k === 0) {
+          c = [...prefix];
+          for (const w of p) for (const x of w) c.push(x);
+          c.push(...suffix, ...p[0], TAB);
+        } else c = [this.labelIds[results[b].tags[k - 1]], NL, ...p[k], TAB];
+        chunks[b] = c;
+        if (c.length > T) T = c.length;
+      }
+      const S = pastLen + T;
+      const ids = new BigInt64Array(B * T);
+      const pos = new BigInt64Array(B * T);
+      const nextMask = new BigInt64Array(B * S);
+      for (let b = 0; b < B; b++) {
+        nextMask.set(mask.subarray(b * pastLen, (b + 1) * pastLen), b * S);
+        const c = chunks[b];
+        for (let t = 0; t < c.length; t++) {
+          ids[b * T + t] = BigInt(c[t]);
+          pos[b * T + t] = BigInt(nReal[b] + t);
+          nextMask[b * S + pastLen + t] = 1n;
+        }
+        this.stats.tokensFed += c.length;
+      }
+      mask = nextMask;
+      const runStart = performance.now();
+      const out = await this.session.run({
+        input_ids: new ort.Tensor('int64', ids, [B, T]),
+        attention_mask: new ort.Tensor('int64', mask, [B, S]),
+        position_ids: new ort.Tensor('int64', pos, [B, T]),
+        ...past,
+      });
+      this.stats.runMs += performance.now() - runStart;
+      this.stats.steps++;
+      this.stats.positionsComputed += B * T;
+      const next: Record<string, ort.Tensor> = {};
+      for (let i = 0; i < layers; i++) {
+        next[`past_key_values.${i}.key`] = out[`present.${i}.key`];
+        next[`past_key_values.${i}.value`] = out[`present.${i}.value`];
+      }
+      past = next;
+      pastLen = S;
+      const logits = out.logits.data as Float32Array;
+      if (logits.length !== B * T * V) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `logits have ${logits.length} values, expected ${B} x ${T} x ${V}`);
+      for (let b = 0; b < B; b++) {
+        const c = chunks[b];
+        if (c.length === 0) continue;
+        nReal[b] += c.length;
+        const at = (b * T + c.length - 1) * V;
+        for (let j = 0; j < L; j++) labelLogits[j] = logits[at + this.labelIds[j]];
+        const r = results[b];
+        const prev = k === 0 ? L : r.tags[k - 1];
+        r.tags[k] = this.choose(labelLogits, prev, rows[b].allowed);
+        softmaxInto(labelLogits, 0, L, r.probs, k * L);
+      }
+    }
+    this.stats.batches++;
+    this.stats.rows += B;
+    this.stats.totalMs += performance.now() - started;
+    return results;
+  }
+
+  /** The best label allowed after `prev` (L: sentence start) and by the row's set; without one, the best allowed, then the best. */
+  private choose(logits: Float32Array, prev: number, allowed: Uint8Array | undefined): number {
+    let best = -1;
+    let bestAllowed = -1;
+    let bestAny = 0;
+    for (let j = 0; j < logits.length; j++) {
+      if (logits[j] > logits[bestAny]) bestAny = j;
+      if (allowed !== undefined && allowed[j] !== 1) continue;
+      if (bestAllowed < 0 || logits[j] > logits[bestAllowed]) bestAllowed = j;
+      const f = this.follows[j];
+      if (f !== null && f[prev] !== 1) continue;
+      if (best < 0 || logits[j] > logits[best]) best = j;
+    }
+    return best >= 0 ? best : bestAllowed >= 0 ? bestAllowed : bestAny;
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export interface GenerativeTaggerOptions {
+  /** Rows (sentence windows) per generation, gathered across notes. */
+  batchSize?: number;
+  /** How long a partial batch waits for more rows. */
+  batchWaitMs?: number;
+  /** Pieces per window: longer sentences are split into overlapping windows, each generated alone. */
+  maxWindowPieces?: number;
+  windowOverlapWords?: number;
+}
+
+interface RowJob {
+  row: GenerationRow;
+  length: number;
+  signal: AbortSignal | undefined;
+  resolve: (r: GenerationResult) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Tagging with the word probabilities behind each tag (what the reference server reports as logprobs). */
+export interface GeneratedTagging extends SentenceTagging {
+  /** Chosen label index per word. */
+  tags: Int32Array;
+  /** Row-major words x labels: softmax over the label tokens at each tag position. */
+  probs: Float32Array;
+}
+
+/**
+ * The `onnx` LLM adapter over a generative bundle: sentences -> word pieces ->
+ * windows -> batches across notes (similar lengths together) -> one
+ * generation at a time (parallel runs only contend for the cores) -> spans.
+ */
+export class GenerativeLlmTagger implements LlmTagger {
+  readonly route = 'llm' as const;
+  readonly client: LlmHttpClient | undefined = undefined;
+  readonly model: ModelInfo;
+  readonly labels: readonly string[];
+  readonly stats = { rowsRun: 0, rowsDropped: 0 };
+  private readonly queue: RowJob[] = [];
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly settings: Required<GenerativeTaggerOptions>;
+
+  constructor(
+    readonly decoder: GenerativeDecoder,
+    options: GenerativeTaggerOptions = {},
+  ) {
+    this.model = decoder.model;
+    this.labels = decoder.labels;
+    this.settings = {
+      batchSize: options.batchSize ?? 32,
+      batchWaitMs: options.batchWaitMs ?? 2,
+      maxWindowPieces: options.maxWindowPieces ?? 192,
+      windowOverlapWords: options.windowOverlapWords ?? 16,
+    };
+  }
+
+  static async load(dir: string, options: GenerativeTaggerOptions & { intraOpThreads?: number } = {}): Promise<GenerativeLlmTagger> {
+    return new GenerativeLlmTagger(await GenerativeDecoder.load(dir, options), options);
+  }
+
+  /** The largest row the server accepts, in tokens. */
+  get maxSequenceLength(): number {
+    return this.decoder.maxPositions;
+  }
+
+  async tagSentences(sentences: readonly Sentence[], options: TagOptions = {}): Promise<TokenSpan[][]> {
+    return (await this.tagSentencesDetailed(sentences, options)).map((t) => t.spans);
+  }
+
+  async tagSentencesDetailed(sentences: readonly Sentence[], options: TagOptions = {}): Promise<SentenceTagging[]> {
+    return this.tagWords(
+      sentences.map((s) => s.tokens.map((t) => t.text)),
+      options.signal,
+    );
+  }
+
+  /**
+   * Tags word lists; `allowed` restricts every tag to those labels (the
+   * server's regex constraint), as structured outputs restrict a served model.
+   */
+  async tagWords(words: readonly (readonly string[])[], signal?: AbortSignal, allowed?: readonly string[]): Promise<GeneratedTagging[]> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'llm tagger is closed');
+    if (signal?.aborted === true) throw abortError(signal);
+    const mask = allowed === undefined ? undefined : Uint8Array.from(this.labels, (l) => (allowed.includes(l) ? 1 : 0));
+    return Promise.all(words.map((w) => this.tagOne(w, signal, mask)));
+  }
+
+  private async tagOne(words: readonly string[], signal: AbortSignal | undefined, allowed: Uint8Array | undefined): Promise<GeneratedTagging> {
+    const L = this.labels.length;
+    const n = words.length;
+    const tags = new Int32Array(n);
+    const probs = new Float32Array(n * L);
+    if (n === 0) return { spans: [], minConfidence: 1, tags, probs };
+    const max = this.settings.maxWindowPieces;
+    const pieces = words.map((w) => {
+      const p = this.decoder.piecesOf(w);
+      return p.length > max ? p.slice(0, max) : p;
+    });
+    const windows = planWindows(
+      pieces.map((p) => p.length),
+      max,
+      this.settings.windowOverlapWords,
+    );
+    await Promise.all(
+      windows.map(async (w) => {
+        const rowPieces = pieces.slice(w.start, w.end);
+        const r = await this.enqueue({ pieces: rowPieces, allowed }, this.decoder.rowLength(rowPieces), signal);
+        // Each window owns a word range, so overlaps never yield split or duplicated spans.
+        for (let word = w.ownStart; word < w.ownEnd; word++) {
+          tags[word] = r.tags[word - w.start];
+          probs.set(r.probs.subarray((word - w.start) * L, (word - w.start + 1) * L), word * L);
+        }
+      }),
+    );
+    let least = 1;
+    for (let word = 0; word < n; word++) least = Math.min(least, probs[word * L + tags[word]]);
+    return { spans: spansFromLabelIndices(probs, tags, this.labels), minConfidence: least, tags, probs };
+  }
+
+  private enqueue(row: GenerationRow, length: number, signal: AbortSignal | undefined): Promise<GenerationResult> {
+    if (signal?.aborted === true) return Promise.reject(abortError(signal));
+    return new Promise<GenerationResult>((resolve, reject) => {
+      this.queue.push({ row, length, signal, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.running) return; // the running batch picks up the queue when it ends
+    if (this.queue.length >= this.settings.batchSize || this.settings.batchWaitMs === 0) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timer = undefined;
+      void this.pump();
+    } else if (this.timer === undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.pump();
+      }, this.settings.batchWaitMs);
+    }
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        for (let i = this.queue.length - 1; i >= 0; i--) {
+          const job = this.queue[i];
+          if (job.signal?.aborted === true) {
+            this.queue.splice(i, 1);
+            this.stats.rowsDropped++;
+            job.reject(abortError(job.signal));
+          }
+        }
+        if (this.queue.length === 0) break;
+        // Similar lengths together: fewer padded positions and fewer idle steps for short rows.
+        if (this.queue.length > this.settings.batchSize) this.queue.sort((a, b) => a.length - b.length);
+        const batch = this.queue.splice(0, this.settings.batchSize);
+        this.stats.rowsRun += batch.length;
+        await this.runBatch(batch);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async runBatch(batch: RowJob[]): Promise<void> {
+    try {
+      const everyoneLeft = (): boolean => batch.every((j) => j.signal?.aborted === true);
+      const out = await this.decoder.generate(
+        batch.map((j) => j.row),
+        everyoneLeft,
+      );
+      for (const [i, job] of batch.entries()) {
+        if (job.signal?.aborted === true) job.reject(abortError(job.signal));
+        else job.resolve(out[i]);
+      }
+    } catch (err) {
+      const failure =
+        err instanceof RouterError
+          ? err
+          : new TaggerError(ErrorCodes.INFERENCE_FAILED, `generation failed on a batch of ${batch.length} rows: ${(err as Error).message}`, { cause: err });
+      for (const job of batch) job.reject(failure);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    while (this.running || this.queue.length > 0) {
+      if (!this.running) void this.pump();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await this.decoder.close();
+  }
+}
