@@ -38,11 +38,13 @@ COPY schemas ./schemas
 # Only what `run` loads: the encoder and LLM bundles, the calibration table and the length estimators
 # (models/frontier holds evaluation plots, not needed at run time).
 COPY models/bc5cdr-encoder ./models/bc5cdr-encoder
-COPY models/bc5cdr-llm ./models/bc5cdr-llm
+COPY models/bc5cdr-generative ./models/bc5cdr-generative
 COPY models/jnlpba-encoder ./models/jnlpba-encoder
-COPY models/jnlpba-llm ./models/jnlpba-llm
+COPY models/jnlpba-generative ./models/jnlpba-generative
 COPY models/ncbi-disease-encoder ./models/ncbi-disease-encoder
-COPY models/ncbi-disease-llm ./models/ncbi-disease-llm
+COPY models/ncbi-disease-generative ./models/ncbi-disease-generative
+# The token-classification decoder: the tokenizer and labels of the vllm-pooling adapter.
+COPY models/bc5cdr-decoder-classifier ./models/bc5cdr-decoder-classifier
 COPY models/calibration.json ./models/calibration.json
 COPY models/length-estimator ./models/length-estimator
 # Files are owned by root and read-only to the app user; the root filesystem can be mounted read-only.

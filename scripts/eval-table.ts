@@ -54,15 +54,17 @@ for (const ds of datasets) {
   }
   for (const route of ['encoder', 'llm'] as const) {
     if (values.only !== undefined && values.only !== route) continue;
-    const dir = join(root, 'models', `${ds.id}-${route}`);
+    // The LLM route's reference model is the generative decoder (models/<ds>-generative).
+    const bundle = `${ds.id}-${route === 'encoder' ? 'encoder' : 'generative'}`;
+    const dir = join(root, 'models', bundle);
     if (!existsSync(join(dir, 'model.onnx'))) {
-      process.stderr.write(`skipping ${ds.id}-${route}: no bundle\n`);
+      process.stderr.write(`skipping ${bundle}: no bundle\n`);
       continue;
     }
     // Interface previews (version "...-smoke") are not trained models: calibrating from them would be wrong.
     const version = (JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { bioner?: { version?: string } }).bioner?.version ?? '';
     if (version.includes('smoke')) {
-      process.stderr.write(`skipping ${ds.id}-${route}: ${version} is an untrained preview\n`);
+      process.stderr.write(`skipping ${bundle}: ${version} is an untrained preview\n`);
       continue;
     }
     const tagger = await loadTagger(route, dir);
@@ -75,7 +77,7 @@ for (const ds of datasets) {
     const msPerSentence = (1000 * r.tagging_seconds) / r.sentences;
     results[ds.id] ??= { data: ds.path, sentences: r.sentences, tokens: r.tokens, routes: {} };
     results[ds.id].routes[route] = {
-      model: `${ds.id}-${route}`,
+      model: bundle,
       f1: { all: r.f1, '1': r.by_length['1'].f1, '2': r.by_length['2'].f1, '3+': r.by_length['3+'].f1 },
       support: { '1': r.by_length['1'].support, '2': r.by_length['2'].support, '3+': r.by_length['3+'].support },
       ms_per_sentence: msPerSentence,

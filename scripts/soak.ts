@@ -150,7 +150,7 @@ async function main(): Promise<void> {
       { name: topics.dlq, partitions: 1 },
     ],
   });
-  const llmServer = await startLlmServer({ modelDir: resolve(packageRoot, 'models/bc5cdr-llm'), port: 0 });
+  const llmServer = await startLlmServer({ modelDir: resolve(packageRoot, 'models/bc5cdr-decoder-classifier'), port: 0 });
   const llmProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: llmServer.port });
   const dir = await mkdtemp(join(tmpdir(), 'bioner-soak-'));
   const configFile = join(dir, 'router.yaml');
@@ -165,7 +165,7 @@ async function main(): Promise<void> {
       llm: {
         adapter: 'openai',
         baseUrl: llmProxy.url,
-        modelDir: 'models/bc5cdr-llm',
+        modelDir: 'models/bc5cdr-decoder-classifier',
         timeoutMs: 2000,
         retries: 1,
         retryBackoffMs: 50,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-trains the three reference decoder-only ("LLM") tagger bundles
-# models/<dataset>-llm from scratch on CPU (see "Reference decoder" in
+# models/<dataset>-decoder-classifier from scratch on CPU (see "Reference decoder" in
 # training/README.md), one after another. Each uses the tokenizer of
 # models/<dataset>-encoder, so train (or check out) the encoder bundles first.
 #
@@ -10,7 +10,7 @@
 # Uses Debian's torch (/usr/bin/python3). When python3-torch, python3-onnx or
 # libopenblas0-pthread are missing it runs apt-get update and installs them
 # (as root), otherwise it says what is missing. Logs go to
-# ${LOG_DIR:-/tmp/bioner-train-logs}/<dataset>-llm.log. Each bundle is verified
+# ${LOG_DIR:-/tmp/bioner-train-logs}/<dataset>-decoder-classifier.log. Each bundle is verified
 # with training/verify_bundle.mjs (Node tokenizer + onnxruntime-node vs torch)
 # when node_modules is installed.
 set -euo pipefail
@@ -44,13 +44,13 @@ train() {
   case "$1" in
     bc5cdr)
       nice -n 10 "$PY" training/train_decoder.py --dataset bc5cdr --epochs 7 "${common[@]}" \
-        --time-budget 16 --out models/bc5cdr-llm ;;
+        --time-budget 16 --out models/bc5cdr-decoder-classifier ;;
     ncbi-disease)
       nice -n 10 "$PY" training/train_decoder.py --dataset ncbi-disease --epochs 7 "${common[@]}" \
-        --time-budget 16 --out models/ncbi-disease-llm ;;
+        --time-budget 16 --out models/ncbi-disease-decoder-classifier ;;
     jnlpba)
       nice -n 10 "$PY" training/train_decoder.py --dataset jnlpba --epochs 2 "${common[@]}" \
-        --time-budget 16 --out models/jnlpba-llm ;;
+        --time-budget 16 --out models/jnlpba-decoder-classifier ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }
@@ -62,10 +62,10 @@ for d in "${datasets[@]}"; do
     echo "train-decoders: models/$d-encoder is missing; the decoder reuses its tokenizer (run scripts/train-encoders.sh $d first)" >&2
     exit 1
   fi
-  echo "train-decoders: $d (log $log_dir/$d-llm.log)" >&2
-  train "$d" 2>&1 | tee "$log_dir/$d-llm.log" | grep -E '^(data|model|epoch|best|int8|padding|bundle|done|WARNING)' || true
-  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "train-decoders: $d failed, see $log_dir/$d-llm.log" >&2; exit 1; }
+  echo "train-decoders: $d (log $log_dir/$d-decoder-classifier.log)" >&2
+  train "$d" 2>&1 | tee "$log_dir/$d-decoder-classifier.log" | grep -E '^(data|model|epoch|best|int8|padding|bundle|done|WARNING)' || true
+  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "train-decoders: $d failed, see $log_dir/$d-decoder-classifier.log" >&2; exit 1; }
   if [[ -d node_modules/onnxruntime-node && -d node_modules/@huggingface/tokenizers ]]; then
-    node training/verify_bundle.mjs "models/$d-llm" "/tmp/bioner-$d-llm-fixture.json"
+    node training/verify_bundle.mjs "models/$d-decoder-classifier" "/tmp/bioner-$d-decoder-classifier-fixture.json"
   fi
 done

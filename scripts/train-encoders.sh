@@ -44,7 +44,7 @@ fi
 # first builds the unlabeled corpus and the fastText vectors (skipped when
 # $PRETRAIN_DIR/ft96.bin exists), then the exact final commands train into
 # $OUT_ROOT (default /tmp/bioner-new-models; OUT_ROOT=models replaces the
-# committed bundles, but note that models/bc5cdr-llm reuses the committed
+# committed bundles, but note that models/bc5cdr-decoder-classifier reuses the committed
 # bc5cdr-encoder tokenizer, which the pretrained recipe's larger vocabulary changes).
 # RECIPE=scratch: the exact from-scratch commands of the committed bundles
 # (into models/ unless OUT_ROOT is set).

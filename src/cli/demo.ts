@@ -27,7 +27,7 @@ export interface DemoOptions {
   format: 'json' | 'avro';
   /** `encoder` (default) or `llm`: every sentence to the LLM route (the in-process reference decoder, encoder fallback). */
   policy?: PolicyName;
-  /** LLM bundle for `--policy llm` (default models/bc5cdr-llm). */
+  /** LLM bundle for `--policy llm` (default models/bc5cdr-generative). */
   llmModel?: string;
   /** Where the table and summaries go (default stdout); tests capture it. */
   write?: (text: string) => void;

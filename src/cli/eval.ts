@@ -78,7 +78,7 @@ export interface EvalOptions {
 
 /**
  * `bioner-router eval [--tagger encoder|llm] --model DIR --data PATH --format iob|standoff [--json] [--predictions FILE]`.
- * With `--tagger llm`, `--model` is the LLM bundle (default models/bc5cdr-llm),
+ * With `--tagger llm`, `--model` is the LLM bundle (default models/bc5cdr-generative),
  * tagged in-process unless `--llm-adapter openai|vllm-pooling --llm-url URL`
  * sends it to a server (the bundle then gives the labels / tokenizer). There is
  * no fallback here: a failing LLM fails the evaluation. `--predictions` writes

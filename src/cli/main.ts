@@ -83,7 +83,7 @@ const COMMANDS = {
         arg: POLICIES,
         help: 'routing policy; any but encoder uses the in-process reference decoder as the LLM, the encoder as fallback',
       },
-      'llm-model': { type: 'string', arg: 'DIR', help: 'LLM bundle for the LLM route (default models/bc5cdr-llm)', path: 'model' },
+      'llm-model': { type: 'string', arg: 'DIR', help: 'LLM bundle for the LLM route (default models/bc5cdr-generative)', path: 'model' },
     },
   },
   tag: {
@@ -113,7 +113,7 @@ const COMMANDS = {
         type: 'string',
         short: 'm',
         arg: 'DIR',
-        help: 'encoder bundle (default models/bc5cdr-encoder); with --tagger llm the LLM bundle (default models/bc5cdr-llm)',
+        help: 'encoder bundle (default models/bc5cdr-encoder); with --tagger llm the LLM bundle (default models/bc5cdr-generative)',
         path: 'model',
       },
       data: { type: 'string', arg: 'PATH', help: 'gold data (required): an IOB file (token<TAB>tag) or a directory of brat .txt/.ann pairs', path: 'data' },
@@ -126,7 +126,7 @@ const COMMANDS = {
       'llm-model': {
         type: 'string',
         arg: 'NAME|DIR',
-        help: 'remote adapters: the served model name; --tagger router: the LLM bundle (default models/bc5cdr-llm)',
+        help: 'remote adapters: the served model name; --tagger router: the LLM bundle (default models/bc5cdr-generative)',
       },
       policy: { type: 'string', arg: 'P', help: `--tagger router: ${POLICY_NAMES.join(', ')} (default length-aware)` },
       'budget-ms': { type: 'string', arg: 'B', help: '--tagger router: latency budget per note in ms (default 1000)' },
@@ -142,7 +142,7 @@ const COMMANDS = {
     description: ['Tags the data once with each tagger, replays every policy x budget on the measured costs and', 'prints the summary as one JSON line.'],
     options: {
       model: { type: 'string', short: 'm', arg: 'DIR', help: 'encoder bundle (default models/bc5cdr-encoder)', path: 'model' },
-      'llm-model': { type: 'string', arg: 'DIR', help: 'LLM bundle (default models/bc5cdr-llm)', path: 'model' },
+      'llm-model': { type: 'string', arg: 'DIR', help: 'LLM bundle (default models/bc5cdr-generative)', path: 'model' },
       data: { type: 'string', arg: 'PATH', help: 'gold data (required): an IOB file or a directory of brat .txt/.ann pairs', path: 'data' },
       format: { type: 'string', default: 'iob', arg: 'iob|standoff', help: 'format of --data' },
       out: { type: 'string', arg: 'DIR', help: 'output directory, created if missing (default ./frontier)' },
@@ -182,7 +182,7 @@ const COMMANDS = {
     usage: ['serve-llm [--model DIR] [--port P] [--host H] [--api-key-file FILE] [--served-model-name NAME] [--lora-modules NAME=DIR,...]'],
     description: ['Prints the bound URL on one line; stops on SIGTERM.'],
     options: {
-      model: { type: 'string', short: 'm', default: 'models/bc5cdr-llm', arg: 'DIR', help: 'LLM bundle to serve', path: 'model' },
+      model: { type: 'string', short: 'm', default: 'models/bc5cdr-generative', arg: 'DIR', help: 'LLM bundle to serve', path: 'model' },
       'served-model-name': { type: 'string', arg: 'NAME', help: 'name requests give as "model" (default: the bundle\'s name)' },
       'lora-modules': { type: 'string', arg: 'NAME=DIR,...', help: 'more bundles served under their own names, as vLLM serves LoRA adapters' },
       port: { type: 'string', default: '8000', arg: 'P', help: 'port; 0 picks a free one' },
@@ -468,7 +468,7 @@ async function main(argv: string[]): Promise<void> {
       await checkInputs('serve-llm', values);
       for (const [name, dir] of Object.entries(loraModules)) await checkPath(`--lora-modules ${name}`, dir, 'model');
       await serveLlmCommand({
-        model: values.model ?? 'models/bc5cdr-llm',
+        model: values.model ?? 'models/bc5cdr-generative',
         port,
         host: values.host ?? '127.0.0.1',
         apiKeyFile: values['api-key-file'],

@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { validateConfig } from '../config/load.js';
 import { DataFormatError } from '../errors.js';
-import { frontierCsv, frontierSvg, paretoFront, type FrontierPoint } from '../eval/frontier-plot.js';
+import { frontierCsv, frontierSummary, frontierSvg, paretoFront, type FrontierPoint } from '../eval/frontier-plot.js';
 import { evaluateRouter, readEvalNotes, replayRouter, tagCorpus, type RouterEvalReport, type RouterSetting } from '../eval/router-eval.js';
 import { loadCalibration, POLICY_NAMES, type DomainCalibration, type PolicyName } from '../route/index.js';
 import { loadLengthEstimator, type LogisticLengthEstimator } from '../route/length-estimate.js';
@@ -188,6 +188,19 @@ export async function frontierCommand(opts: FrontierOptions): Promise<void> {
             cost_share_of_all_llm: round(x.costShare),
             gain_kept: x.kept === null ? null : round(x.kept),
           };
+    // The plot's headline, in words and as the setting it names (the same pure function draws it).
+    const headline = frontierSummary(points);
+    const bestSetting =
+      headline.best === null
+        ? null
+        : {
+            rule: headline.best.rule,
+            policy: headline.best.point.policy,
+            budget_ms: headline.best.point.budgetMs,
+            f1: round(headline.best.point.f1),
+            gain_kept: headline.best.gainKept === null ? null : round(headline.best.gainKept),
+            cost_share_of_all_llm: headline.best.costShare === null ? null : round(headline.best.costShare),
+          };
     const summary = {
       domain: parts.domain,
       data: opts.data,
@@ -199,6 +212,8 @@ export async function frontierCommand(opts: FrontierOptions): Promise<void> {
       llm_gain: round(gain),
       best_within_35pct_cost: describe(bestWithin),
       best_overall: describe(best),
+      headline: headline.headline,
+      best_setting: bestSetting,
       // One entry per distinct (F1, cost) on the front, named by its first setting.
       pareto: paretoFront(points)
         .map((p) => ({ policy: p.policy, budget_ms: p.budgetMs, f1: round(p.f1), cost_ms_per_sentence: round(p.costMsPerSentence, 3) }))
@@ -208,10 +223,11 @@ export async function frontierCommand(opts: FrontierOptions): Promise<void> {
     await mkdir(outDir, { recursive: true });
     const stem = join(outDir, parts.domain);
     await writeFile(`${stem}.csv`, frontierCsv(points));
-    const subtitle = `${notes.length} notes of ${basename(opts.data)}; ${parts.taggers.encoder.model.id} vs ${parts.taggers.llm.model.id}; batched CPU ms on this machine; LLM gain ${(100 * gain).toFixed(1)} F1`;
+    const subtitle = `${notes.length} notes of ${basename(opts.data)}; ${parts.taggers.encoder.model.id} vs ${parts.taggers.llm.model.id}; batched CPU ms on this machine`;
     await writeFile(`${stem}.svg`, frontierSvg(points, { title: `Routing frontier: ${parts.domain} devel`, subtitle }));
     await writeFile(`${stem}.json`, JSON.stringify(summary, null, 2) + '\n');
     process.stderr.write(`frontier: wrote ${stem}.svg, .csv and .json\n`);
+    for (const line of headline.headline) process.stderr.write(`frontier: ${line}\n`);
     process.stdout.write(JSON.stringify(summary) + '\n');
   } finally {
     await parts.taggers.encoder.close();

@@ -30,7 +30,7 @@ const OPTIONAL_WITHOUT_DEFAULT: Array<{ path: string[]; example: Json }> = [
   { path: ['schemaRegistry', 'tls', 'caFile'], example: '/etc/bioner-router/schema-registry/ca.crt' },
   { path: ['encoder', 'maxSequenceLength'], example: 512 },
   { path: ['llm', 'baseUrl'], example: 'http://127.0.0.1:8000' },
-  { path: ['llm', 'model'], example: 'bc5cdr-llm' },
+  { path: ['llm', 'model'], example: 'bc5cdr-generative' },
   { path: ['llm', 'apiKeyFile'], example: '/run/secrets/llm-api-key' },
   { path: ['llm', 'labels'], example: ['O', 'B-Chemical', 'I-Chemical'] },
   { path: ['llm', 'promptFile'], example: '/etc/bioner-router/prompt.yaml' },

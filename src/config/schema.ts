@@ -240,13 +240,15 @@ export const LlmSchema = z
       .enum(LLM_ADAPTERS)
       .default('onnx')
       .describe(
-        '`onnx`: the reference decoder in-process; `openai`: chat completions (vLLM, OpenAI-compatible); `vllm-pooling`: vLLM /pooling token_classify.',
+        '`onnx`: the bundle in llm.modelDir in-process (a generative decoder generates the answer with a KV cache; a token-classification export runs as the encoder does); `openai`: chat completions (vLLM, OpenAI-compatible); `vllm-pooling`: vLLM /pooling token_classify.',
       ),
     modelDir: z
       .string()
       .min(1)
-      .default('models/bc5cdr-llm')
-      .describe('HF-layout model directory: the model itself for `onnx`; tokenizer.json + id2label for `vllm-pooling`; the label set for `openai`.'),
+      .default('models/bc5cdr-generative')
+      .describe(
+        'HF-layout model directory: the model itself for `onnx` (default: the generative decoder `models/bc5cdr-generative`); tokenizer.json + id2label of a token-classification export for `vllm-pooling` (e.g. `models/bc5cdr-decoder-classifier`); the label set for `openai`.',
+      ),
     baseUrl: httpUrl
       .optional()
       .describe('Server root for the remote adapters, e.g. http://vllm:8000 (no /v1: paths are appended); required for `openai` and `vllm-pooling`.'),
@@ -260,7 +262,7 @@ export const LlmSchema = z
       .array(z.string().regex(/^\S+$/, 'labels have no spaces'))
       .min(1)
       .optional()
-      .describe("Labels for the `openai` adapter's prompt and schema; default: id2label of llm.modelDir."),
+      .describe("Labels for the `openai` adapter's prompt and schema; default: the labels of llm.modelDir (id2label, or `labels` of a generative bundle)."),
     timeoutMs: z
       .number()
       .int()

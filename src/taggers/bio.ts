@@ -307,7 +307,8 @@ export function spansFromLabelIndices(probs: Float32Array, tags: ArrayLike<numbe
   const chosen = new Int32Array(n);
   for (let w = 0; w < n; w++) {
     const k = tags[w];
-    if (!Number.isInteger(k) || k < 0 || k >= labels.length) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `tag index ${k} outside ${labels.length} labels`);
+    if (!Number.isInteger(k) || k < 0 || k >= labels.length)
+      throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `tag index ${k} outside ${labels.length} labels`);
     chosen[w] = k;
   }
   return n === 0 ? [] : spansFromTags(probs, n, compile(labels), chosen);

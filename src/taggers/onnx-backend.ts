@@ -1,4 +1,6 @@
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { ErrorCodes, ModelLoadError, TaggerError } from '../errors.js';
 import { resolveIntraOpThreads } from './cpu-quota.js';
@@ -27,43 +29,191 @@ export interface OnnxBackendOptions {
   numLabels: number;
 }
 
+/** What the inference thread is asked (one request, one reply with the same id). */
+type InferenceRequest =
+  | { kind: 'load'; id: number; modelPath: string; options: ort.InferenceSession.SessionOptions }
+  | { kind: 'run'; id: number; session: number; feeds: Array<{ name: string; data: BigInt64Array; dims: number[] }> }
+  | { kind: 'release'; id: number; session: number };
+
+type InferenceReply =
+  | { id: number; ok: true; session?: number; inputNames?: string[]; logits?: Float32Array; dims?: number[]; runMs?: number }
+  | { id: number; ok: false; message: string };
+
+const WORKER_FLAG = 'bionerOnnxInferenceThread';
+
 /**
- * Runs `model.onnx` of an HF token-classification export in-process:
- * inputs `input_ids`, `attention_mask` (and `token_type_ids` when the graph has
- * it), output `logits` of shape [rows, positions, labels]. The reference
- * decoder bundles (models/<ds>-llm) have the same interface: the causal model
- * repeats the sentence inside the graph and still answers one row per input
- * position.
+ * The process's one inference thread: every OnnxBackend's session lives and
+ * runs there, one run at a time. onnxruntime-node runs a session
+ * synchronously on the calling thread (inside a setImmediate), so on the main
+ * thread each run blocked the event loop: decoding answers, the next notes'
+ * text stage, Kafka fetches, publishes and commits all waited between runs,
+ * about 15 % of the pipeline's wall time (npm run bench:scale). On its own
+ * thread a run overlaps that work. One thread for all sessions keeps what the
+ * main thread gave: the encoder's and the LLM's runs never contend for cores.
+ * Started with the first session, ended with the last (it never keeps the
+ * process alive while idle).
+ */
+class InferenceThread {
+  private static current: InferenceThread | undefined;
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve: (r: InferenceReply & { ok: true }) => void; reject: (err: Error) => void }>();
+  private nextId = 1;
+  private sessions = 0;
+  private dead: Error | undefined;
+
+  private constructor() {
+    this.worker = new Worker(new URL(import.meta.url), { workerData: { [WORKER_FLAG]: true } });
+    this.worker.unref();
+    this.worker.on('message', (reply: InferenceReply) => {
+      const waiter = this.pending.get(reply.id);
+      if (waiter === undefined) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) this.worker.unref();
+      if (reply.ok) waiter.resolve(reply);
+      else waiter.reject(new Error(reply.message));
+    });
+    const fail = (err: Error): void => {
+      this.dead ??= err;
+      if (InferenceThread.current === this) InferenceThread.current = undefined;
+      for (const w of this.pending.values()) w.reject(err);
+      this.pending.clear();
+    };
+    this.worker.on('error', (err) => fail(err));
+    this.worker.on('exit', (code) => fail(new Error(`the onnxruntime inference thread exited (code ${code})`)));
+  }
+
+  /** The running thread, started if need be, holding one more session. */
+  static acquire(): InferenceThread {
+    InferenceThread.current ??= new InferenceThread();
+    InferenceThread.current.sessions++;
+    return InferenceThread.current;
+  }
+
+  /** One session fewer; the last one ends the thread. */
+  async releaseOne(): Promise<void> {
+    this.sessions--;
+    if (this.sessions > 0) return;
+    if (InferenceThread.current === this) InferenceThread.current = undefined;
+    await this.worker.terminate();
+  }
+
+  ask(request: InferenceRequest, transfer: ArrayBuffer[] = []): Promise<InferenceReply & { ok: true }> {
+    if (this.dead !== undefined) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      this.pending.set(request.id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage(request, transfer);
+    });
+  }
+
+  id(): number {
+    return this.nextId++;
+  }
+}
+
+/** The inference thread's side: sessions by id, one request at a time in arrival order. */
+function serveInferenceThread(): void {
+  const port = parentPort;
+  if (port === null) return;
+  const sessions = new Map<number, ort.InferenceSession>();
+  let nextSession = 1;
+  let queue = Promise.resolve();
+  const handle = async (req: InferenceRequest): Promise<InferenceReply> => {
+    if (req.kind === 'load') {
+      const session = await ort.InferenceSession.create(req.modelPath, req.options);
+      const id = nextSession++;
+      sessions.set(id, session);
+      return { id: req.id, ok: true, session: id, inputNames: [...session.inputNames] };
+    }
+    const session = sessions.get(req.session);
+    if (session === undefined) throw new Error(`no session ${req.session} on the inference thread`);
+    if (req.kind === 'release') {
+      sessions.delete(req.session);
+      await session.release();
+      return { id: req.id, ok: true };
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const f of req.feeds) feeds[f.name] = new ort.Tensor('int64', f.data, f.dims);
+    const t = performance.now();
+    const output = await session.run(feeds);
+    const runMs = performance.now() - t;
+    const tensor = output.logits ?? output[session.outputNames[0]];
+    // A copy: the output's buffer belongs to onnxruntime, and a copy of our own can be handed over without another.
+    const logits = Float32Array.from(tensor.data as Float32Array);
+    return { id: req.id, ok: true, logits, dims: [...tensor.dims], runMs };
+  };
+  port.on('message', (req: InferenceRequest) => {
+    queue = queue.then(async () => {
+      let reply: InferenceReply;
+      try {
+        reply = await handle(req);
+      } catch (err) {
+        reply = { id: req.id, ok: false, message: err instanceof Error ? err.message : String(err) };
+      }
+      port.postMessage(reply, reply.ok && reply.logits !== undefined ? [reply.logits.buffer as ArrayBuffer] : []);
+    });
+  });
+}
+
+if (!isMainThread && (workerData as Record<string, unknown> | null)?.[WORKER_FLAG] === true) serveInferenceThread();
+
+/**
+ * Runs `model.onnx` of an HF token-classification export in-process, on the
+ * process's inference thread (InferenceThread): inputs `input_ids`,
+ * `attention_mask` (and `token_type_ids` when the graph has it), output
+ * `logits` of shape [rows, positions, labels]. The reference decoder bundles
+ * (models/<ds>-llm) have the same interface: the causal model repeats the
+ * sentence inside the graph and still answers one row per input position.
  */
 export class OnnxBackend implements LogitsBackend {
   readonly kind = 'onnxruntime';
   readonly mayAnswerProbabilities = false;
+  /**
+   * Fitted on the reference encoder's batches in the pipeline (ms = 0.147 cols
+   * + 0.0165 rows x cols + 0.42): each position step costs about 9 rows more
+   * than its rows, each call about 25 positions. The batching it steers is
+   * insensitive to these between 4 and 32 step rows (simulated on mtsamples).
+   */
+  readonly batchCost = { stepRows: 8, callCells: 24 };
+  /** One batch waits on the inference thread behind the running one (its runs are in order, one at a time). */
+  readonly queuesAhead = 1;
+  /** Runs done and the time onnxruntime itself took for them (ms, measured on the inference thread). */
+  readonly stats = { runs: 0, runMs: 0 };
   private readonly needsTokenTypeIds: boolean;
+  private closed = false;
 
   private constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly thread: InferenceThread,
+    private readonly session: number,
+    inputNames: readonly string[],
     private readonly options: OnnxBackendOptions,
   ) {
-    this.needsTokenTypeIds = session.inputNames.includes('token_type_ids');
+    this.needsTokenTypeIds = inputNames.includes('token_type_ids');
   }
 
   static async load(modelDir: string, options: OnnxBackendOptions): Promise<OnnxBackend> {
-    let session: ort.InferenceSession;
+    const thread = InferenceThread.acquire();
+    let loaded: { session?: number; inputNames?: string[] };
     try {
-      session = await ort.InferenceSession.create(join(modelDir, 'model.onnx'), onnxSessionOptions(options.intraOpThreads ?? 0));
+      loaded = await thread.ask({ kind: 'load', id: thread.id(), modelPath: join(modelDir, 'model.onnx'), options: onnxSessionOptions(options.intraOpThreads ?? 0) });
     } catch (err) {
+      await thread.releaseOne();
       throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
     }
+    const session = loaded.session ?? 0;
+    const inputNames = loaded.inputNames ?? [];
     for (const input of ['input_ids', 'attention_mask']) {
-      if (!session.inputNames.includes(input)) {
-        await session.release();
-        throw new ModelLoadError(`model.onnx in ${modelDir} lacks the input "${input}" (has ${session.inputNames.join(', ')})`);
+      if (!inputNames.includes(input)) {
+        await thread.ask({ kind: 'release', id: thread.id(), session }).catch(() => undefined);
+        await thread.releaseOne();
+        throw new ModelLoadError(`model.onnx in ${modelDir} lacks the input "${input}" (has ${inputNames.join(', ')})`);
       }
     }
-    return new OnnxBackend(session, options);
+    return new OnnxBackend(thread, session, inputNames, options);
   }
 
   async run(batch: readonly number[][]): Promise<Float32Array[]> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the onnxruntime session is closed');
     const rows = batch.length;
     const cols = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
     const inputIds = new BigInt64Array(rows * cols).fill(BigInt(this.options.padId));
@@ -75,23 +225,34 @@ export class OnnxBackend implements LogitsBackend {
         mask[base + c] = 1n;
       }
     });
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', inputIds, [rows, cols]),
-      attention_mask: new ort.Tensor('int64', mask, [rows, cols]),
-    };
-    if (this.needsTokenTypeIds) feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(rows * cols), [rows, cols]);
-    const output = await this.session.run(feeds);
-    const logitsTensor = output.logits ?? output[this.session.outputNames[0]];
-    const logits = logitsTensor.data as Float32Array;
+    const feeds = [
+      { name: 'input_ids', data: inputIds, dims: [rows, cols] },
+      { name: 'attention_mask', data: mask, dims: [rows, cols] },
+    ];
+    if (this.needsTokenTypeIds) feeds.push({ name: 'token_type_ids', data: new BigInt64Array(rows * cols), dims: [rows, cols] });
+    const reply = await this.thread.ask(
+      { kind: 'run', id: this.thread.id(), session: this.session, feeds },
+      feeds.map((f) => f.data.buffer as ArrayBuffer),
+    );
+    this.stats.runs++;
+    this.stats.runMs += reply.runMs ?? 0;
+    const logits = reply.logits ?? new Float32Array(0);
     const numLabels = this.options.numLabels;
-    const dims = logitsTensor.dims;
+    const dims = reply.dims ?? [];
     if (dims.length !== 3 || dims[0] !== rows || dims[1] !== cols || dims[2] !== numLabels) {
       throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `logits have shape [${dims.join(', ')}], expected [${rows}, ${cols}, ${numLabels}]`);
     }
-    return batch.map((ids, r) => logits.slice(r * cols * numLabels, (r * cols + ids.length) * numLabels));
+    // Views, not copies: the buffer came over from the inference thread and is ours alone.
+    return batch.map((ids, r) => logits.subarray(r * cols * numLabels, (r * cols + ids.length) * numLabels));
   }
 
   async close(): Promise<void> {
-    await this.session.release();
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.thread.ask({ kind: 'release', id: this.thread.id(), session: this.session });
+    } finally {
+      await this.thread.releaseOne();
+    }
   }
 }

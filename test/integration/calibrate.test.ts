@@ -31,7 +31,7 @@ let dir = '';
 const children: Array<ReturnType<typeof spawn>> = [];
 
 before(async () => {
-  server = await startLlmServer({ modelDir: join(ROOT, 'models/bc5cdr-llm'), port: 0 });
+  server = await startLlmServer({ modelDir: join(ROOT, 'models/bc5cdr-decoder-classifier'), port: 0 });
   dir = await mkdtemp(join(tmpdir(), 'bioner-calibrate-'));
 });
 after(async () => {
@@ -42,7 +42,7 @@ after(async () => {
 
 async function configFile(name: string, llm: Record<string, unknown>): Promise<string> {
   const file = join(dir, `${name}.json`);
-  await writeFile(file, JSON.stringify({ llm: { modelDir: 'models/bc5cdr-llm', ...llm }, logging: { level: 'warn' } }));
+  await writeFile(file, JSON.stringify({ llm: { modelDir: 'models/bc5cdr-decoder-classifier', ...llm }, logging: { level: 'warn' } }));
   return file;
 }
 

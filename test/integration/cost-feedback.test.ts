@@ -18,7 +18,7 @@ import type { EncoderTagger } from '../../src/taggers/encoder.js';
 import { prepareText } from '../../src/text/index.js';
 import { fixtureNotes } from '../helpers/pipeline.js';
 
-const LLM_MODEL = new URL('../../models/bc5cdr-llm', import.meta.url).pathname;
+const LLM_MODEL = new URL('../../models/bc5cdr-decoder-classifier', import.meta.url).pathname;
 /**
  * Every answer chunk from the LLM server reaches the client this much later:
  * well above what the CPU-bound reference server takes for a short note

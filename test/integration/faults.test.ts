@@ -27,7 +27,7 @@ import { silentLogger } from '../../src/telemetry/logger.js';
 import { produceFixtureNotes, startRouterCli, testConfig, uniqueNames, waitFor } from '../helpers/pipeline.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const LLM_MODEL = 'models/bc5cdr-llm';
+const LLM_MODEL = 'models/bc5cdr-decoder-classifier';
 type Names = ReturnType<typeof uniqueNames>;
 
 let cluster: MockKafkaCluster;

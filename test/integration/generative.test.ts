@@ -12,7 +12,10 @@ import { fixtureNotes } from '../helpers/pipeline.js';
 
 const MODEL = new URL('../../models/bc5cdr-generative', import.meta.url).pathname;
 /** Torch's tags for these words, written by the export of the committed bundle (training/train_generative.py). */
-const TORCH = JSON.parse(readFileSync(new URL('../fixtures/generative/bc5cdr-torch-tags.json', import.meta.url), 'utf8')) as { words: string[][]; tags: string[][] };
+const TORCH = JSON.parse(readFileSync(new URL('../fixtures/generative/bc5cdr-torch-tags.json', import.meta.url), 'utf8')) as {
+  words: string[][];
+  tags: string[][];
+};
 const NOTE = fixtureNotes()[0].text;
 const shape = (spans: EntitySpan[]) => spans.map((s) => [s.start, s.end, s.label]);
 
@@ -49,7 +52,10 @@ describe('generative decoder, in-process', () => {
     assert.deepEqual(batched.map(tagNames), TORCH.tags);
     assert.equal(stats.batches - before.batches, 1, 'the ten sentences share one generation');
     assert.equal(stats.steps - before.steps, Math.max(...TORCH.words.map((w) => w.length)), 'one KV-cache step per generated tag');
-    assert.ok(TORCH.tags.some((t) => t.some((x) => x !== 'O')), 'the fixture has entities');
+    assert.ok(
+      TORCH.tags.some((t) => t.some((x) => x !== 'O')),
+      'the fixture has entities',
+    );
     for (const [i, words] of TORCH.words.entries()) {
       const [alone] = await tagger.tagWords([words]);
       assert.deepEqual(tagNames(alone), TORCH.tags[i], `sentence ${i} alone`);
@@ -71,7 +77,9 @@ describe('generative decoder, in-process', () => {
     const spanShape = (x: typeof alone) => x.map((spans) => spans.map((s) => [s.first, s.last, s.label]));
     for (const x of [a, b, c]) {
       assert.deepEqual(spanShape(x), spanShape(alone));
-      x.forEach((spans, i) => spans.forEach((s, j) => assert.ok(Math.abs(s.score - alone[i][j].score) < 1e-4)));
+      for (const [i, spans] of x.entries()) {
+        for (const [j, s] of spans.entries()) assert.ok(Math.abs(s.score - alone[i][j].score) < 1e-4);
+      }
     }
   });
 
@@ -137,7 +145,11 @@ describe('serve-llm over the generative decoder', () => {
   }
 
   test('/pooling is refused for a generative model; /v1/models lists it', async () => {
-    const res = await fetch(`${server.url}/pooling`, { method: 'POST', body: JSON.stringify({ input: 'aspirin' }), headers: { 'content-type': 'application/json' } });
+    const res = await fetch(`${server.url}/pooling`, {
+      method: 'POST',
+      body: JSON.stringify({ input: 'aspirin' }),
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(res.status, 400);
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /generative decoder/);
     const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: Array<{ id: string; max_model_len: number }> };

@@ -30,7 +30,7 @@ import { prepareText } from '../../src/text/index.js';
 import type { EntitySpan, Sentence } from '../../src/types.js';
 import { fixtureNotes } from '../helpers/pipeline.js';
 
-const LLM_MODEL = new URL('../../models/bc5cdr-llm', import.meta.url).pathname;
+const LLM_MODEL = new URL('../../models/bc5cdr-decoder-classifier', import.meta.url).pathname;
 const ENCODER_MODEL = new URL('../../models/bc5cdr-encoder', import.meta.url).pathname;
 const ENCODER_CONFIG = validateConfig({}).encoder;
 

@@ -24,7 +24,7 @@ function lastJson(stdout: string): Record<string, unknown> {
 }
 
 test('serve-llm prints its URL, serves the eval of the remote adapters, and stops on SIGTERM', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', 'models/bc5cdr-llm', '--port', '0'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve-llm', '--model', 'models/bc5cdr-decoder-classifier', '--port', '0'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -40,7 +40,7 @@ test('serve-llm prints its URL, serves the eval of the remote adapters, and stop
   const lj = lastJson(local.stdout);
   assert.equal(lj.tagger, 'llm');
   assert.equal(lj.adapter, 'onnx');
-  assert.equal(lj.model, 'bc5cdr-llm');
+  assert.equal(lj.model, 'bc5cdr-decoder-classifier');
   assert.equal(typeof lj.ms_per_sentence, 'number');
   assert.equal(lj.sentences, 2);
 
@@ -134,7 +134,7 @@ test('eval --tagger router and frontier on brat standoff (JNLPBA devel subset): 
       await copyFile(join(JNLPBA_DEVEL, txt), join(data, txt));
       await copyFile(join(JNLPBA_DEVEL, ann), join(data, ann));
     }
-    const models = ['--model', 'models/jnlpba-encoder', '--llm-model', 'models/jnlpba-llm'];
+    const models = ['--model', 'models/jnlpba-encoder', '--llm-model', 'models/jnlpba-generative'];
     const router = async (policy: string, budgetMs: string): Promise<Record<string, unknown>> => {
       const r = await cli([
         'eval',

@@ -30,8 +30,8 @@ import type { EntitySpan, Sentence } from '../../src/types.js';
 import { fixtureNotes } from '../helpers/pipeline.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const LLM_MODEL = join(ROOT, 'models/bc5cdr-llm');
-const LORA_MODEL = join(ROOT, 'models/ncbi-disease-llm');
+const LLM_MODEL = join(ROOT, 'models/bc5cdr-decoder-classifier');
+const LORA_MODEL = join(ROOT, 'models/ncbi-disease-decoder-classifier');
 
 interface Exchange {
   path: string;

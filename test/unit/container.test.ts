@@ -230,7 +230,7 @@ test('runtime copies schemas and the model bundles that exist, including every d
   }
   const models = sources.filter((s) => s.startsWith('models/'));
   for (const m of models) assert.ok(existsSync(join(root, m)), `${m} exists`);
-  const bundles = readdirSync(join(root, 'models')).filter((d) => /-(encoder|llm)$/.test(d) && statSync(join(root, 'models', d)).isDirectory());
+  const bundles = readdirSync(join(root, 'models')).filter((d) => /-(encoder|generative)$/.test(d) && statSync(join(root, 'models', d)).isDirectory());
   assert.ok(bundles.length > 0);
   for (const b of bundles) {
     assert.ok(models.includes(`models/${b}`), `models/${b} is copied`);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { frontierCsv, frontierSvg, paretoFront, type FrontierPoint } from '../../src/eval/frontier-plot.js';
+import { frontierCsv, frontierSummary, frontierSvg, paretoFront, type FrontierPoint } from '../../src/eval/frontier-plot.js';
 import { InternalError } from '../../src/errors.js';
 
 const pt = (policy: string, budgetMs: number | null, f1: number, cost: number, extra: Partial<FrontierPoint> = {}): FrontierPoint => ({
@@ -179,7 +179,7 @@ test('SVG: well-formed, one marker per point, legend, fixed points labelled, Par
   const svg = frontierSvg(SAMPLE, { title: 'Routing frontier', subtitle: 'BC5CDR test' });
   const els = checkSvg(svg, SAMPLE);
   assert.match(svg, /^<svg /);
-  assert.match(svg, /width="720" height="440" viewBox="0 0 720 440"/);
+  assert.match(svg, /width="820" height="540" viewBox="0 0 820 540"/);
   assert.match(svg, /sans-serif/);
   assert.ok(svg.includes('>all encoder</text>') && svg.includes('>all LLM</text>'));
   assert.ok(svg.includes('>2 ms</text>'), 'point label drawn');
@@ -259,4 +259,219 @@ test('SVG escapes text: title, subtitle, policy and label', () => {
 test('SVG rejects non-finite F1 or cost', () => {
   assert.throws(() => frontierSvg([pt('cascade', 1, Number.NaN, 2)], { title: 't' }), InternalError);
   assert.throws(() => frontierSvg([pt('cascade', 1, 0.8, Number.POSITIVE_INFINITY)], { title: 't' }), InternalError);
+});
+
+// ------------------------------------------------------------ headline
+
+test('frontierSummary: LLM gain, 3+ words and cost ratio; best keeps >= 80% of the gain at <= 35% of the all-LLM cost', () => {
+  const points = [
+    pt('encoder', null, 0.8, 1, { f1Long: 0.5 }),
+    pt('llm', null, 0.86, 10, { f1Long: 0.62 }),
+    pt('cascade', 10, 0.85, 3), // keeps 83% at 30%: meets the bar
+    pt('cascade', 20, 0.855, 4), // keeps 92% at 40%: too dear
+    pt('length-aware', 10, 0.849, 3.5), // meets the bar, lower F1
+    pt('length-aware', 5, 0.85, 3.5), // same F1 as cascade 10, dearer
+  ];
+  const s = frontierSummary(points);
+  assert.ok(s.gain !== null && Math.abs(s.gain - 0.06) < 1e-12);
+  assert.ok(s.gainLong !== null && Math.abs(s.gainLong - 0.12) < 1e-12);
+  assert.equal(s.costRatio, 10);
+  assert.equal(s.best?.point, points[2]);
+  assert.equal(s.best?.rule, 'kept');
+  assert.ok(Math.abs((s.best?.gainKept ?? 0) - 5 / 6) < 1e-12);
+  assert.ok(Math.abs((s.best?.costShare ?? 0) - 0.3) < 1e-12);
+  assert.deepEqual(s.headline, [
+    "all LLM: +6.0 F1 (3+ words +12.0) at 10.0x the encoder's cost",
+    'best: cascade at 10 ms keeps 83% of the gain at 30% of the all-LLM cost',
+  ]);
+  assert.deepEqual(frontierSummary([...points].reverse()).headline, s.headline, 'input order only breaks exact ties');
+});
+
+test('frontierSummary: without a setting at the bar, the highest-F1 Pareto point below the all-LLM cost; else says none beats all encoder', () => {
+  const enc = pt('encoder', null, 0.8, 1, { f1Long: null });
+  const llm = pt('llm', null, 0.9, 8);
+  const cheap = pt('cascade', 4, 0.84, 3); // 40% of the gain at 37.5% of the cost
+  const better = pt('length-aware', 8, 0.87, 6); // 70% at 75%
+  const dominated = pt('llm', 6, 0.86, 7);
+  const s = frontierSummary([enc, llm, cheap, better, dominated]);
+  assert.equal(s.best?.point, better);
+  assert.equal(s.best?.rule, 'front');
+  assert.deepEqual(s.headline, [
+    "all LLM: +10.0 F1 at 8.0x the encoder's cost",
+    'best below the all-LLM cost: length-aware at 8 ms keeps 70% of the gain at 75% of the all-LLM cost',
+  ]);
+  const none = frontierSummary([enc, llm, pt('cascade', 4, 0.8, 1), pt('llm', 2, 0.79, 2)]);
+  assert.equal(none.best, null);
+  assert.equal(none.headline[1], 'no routed setting beats all encoder below the all-LLM cost');
+});
+
+test('frontierSummary: a negative gain is stated as such; a routed setting that still beats all encoder is named', () => {
+  const enc = pt('encoder', null, 0.7935, 0.642, { f1Long: 0.58 });
+  const llm = pt('llm', null, 0.741, 4.975, { f1Long: 0.5115 });
+  const sitting = [pt('length-aware', 4.85, 0.7935, 0.642), pt('cascade', 4.85, 0.79352, 0.6422), pt('llm', 9.7, 0.7896, 0.92)];
+  const s = frontierSummary([enc, llm, ...sitting]);
+  assert.ok(s.gain !== null && s.gain < 0);
+  assert.equal(s.best, null, 'a gain that prints as 0.0 is none');
+  assert.deepEqual(s.headline, [
+    "all LLM: -5.2 F1 (3+ words -6.9) at 7.7x the encoder's cost",
+    "the LLM gains nothing here: every setting's best is all encoder",
+  ]);
+  const fixer = pt('cascade', 20, 0.8, 2);
+  const t = frontierSummary([enc, llm, ...sitting, fixer]);
+  assert.equal(t.best?.point, fixer);
+  assert.equal(t.best?.rule, 'beats-encoder');
+  assert.equal(t.best?.gainKept, null);
+  assert.equal(t.headline[1], 'the LLM gains nothing overall; best: cascade at 20 ms, +0.7 F1 over all encoder at 40% of the all-LLM cost');
+  // A gain that rounds to zero reads 0.0 (never -0.0) and is no gain.
+  const flat = frontierSummary([pt('encoder', null, 0.8, 1), pt('llm', null, 0.7998, 2)]);
+  assert.equal(flat.headline[0], "all LLM: 0.0 F1 (3+ words 0.0) at 2.0x the encoder's cost");
+  assert.equal(flat.headline[1], "the LLM gains nothing here: every setting's best is all encoder");
+  // No headline without both fixed points; no cost ratio for a free encoder.
+  assert.deepEqual(frontierSummary([pt('cascade', 1, 0.8, 2)]), { gain: null, gainLong: null, costRatio: null, best: null, headline: [] });
+  assert.equal(frontierSummary([pt('encoder', null, 0.8, 0), pt('llm', null, 0.9, 2)]).headline[0], 'all LLM: +10.0 F1 (3+ words 0.0)');
+});
+
+test('SVG headline: the summary in large type under the title, wrapped to the width; the best setting ringed and named in the legend', () => {
+  const points = [
+    pt('encoder', null, 0.8, 1),
+    pt('llm', null, 0.86, 10),
+    pt('cascade', 10, 0.85, 3),
+    pt('cascade', 20, 0.855, 6),
+    pt('length-aware', 10, 0.83, 2),
+  ];
+  const svg = frontierSvg(points, { title: 'Routing frontier', subtitle: 'sub' });
+  const els = checkSvg(svg, points);
+  const head = /<g class="headline" font-size="(\d+)" font-weight="600">\n([\s\S]*?)\n<\/g>/.exec(svg);
+  assert.ok(head, 'headline group');
+  assert.ok(Number(head[1]) >= 18, 'large type');
+  const lines = [...head[2].matchAll(/>([^<]*)<\/text>/g)].map((m) => m[1].replace(/&apos;/g, "'"));
+  assert.deepEqual(lines, frontierSummary(points).headline);
+  const best = els.filter((e) => e.attrs.get('class') === 'best');
+  assert.equal(best.length, 1);
+  assert.ok(svg.includes('>best setting</text>'));
+  // The best point's marker sits inside the ring.
+  const [bx, by] = [Number(best[0].attrs.get('cx')), Number(best[0].attrs.get('cy'))];
+  assert.ok(markerCentres(svg).some((m) => m.tip.startsWith('cascade, budget 10 ms') && Math.hypot(m.x - bx, m.y - by) < 1.5));
+  // A narrow canvas wraps the headline onto more lines, all inside it.
+  const narrow = frontierSvg(points, { title: 't', width: 420 });
+  checkSvg(narrow, points);
+  const narrowLines = /<g class="headline"[^>]*>\n([\s\S]*?)\n<\/g>/.exec(narrow)?.[1].split('\n') ?? [];
+  assert.ok(narrowLines.length > lines.length, `${narrowLines.length} lines`);
+  // No fixed points: no headline, no ring.
+  const bare = frontierSvg([pt('cascade', 1, 0.8, 2)], { title: 't' });
+  assert.ok(!bare.includes('class="headline"') && !bare.includes('class="best"'));
+});
+
+// ------------------------------------------------------------ dodge and budget labels
+
+interface Centre {
+  x: number;
+  y: number;
+  tip: string;
+  fill: string;
+}
+
+/** Marker centres (a circle's centre, a path's bounding-box centre), each with its tooltip, which names the point. */
+function markerCentres(svg: string): Centre[] {
+  const out: Centre[] = [];
+  for (const m of svg.matchAll(/<(circle|path) class="marker" ([^>]*)><title>([^<]*)<\/title>/g)) {
+    const attrs = new Map([...m[2].matchAll(/([\w-]+)="([^"]*)"/g)].map((a) => [a[1], a[2]] as const));
+    const fill = attrs.get('fill') ?? '';
+    if (m[1] === 'circle') {
+      out.push({ x: Number(attrs.get('cx')), y: Number(attrs.get('cy')), tip: m[3], fill });
+      continue;
+    }
+    const xy = (attrs.get('d') ?? '').replace(/[MLZ]/g, ' ').trim().split(/\s+/).map(Number);
+    const xs = xy.filter((_, i) => i % 2 === 0);
+    const ys = xy.filter((_, i) => i % 2 === 1);
+    out.push({ x: (Math.min(...xs) + Math.max(...xs)) / 2, y: (Math.min(...ys) + Math.max(...ys)) / 2, tip: m[3], fill });
+  }
+  return out;
+}
+
+/** bc5cdr's shape: gain-based policies that route nothing sit exactly on the all-encoder point at every budget. */
+const ON_ENCODER: FrontierPoint[] = [
+  pt('encoder', null, 0.7935, 0.642),
+  pt('llm', null, 0.741, 4.975),
+  ...[4.85, 9.7, 24.25, 48.51].flatMap((b, i) => [
+    pt('length-aware', b, 0.7935, 0.642),
+    pt('length-aware/note', b, 0.7935, 0.642),
+    pt('cascade', b, i === 0 ? 0.7935 : 0.79 - 0.01 * i, i === 0 ? 0.6422 : 0.8 + i),
+    pt('llm', b, i === 0 ? 0.79336 : 0.788 - 0.012 * i, i === 0 ? 0.6429 : 0.9 + i),
+  ]),
+];
+
+test('SVG dodge: markers of different policies on one spot fan out with leader lines; every policy shows and is in the legend', () => {
+  const svg = frontierSvg(ON_ENCODER, { title: 'bc5cdr' });
+  const els = checkSvg(svg, ON_ENCODER);
+  const centres = markerCentres(svg);
+  assert.equal(centres.length, ON_ENCODER.length);
+  const enc = centres.find((c) => c.tip.startsWith('encoder:'));
+  assert.ok(enc);
+  const near = centres.filter((c) => /budget 4\.85 ms/.test(c.tip));
+  assert.equal(near.length, 4, 'one 4.85 ms point per routed policy, all on the encoder point');
+  // No two markers of different policies share a position, nor hide under the encoder's marker.
+  const policyOf = (c: Centre): string => c.tip.split(/[,:]/)[0];
+  for (const [i, a] of centres.entries()) {
+    for (const b of centres.slice(i + 1)) {
+      if (policyOf(a) !== policyOf(b)) assert.ok(Math.hypot(a.x - b.x, a.y - b.y) >= 6, `${a.tip} vs ${b.tip}: ${a.x},${a.y} / ${b.x},${b.y}`);
+    }
+  }
+  // The fixed marker stays on its true point; a moved one has a leader from its true point to it.
+  const leaders = els.filter((e) => e.attrs.get('class') === 'leader');
+  assert.ok(leaders.length >= 4);
+  for (const c of near) {
+    assert.ok(
+      leaders.some(
+        (l) =>
+          Math.hypot(Number(l.attrs.get('x2')) - c.x, Number(l.attrs.get('y2')) - c.y) < 1.5 &&
+          Math.hypot(Number(l.attrs.get('x1')) - enc.x, Number(l.attrs.get('y1')) - enc.y) < 3,
+      ),
+      `leader from the encoder point to ${c.tip}`,
+    );
+    assert.ok(Math.hypot(c.x - enc.x, c.y - enc.y) < 30, 'moved only a little');
+  }
+  // Same-policy points on one spot are one mark (drawn at one place).
+  const la = centres.filter((c) => c.tip.startsWith('length-aware,'));
+  assert.equal(new Set(la.map((c) => `${c.x},${c.y}`)).size, 1);
+  assert.ok(svg.includes('>moved aside: line to point</text>'));
+  // Points apart from the crowd keep their true positions: no leader for them.
+  assert.ok(!leaders.some((l) => l.attrs.get('x1') === l.attrs.get('x2') && l.attrs.get('y1') === l.attrs.get('y2')));
+  assert.equal(frontierSvg(ON_ENCODER, { title: 'bc5cdr' }), svg, 'deterministic');
+  // Nothing coincides: nothing moves.
+  const apart = frontierSvg(SAMPLE.slice(0, 4), { title: 't' });
+  assert.ok(!apart.includes('class="leader"') && !apart.includes('moved aside'));
+});
+
+test('SVG budget labels: every routed point labelled with its budget where it fits, a shared spot with the range, none overlapping', () => {
+  const points = [pt('encoder', null, 0.8, 1), pt('llm', null, 0.9, 10), pt('cascade', 5, 0.84, 3), pt('cascade', 20, 0.87, 6), pt('llm', 12.5, 0.83, 8)];
+  const svg = frontierSvg(points, { title: 't' });
+  const els = checkSvg(svg, points);
+  const labels = (s: string): string[] => [...s.matchAll(/<text [^>]*class="budget"[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+  assert.deepEqual(labels(svg).sort(), ['12.5 ms', '20 ms', '5 ms']);
+  assert.ok(svg.includes('>all encoder</text>') && svg.includes('>all LLM</text>'));
+  // Label boxes (estimated at 0.6 em per character) do not overlap one another.
+  const boxes = els
+    .filter((e) => e.name === 'text' && e.attrs.get('class') === 'budget')
+    .map((e, i) => ({ x: Number(e.attrs.get('x')), y: Number(e.attrs.get('y')), w: labels(svg)[i].length * 6 }));
+  for (const [i, a] of boxes.entries()) for (const b of boxes.slice(i + 1)) assert.ok(a.x + a.w <= b.x || b.x + b.w <= a.x || Math.abs(a.y - b.y) >= 10);
+  // On the encoder point: one range label per policy mark, the crowd's labels never stacked on one spot.
+  const crowded = frontierSvg(ON_ENCODER, { title: 'bc5cdr' });
+  const cl = labels(crowded);
+  assert.ok(cl.includes('4.85\u201348.51 ms'), `a range for length-aware's shared spot: ${cl.join(' | ')}`);
+  const pos = [...crowded.matchAll(/<text x="([\d.]+)" y="([\d.]+)" class="budget"/g)].map((m) => `${m[1]},${m[2]}`);
+  assert.equal(new Set(pos).size, pos.length);
+  assert.ok(cl.length >= 8, `${cl.length} budget labels`);
+});
+
+test('SVG legend: many policies all listed inside a taller canvas; long names widen the legend column', () => {
+  const many = Array.from({ length: 14 }, (_, i) => pt(`policy-${String(i).padStart(2, '0')}`, i + 1, 0.7 + i * 0.01, 1 + i));
+  const points = [pt('encoder', null, 0.7, 1), pt('llm', null, 0.9, 20), ...many, pt('a-rather-long-policy-name/with-granularity', 3, 0.75, 4)];
+  const svg = frontierSvg(points, { title: 't', height: 240 });
+  const els = checkSvg(svg, points);
+  const H = Number(els[0].attrs.get('height'));
+  assert.ok(H > 240, `canvas grew to ${H}`);
+  const legendText = els.filter((e) => e.name === 'text' && Number(e.attrs.get('x')) > 600);
+  for (const t of legendText) assert.ok(Number(t.attrs.get('y')) <= H - 4);
+  assert.ok(Number(els[0].attrs.get('width')) >= 820);
 });

@@ -16,7 +16,7 @@ function expectField(fn: () => unknown, field: string, pattern?: RegExp): void {
 test('llm defaults: in-process onnx adapter on the reference decoder, encoder policy', () => {
   const c = validateConfig({});
   assert.equal(c.llm.adapter, 'onnx');
-  assert.equal(c.llm.modelDir, 'models/bc5cdr-llm');
+  assert.equal(c.llm.modelDir, 'models/bc5cdr-generative');
   assert.equal(c.llm.baseUrl, undefined);
   assert.equal(c.llm.structuredOutputs, 'json');
   assert.equal(c.llm.endpoint, 'chat');

@@ -10,7 +10,7 @@ test('runtime series: RSS, V8 heap, event-loop utilisation and build info (servi
       build: () => ({
         serviceVersion: SERVICE_VERSION,
         encoderModel: { id: 'bc5cdr-encoder', version: '1.0.0' },
-        llmModel: { id: 'bc5cdr-llm', version: '1.0.0' },
+        llmModel: { id: 'bc5cdr-decoder-classifier', version: '1.0.0' },
       }),
     });
     const text = await m.collectPrometheus();
@@ -20,7 +20,7 @@ test('runtime series: RSS, V8 heap, event-loop utilisation and build info (servi
     assert.match(text, new RegExp(`^${RUNTIME_SERIES.eventLoopUtilization}\\{`, 'm'));
     assert.match(
       text,
-      /^bioner_build_info\{[^}]*service_version="[^"]+"[^}]*encoder_model="bc5cdr-encoder"[^}]*encoder_model_version="1\.0\.0"[^}]*llm_model="bc5cdr-llm"[^}]*\} 1$/m,
+      /^bioner_build_info\{[^}]*service_version="[^"]+"[^}]*encoder_model="bc5cdr-encoder"[^}]*encoder_model_version="1\.0\.0"[^}]*llm_model="bc5cdr-decoder-classifier"[^}]*\} 1$/m,
     );
     assert.match(text, new RegExp(`^target_info\\{[^}]*service_version="${SERVICE_VERSION.replace(/\./g, '\\.')}"`, 'm'));
     assert.notEqual(SERVICE_VERSION, 'unknown');

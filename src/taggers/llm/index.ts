@@ -17,7 +17,15 @@ export { LlmHttpClient, readApiKey, type LlmClientOptions, type LlmClientStats, 
 export { OpenAiChatTagger, structuredMode, type ScoreStats, type OpenAiTaggerOptions } from './openai.js';
 export { DEFAULT_PROMPT, loadPromptTemplates, renderChat, renderCompletion, answerRegex, type PromptTemplates } from './prompt.js';
 export { VllmPoolingBackend } from './pooling.js';
-export { GenerativeDecoder, GenerativeLlmTagger, isGenerativeBundle, GENERATIVE_MODEL_TYPE, type GenerationRow, type GenerationResult, type GenerationStats } from './generative.js';
+export {
+  GenerativeDecoder,
+  GenerativeLlmTagger,
+  isGenerativeBundle,
+  GENERATIVE_MODEL_TYPE,
+  type GenerationRow,
+  type GenerationResult,
+  type GenerationStats,
+} from './generative.js';
 export type { RealignStats } from './realign.js';
 
 export type LlmConfig = RouterConfig['llm'];
@@ -95,7 +103,10 @@ export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext):
     }
     case 'vllm-pooling': {
       if (await isGenerativeBundle(ctx.modelDir))
-        throw new ConfigError('llm.modelDir', 'is a generative decoder bundle; the vllm-pooling adapter needs a token-classification export (id2label and logits per token)');
+        throw new ConfigError(
+          'llm.modelDir',
+          'is a generative decoder bundle; the vllm-pooling adapter needs a token-classification export (id2label and logits per token)',
+        );
       const apiKey = await readApiKey(config.apiKeyFile);
       const bundle = await loadModelBundle(ctx.modelDir);
       const client = httpClientFor(config, apiKey, logger);

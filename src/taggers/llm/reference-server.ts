@@ -141,7 +141,9 @@ const logOf = (p: number): number => Math.max(LOGPROB_FLOOR, Math.log(p));
  * tag by tag, constrained to the allowed labels) or a token classifier (the
  * answer is written from its per-word labels; it also answers /pooling).
  */
-type Served = { name: string; kind: 'generative'; tagger: GenerativeLlmTagger } | { name: string; kind: 'classifier'; tagger: TokenClassifierTagger; bundle: ModelBundle };
+type Served =
+  | { name: string; kind: 'generative'; tagger: GenerativeLlmTagger }
+  | { name: string; kind: 'classifier'; tagger: TokenClassifierTagger; bundle: ModelBundle };
 
 /** What the generation endpoints share: the words to tag, the format, the logprobs asked for. */
 interface Generation {
@@ -432,7 +434,8 @@ export async function startLlmServer(options: LlmServerOptions): Promise<LlmServ
 
   const pooling = async (body: Record<string, unknown>): Promise<{ answer: unknown; tokens: number }> => {
     const model = modelFor(body);
-    if (model.kind !== 'classifier') throw new HttpError(400, `the model "${model.name}" is a generative decoder; /pooling token_classify needs a token-classification model`);
+    if (model.kind !== 'classifier')
+      throw new HttpError(400, `the model "${model.name}" is a generative decoder; /pooling token_classify needs a token-classification model`);
     if (body.task !== undefined && body.task !== 'token_classify')
       throw new HttpError(400, `task "${String(body.task)}" is not supported; this server does token_classify`);
     const rows = rowsOf(model, body.input);
