@@ -334,7 +334,7 @@ interface Placed {
  * Drawn marker positions. Points are grouped greedily around a seed (fixed points first, then input
  * order) when their markers would sit within a few px of it; a group holding two or more policies
  * keeps its first fixed point in place and fans the others, one slot per distinct (policy,
- * position), over a half ring above it (below when the ring would leave the plot), so every
+ * position), over a half ring above it (turned right, down or left where that would leave the plot), so every
  * policy's colour and shape shows. Same-policy points on one spot share a slot: they are one mark.
  */
 function placeMarkers(
@@ -384,17 +384,22 @@ function placeMarkers(
     const k = slots.size;
     // Slots ~12 px apart along the arc; the ring clears the hub's larger marker.
     const radius = Math.max(hub >= 0 ? 17 : 10, ((k - 1) * 12) / Math.PI);
-    const up = centre.ty - radius - R_ROUTED >= area.y0;
-    let s = 0;
-    for (const slot of slots.values()) {
-      const angle = k === 1 ? Math.PI / 2 : Math.PI - (s * Math.PI) / (k - 1); // left to right over the top
-      const x = Math.min(area.x1 - R_ROUTED, Math.max(area.x0 + R_ROUTED, centre.tx + radius * Math.cos(angle)));
-      const y = centre.ty + (up ? -1 : 1) * radius * Math.sin(angle);
+    // A half ring over the top, else (near an edge of the plot) the first of right, below, left that fits.
+    const arc = (from: number): Array<[number, number]> =>
+      Array.from({ length: k }, (_, s) => {
+        const angle = k === 1 ? from - Math.PI / 2 : from - (s * Math.PI) / (k - 1);
+        return [centre.tx + radius * Math.cos(angle), centre.ty - radius * Math.sin(angle)];
+      });
+    // Centres on the plot (a marker may straddle an axis, as the points at cost 0 do).
+    const inside = ([x, y]: [number, number]): boolean => x >= area.x0 && x <= area.x1 && y >= area.y0 && y <= area.y1;
+    const arcs = [Math.PI, Math.PI / 2, 0, -Math.PI / 2].map(arc);
+    const chosen = arcs.find((ps) => ps.every(inside)) ?? arcs[0];
+    for (const [s, slot] of [...slots.values()].entries()) {
+      const [x, y] = chosen[s];
       for (const i of slot) {
-        placed[i].x = x;
-        placed[i].y = y;
+        placed[i].x = Math.min(area.x1, Math.max(area.x0, x)); // kept on the canvas even where no arc fits
+        placed[i].y = Math.min(area.y1, Math.max(area.y0, y));
       }
-      s++;
     }
   }
   return placed;

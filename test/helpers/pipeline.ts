@@ -42,7 +42,9 @@ export function testConfig(
     processing: { ...(overrides.processing ?? {}) },
     encoder: { ...(overrides.encoder ?? {}) },
     ...(overrides.routing === undefined ? {} : { routing: overrides.routing }),
-    ...(overrides.llm === undefined ? {} : { llm: overrides.llm }),
+    // The one-pass decoder classifier stands in for the LLM route in pipeline tests: they test routing, budgets and
+    // delivery, and it is 5-10x faster than the generative decoder (tested on its own in generative.test.ts).
+    llm: { modelDir: 'models/bc5cdr-decoder-classifier', ...(overrides.llm ?? {}) },
     ...(overrides.schemaRegistry === undefined ? {} : { schemaRegistry: overrides.schemaRegistry }),
     logging: { level: 'silent' },
   });

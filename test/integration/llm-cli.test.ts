@@ -35,7 +35,8 @@ test('serve-llm prints its URL, serves the eval of the remote adapters, and stop
   assert.equal((await fetch(`${url}/health`)).status, 200);
 
   const iob = await iobFile();
-  const local = await cli(['eval', '--tagger', 'llm', '--data', iob, '--format', 'iob', '--json']);
+  const model = ['--model', 'models/bc5cdr-decoder-classifier'];
+  const local = await cli(['eval', '--tagger', 'llm', ...model, '--data', iob, '--format', 'iob', '--json']);
   assert.equal(local.code, 0, local.stderr);
   const lj = lastJson(local.stdout);
   assert.equal(lj.tagger, 'llm');
@@ -45,7 +46,7 @@ test('serve-llm prints its URL, serves the eval of the remote adapters, and stop
   assert.equal(lj.sentences, 2);
 
   for (const adapter of ['openai', 'vllm-pooling']) {
-    const r = await cli(['eval', '--tagger', 'llm', '--llm-adapter', adapter, '--llm-url', url, '--data', iob, '--format', 'iob', '--json']);
+    const r = await cli(['eval', '--tagger', 'llm', ...model, '--llm-adapter', adapter, '--llm-url', url, '--data', iob, '--format', 'iob', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const j = lastJson(r.stdout);
     assert.equal(j.tagger, 'llm');

@@ -438,6 +438,18 @@ test('SVG dodge: markers of different policies on one spot fan out with leader l
   // Points apart from the crowd keep their true positions: no leader for them.
   assert.ok(!leaders.some((l) => l.attrs.get('x1') === l.attrs.get('x2') && l.attrs.get('y1') === l.attrs.get('y2')));
   assert.equal(frontierSvg(ON_ENCODER, { title: 'bc5cdr' }), svg, 'deterministic');
+  // On the plot's edge (a free encoder at cost 0, at the top F1) the fan turns inwards rather than under the hub.
+  const edge = [
+    pt('encoder', null, 0.8, 0),
+    pt('llm', null, 0.7, 5),
+    pt('length-aware', 1, 0.8, 0),
+    pt('length-aware/note', 1, 0.8, 0),
+    pt('cascade', 1, 0.8, 0),
+  ];
+  const edgeSvg = frontierSvg(edge, { title: 'edge' });
+  checkSvg(edgeSvg, edge);
+  const ec = markerCentres(edgeSvg);
+  for (const [i, a] of ec.entries()) for (const b of ec.slice(i + 1)) assert.ok(Math.hypot(a.x - b.x, a.y - b.y) >= 6, `${a.tip} vs ${b.tip}`);
   // Nothing coincides: nothing moves.
   const apart = frontierSvg(SAMPLE.slice(0, 4), { title: 't' });
   assert.ok(!apart.includes('class="leader"') && !apart.includes('moved aside'));
