@@ -7,8 +7,9 @@
  * 2. Pipeline: RouterService (encoder policy) on the embedded mock broker vs a
  *    bare kafkajs consume-then-produce passthrough of the same records.
  * 3. Router: Router.plan decisions/s per policy; route_ms share of note latency.
- * 4. LLM route: models/bc5cdr-llm in-process vs serve-llm over HTTP (openai and
- *    vllm-pooling adapters).
+ * 4. LLM route: the generative decoder (models/bc5cdr-generative) against a bare
+ *    onnxruntime greedy loop, the encoder and serve-llm (scripts/bench-generation.ts);
+ *    the decoder classifier in-process vs serve-llm over HTTP (openai and vllm-pooling).
  *
  * 1b. transformers.js `pipeline('token-classification')` on the same model.onnx.
  */
@@ -36,16 +37,18 @@ import type { Kafka } from 'kafkajs';
 import { createLogger } from '../src/telemetry/logger.js';
 import { prepareText } from '../src/text/index.js';
 import { startLlmServer } from '../src/taggers/llm/reference-server.js';
+import { benchGeneration } from './bench-generation.js';
 import { composeRouter, loadRouter } from '../src/pipeline/compose.js';
 import type { Sentence } from '../src/types.js';
 
 const quick = process.argv.includes('--quick');
 const P = quick
-  ? { notes: 12, encSentences: 200, rounds: 3, pipeNotes: 24, llmSentences: 40, httpSentences: 24, routerMs: 300 }
-  : { notes: 60, encSentences: 500, rounds: 5, pipeNotes: 120, llmSentences: 100, httpSentences: 60, routerMs: 800 };
+  ? { notes: 12, encSentences: 200, rounds: 3, pipeNotes: 24, llmSentences: 40, httpSentences: 24, routerMs: 300, genSentences: 64, genRounds: 2 }
+  : { notes: 60, encSentences: 500, rounds: 5, pipeNotes: 120, llmSentences: 100, httpSentences: 60, routerMs: 800, genSentences: 256, genRounds: 3 };
 const THREADS = Number(process.env.BENCH_THREADS ?? 2);
 const ENCODER_DIR = resolve(packageRoot, 'models/bc5cdr-encoder');
-const LLM_DIR = resolve(packageRoot, 'models/bc5cdr-llm');
+// The one-pass decoder classifier: the model the vllm-pooling path serves (the generative LLM route is in bench-generation.ts).
+const LLM_DIR = resolve(packageRoot, 'models/bc5cdr-decoder-classifier');
 
 const results: Record<string, unknown> = { quick, threads: THREADS };
 const rows: Array<[string, string, string]> = [];
@@ -72,38 +75,32 @@ async function loadTexts(): Promise<{ source: string; texts: string[] }> {
 
 /** Wraps the tagger's backend to record the batches it sends and the time spent in them. */
 function instrument(tagger: EncoderTagger): { batches: number[][][]; backendMs: () => number; runMs: () => number; reset: () => void } {
-  const backend = (tagger as unknown as { backend: LogitsBackend & { session: ort.InferenceSession } }).backend;
+  // onnxruntime runs on the backend's inference thread, which times each run itself (OnnxBackend.stats).
+  const backend = (tagger as unknown as { backend: LogitsBackend & { stats: { runMs: number } } }).backend;
   const batches: number[][][] = [];
   let backendMs = 0;
-  let runMs = 0;
+  let runMs0 = backend.stats.runMs;
+  // A batch may wait at the backend behind the running one: count the time with at least one call out, not the sum.
+  let inFlight = 0;
+  let since = 0;
   const origRun = backend.run.bind(backend);
   backend.run = async (rowsIn, signal) => {
     batches.push(rowsIn.map((r) => [...r]));
-    const t = performance.now();
+    if (inFlight++ === 0) since = performance.now();
     try {
       return await origRun(rowsIn, signal);
     } finally {
-      backendMs += performance.now() - t;
-    }
-  };
-  const session = backend.session;
-  const origSession = session.run.bind(session) as (feeds: ort.InferenceSession.FeedsType) => Promise<ort.InferenceSession.ReturnType>;
-  (session as unknown as { run: typeof origSession }).run = async (feeds) => {
-    const t = performance.now();
-    try {
-      return await origSession(feeds);
-    } finally {
-      runMs += performance.now() - t;
+      if (--inFlight === 0) backendMs += performance.now() - since;
     }
   };
   return {
     batches,
     backendMs: () => backendMs,
-    runMs: () => runMs,
+    runMs: () => backend.stats.runMs - runMs0,
     reset: () => {
       batches.length = 0;
       backendMs = 0;
-      runMs = 0;
+      runMs0 = backend.stats.runMs;
     },
   };
 }
@@ -510,7 +507,7 @@ async function benchLlm(sentences: Sentence[]): Promise<void> {
   const inMs = performance.now() - t0;
   await inproc.close();
   const inRate = (P.llmSentences / inMs) * 1000;
-  row('llm: in-process onnx', `${inRate.toFixed(1)} sent/s`, `${P.llmSentences} sentences`);
+  row('llm classifier: in-process onnx', `${inRate.toFixed(1)} sent/s`, `${P.llmSentences} sentences`);
   const llm: Record<string, number> = { inprocess_sent_per_s: r2(inRate) };
 
   const server = await startLlmServer({ modelDir: LLM_DIR, port: 0, host: '127.0.0.1' });
@@ -535,7 +532,7 @@ async function benchLlm(sentences: Sentence[]): Promise<void> {
       await tagger.close();
       const rate = (sub.length / ms) * 1000;
       row(
-        `llm: HTTP ${adapter}`,
+        `llm classifier: HTTP ${adapter}`,
         `${rate.toFixed(1)} sent/s`,
         `${sub.length} sentences, ${reqs} requests, ${(inRate / rate).toFixed(2)}x slower than in-process`,
       );
@@ -546,6 +543,10 @@ async function benchLlm(sentences: Sentence[]): Promise<void> {
     await server.close();
   }
   results.llm = llm;
+
+  const generation = await benchGeneration(sentences.slice(0, P.genSentences), { threads: THREADS, rounds: P.genRounds, httpSentences: P.httpSentences });
+  for (const r of generation.rows) row(r.what, r.value, r.note);
+  results.generation = generation.results;
 }
 
 async function main(): Promise<void> {

@@ -40,6 +40,9 @@ type InferenceReply =
   | { id: number; ok: false; message: string };
 
 const WORKER_FLAG = 'bionerOnnxInferenceThread';
+/** Slots of the thread's shared state: a run is in progress; the process is exiting (no run may start). */
+const RUNNING = 0;
+const EXITING = 1;
 
 /**
  * The process's one inference thread: every OnnxBackend's session lives and
@@ -60,10 +63,23 @@ class InferenceThread {
   private nextId = 1;
   private sessions = 0;
   private dead: Error | undefined;
+  private readonly state = new Int32Array(new SharedArrayBuffer(8));
+  /**
+   * onnxruntime-node aborts the whole process (an uncaught Napi::Error) when its
+   * thread is torn down in the middle of a run, as process.exit() does (the
+   * CLI's second signal): on exit no run may start, and the one running is
+   * waited for (a batch takes milliseconds).
+   */
+  private readonly onExit = (): void => {
+    Atomics.store(this.state, EXITING, 1);
+    const until = Date.now() + 10_000;
+    while (Atomics.load(this.state, RUNNING) === 1 && Date.now() < until) Atomics.wait(this.state, RUNNING, 1, 50);
+  };
 
   private constructor() {
-    this.worker = new Worker(new URL(import.meta.url), { workerData: { [WORKER_FLAG]: true } });
+    this.worker = new Worker(new URL(import.meta.url), { workerData: { [WORKER_FLAG]: true, state: this.state } });
     this.worker.unref();
+    process.on('exit', this.onExit);
     this.worker.on('message', (reply: InferenceReply) => {
       const waiter = this.pending.get(reply.id);
       if (waiter === undefined) return;
@@ -74,6 +90,7 @@ class InferenceThread {
     });
     const fail = (err: Error): void => {
       this.dead ??= err;
+      process.off('exit', this.onExit);
       if (InferenceThread.current === this) InferenceThread.current = undefined;
       for (const w of this.pending.values()) w.reject(err);
       this.pending.clear();
@@ -112,7 +129,7 @@ class InferenceThread {
 }
 
 /** The inference thread's side: sessions by id, one request at a time in arrival order. */
-function serveInferenceThread(): void {
+function serveInferenceThread(state: Int32Array): void {
   const port = parentPort;
   if (port === null) return;
   const sessions = new Map<number, ort.InferenceSession>();
@@ -134,8 +151,17 @@ function serveInferenceThread(): void {
     }
     const feeds: Record<string, ort.Tensor> = {};
     for (const f of req.feeds) feeds[f.name] = new ort.Tensor('int64', f.data, f.dims);
+    // Marked before the exit flag is read (the main thread sets the flag, then reads the mark): a run either starts before the process's exit waits for it, or not at all.
+    Atomics.store(state, RUNNING, 1);
+    let output: ort.InferenceSession.ReturnType;
     const t = performance.now();
-    const output = await session.run(feeds);
+    try {
+      if (Atomics.load(state, EXITING) === 1) throw new Error('the process is exiting');
+      output = await session.run(feeds);
+    } finally {
+      Atomics.store(state, RUNNING, 0);
+      Atomics.notify(state, RUNNING);
+    }
     const runMs = performance.now() - t;
     const tensor = output.logits ?? output[session.outputNames[0]];
     // A copy: the output's buffer belongs to onnxruntime, and a copy of our own can be handed over without another.
@@ -155,7 +181,8 @@ function serveInferenceThread(): void {
   });
 }
 
-if (!isMainThread && (workerData as Record<string, unknown> | null)?.[WORKER_FLAG] === true) serveInferenceThread();
+const data = workerData as { [WORKER_FLAG]?: boolean; state?: Int32Array } | null;
+if (!isMainThread && data?.[WORKER_FLAG] === true && data.state !== undefined) serveInferenceThread(data.state);
 
 /**
  * Runs `model.onnx` of an HF token-classification export in-process, on the
@@ -195,7 +222,12 @@ export class OnnxBackend implements LogitsBackend {
     const thread = InferenceThread.acquire();
     let loaded: { session?: number; inputNames?: string[] };
     try {
-      loaded = await thread.ask({ kind: 'load', id: thread.id(), modelPath: join(modelDir, 'model.onnx'), options: onnxSessionOptions(options.intraOpThreads ?? 0) });
+      loaded = await thread.ask({
+        kind: 'load',
+        id: thread.id(),
+        modelPath: join(modelDir, 'model.onnx'),
+        options: onnxSessionOptions(options.intraOpThreads ?? 0),
+      });
     } catch (err) {
       await thread.releaseOne();
       throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });

@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { EncoderTagger } from '../../src/taggers/encoder.js';
 import { toEntitySpans } from '../../src/taggers/types.js';
@@ -126,5 +130,93 @@ test('a note whose caller gives up (process() signal aborted) releases the encod
     assert.ok(small.stats.windowsRun > before);
   } finally {
     await small.close();
+  }
+});
+
+test('batches are cut by length around the oldest window: short and long rows queued together do not share a batch', async () => {
+  const t = await EncoderTagger.load(MODEL, { batchSize: 8, batchWaitMs: 0 });
+  try {
+    // A spy on the real onnxruntime backend: the shapes it is asked to run.
+    const backend = (t as unknown as { backend: { run: (rows: readonly number[][]) => Promise<Float32Array[]> } }).backend;
+    const run = backend.run.bind(backend);
+    const shapes: Array<{ rows: number; lengths: number[] }> = [];
+    backend.run = (rows) => {
+      shapes.push({ rows: rows.length, lengths: rows.map((r) => r.length) });
+      return run(rows);
+    };
+    const row = (n: number): number[] => [2, ...Array.from({ length: n - 2 }, (_, i) => 1000 + i), 3];
+    // Interleaved in arrival order: 16 rows of 6 pieces and 16 of 120.
+    const rows = Array.from({ length: 32 }, (_, i) => row(i % 2 === 0 ? 6 : 120));
+    const out = await t.logits(rows);
+    assert.equal(out.length, 32);
+    for (const [i, r] of rows.entries()) assert.equal(out[i].length, r.length * t.labels.length, `row ${i} has its own logits`);
+    for (const s of shapes) {
+      assert.ok(s.rows <= 8, `at most batchSize rows (${s.rows})`);
+      assert.ok(Math.max(...s.lengths) - Math.min(...s.lengths) === 0, `one length per batch: ${JSON.stringify(s.lengths)}`);
+    }
+    // Each row's logits are the ones it gets alone (a batch pads, never mixes rows).
+    const alone = await t.logits([rows[1]]);
+    assert.deepEqual(
+      Array.from(out[1]).map((v) => v.toFixed(4)),
+      Array.from(alone[0]).map((v) => v.toFixed(4)),
+    );
+  } finally {
+    await t.close();
+  }
+});
+
+test('a note of thousands of sentences is queued in slices and tagged as sentence by sentence; two taggers share one inference thread', async () => {
+  const text = fixtureNotes()
+    .map((n) => n.text)
+    .join('\n\n')
+    .repeat(3);
+  const sentences = prepareText(text).sentences;
+  assert.ok(sentences.length > 600, `more sentences than one slice of 256 (${sentences.length})`);
+  const second = await EncoderTagger.load(MODEL, { batchSize: 32 });
+  try {
+    const [whole, bySentence] = await Promise.all([
+      second.tagSentences(sentences),
+      (async () => {
+        const out = [];
+        for (const s of sentences.slice(0, 300)) out.push(...(await tagger.tagSentences([s])));
+        return out;
+      })(),
+    ]);
+    assert.equal(whole.length, sentences.length);
+    const key = (spans: (typeof whole)[number]): string[] => spans.map((s) => `${s.first}-${s.last}-${s.label}`);
+    assert.deepEqual(whole.slice(0, 300).map(key), bySentence.map(key));
+  } finally {
+    await second.close();
+  }
+  // Closing one tagger leaves the other's session on the shared thread working.
+  assert.ok((await tag(tagger, fixtureNotes()[0].text)).length > 0);
+});
+
+test('process.exit() while a batch runs on the inference thread exits with its code (onnxruntime-node would abort the process)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'bioner-exit-'));
+  try {
+    const script = join(dir, 'exit-mid-run.mts');
+    const src = (p: string): string => JSON.stringify(new URL(`../../src/${p}`, import.meta.url).pathname);
+    await writeFile(
+      script,
+      [
+        `import { EncoderTagger } from ${src('taggers/encoder.ts')};`,
+        `import { prepareText } from ${src('text/index.ts')};`,
+        `const t = await EncoderTagger.load(${JSON.stringify(MODEL)}, { intraOpThreads: 2 });`,
+        `void t.tagSentences(prepareText('Aspirin causes nausea in a patient with diabetes. '.repeat(2000)).sentences);`,
+        'await new Promise((r) => setTimeout(r, 50));',
+        'process.exit(7);',
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('exit', (c, s) => r([c, s])));
+    assert.equal(signal, null, `no crash (${stderr.trim().slice(-300)})`);
+    assert.equal(code, 7);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -78,7 +78,7 @@ test("eval --tagger router and frontier: budgets decide the LLM share; the repla
   const shared = fileURLToPath(new URL('../../../shared/data/BC5CDR-IOB/devel.tsv', import.meta.url));
   let iob = await iobFile();
   try {
-    const head = (await readFile(shared, 'utf8')).split('\n\n').slice(0, 120).join('\n\n') + '\n\n';
+    const head = (await readFile(shared, 'utf8')).split('\n\n').slice(0, 40).join('\n\n') + '\n\n';
     iob = join(await mkdtemp(join(tmpdir(), 'bioner-router-eval-')), 'devel.tsv');
     await writeFile(iob, head);
   } catch {
