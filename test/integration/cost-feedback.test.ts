@@ -6,6 +6,10 @@
  * and the calibrated router as the service builds it.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
 import { createProcessor, loadEncoder, loadLlm, loadRouter } from '../../src/pipeline/compose.js';
 import { startLlmServer, type LlmServer } from '../../src/taggers/llm/reference-server.js';
@@ -43,13 +47,14 @@ const meanTokens = Math.round([...tokensOf.values()].reduce((a, b) => a + b, 0) 
 before(async () => {
   server = await startLlmServer({ modelDir: LLM_MODEL, port: 0 });
   proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: server.port, delayMs: 0 });
-  config = validateConfig({
+  const settings = {
     llm: { adapter: 'openai', baseUrl: proxy.url, modelDir: LLM_MODEL, timeoutMs: 8000, retries: 0, maxConcurrency: 32 },
     // Budgets far above the delay: every sentence goes to the LLM and nothing falls back, so every call is observed.
     routing: { policy: 'llm', defaultBudgetMs: 15_000 },
     processing: { noteTimeoutMs: 20_000 },
     logging: { level: 'silent' },
-  });
+  };
+  config = validateConfig(settings);
   encoder = await loadEncoder(config.encoder);
   // Warm both models (and the HTTP path) so first-call costs land in neither run.
   const warm = await loadLlm(config);
@@ -57,7 +62,18 @@ before(async () => {
   const sentences = prepareText(notes[0].text).sentences;
   await warm.tagSentences(sentences);
   await encoder.tagSentences(sentences);
+  // Calibrate the LLM route on the model served here, as `calibrate` would: the committed calibration holds the
+  // generative decoder's cost, while this test serves the faster decoder classifier.
+  const t0 = performance.now();
+  await warm.tagSentences(sentences);
+  const ms = performance.now() - t0;
   await warm.close();
+  const words = sentences.reduce((n, s) => n + s.tokens.length, 0);
+  const committed = JSON.parse(await readFile(config.routing.calibrationFile, 'utf8')) as { datasets: Record<string, { routes: Record<string, unknown> }> };
+  committed.datasets.bc5cdr.routes.llm = { model: 'bc5cdr-decoder-classifier', ms_per_sentence: ms / sentences.length, ms_per_token: ms / words };
+  const file = join(await mkdtemp(join(tmpdir(), 'bioner-cost-feedback-')), 'calibration.json');
+  await writeFile(file, JSON.stringify(committed));
+  config = validateConfig({ ...settings, routing: { ...settings.routing, calibrationFile: file } });
 });
 
 after(async () => {
