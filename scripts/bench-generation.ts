@@ -23,6 +23,7 @@ import { startLlmServer } from '../src/taggers/llm/reference-server.js';
 import { onnxSessionOptions } from '../src/taggers/onnx-backend.js';
 import { prepareText } from '../src/text/index.js';
 import type { Sentence } from '../src/types.js';
+import { median } from './bench-util.js';
 
 export const GENERATIVE_DIR = resolve(packageRoot, 'models/bc5cdr-generative');
 const ENCODER_DIR = resolve(packageRoot, 'models/bc5cdr-encoder');
@@ -33,10 +34,6 @@ export interface BenchRow {
   note: string;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? 0 : s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const r2 = (x: number): number => Number(x.toFixed(2));
 
 /**

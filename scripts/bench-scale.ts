@@ -40,6 +40,7 @@ import { onnxSessionOptions } from '../src/taggers/onnx-backend.js';
 import type { LogitsBackend } from '../src/taggers/token-classifier.js';
 import { silentLogger } from '../src/telemetry/logger.js';
 import { planWindows, prepareText, type TextWindow } from '../src/text/index.js';
+import { feedsFor, median } from './bench-util.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -72,10 +73,6 @@ const row = (what: string, value: string, note = ''): void => {
   process.stderr.write(`  ${what}: ${value} ${note}\n`);
 };
 const r2 = (x: number): number => Number(x.toFixed(2));
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? 0 : s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function loadTexts(): Promise<{ source: string; texts: string[] }> {
   const csv = resolve(packageRoot, '../shared/data/mtsamples/mtsamples.csv');
@@ -147,25 +144,6 @@ function traceBackend(tagger: EncoderTagger): { trace: () => BackendTrace; reset
     },
     reset,
   };
-}
-
-function feedsFor(batch: number[][], padId: number, tokenTypes: boolean): Record<string, ort.Tensor> {
-  const n = batch.length;
-  const cols = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
-  const ids = new BigInt64Array(n * cols).fill(BigInt(padId));
-  const mask = new BigInt64Array(n * cols);
-  batch.forEach((r, i) => {
-    r.forEach((id, c) => {
-      ids[i * cols + c] = BigInt(id);
-      mask[i * cols + c] = 1n;
-    });
-  });
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor('int64', ids, [n, cols]),
-    attention_mask: new ort.Tensor('int64', mask, [n, cols]),
-  };
-  if (tokenTypes) feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(n * cols), [n, cols]);
-  return feeds;
 }
 
 /** The windows of the notes' sentences in note order, as the tagger builds them (its private tokeniser cache and assembly). */

@@ -40,6 +40,7 @@ import { startLlmServer } from '../src/taggers/llm/reference-server.js';
 import { benchGeneration } from './bench-generation.js';
 import { composeRouter, loadRouter } from '../src/pipeline/compose.js';
 import type { Sentence } from '../src/types.js';
+import { feedsFor, median } from './bench-util.js';
 
 const quick = process.argv.includes('--quick');
 const P = quick
@@ -104,30 +105,6 @@ function instrument(tagger: EncoderTagger): { batches: number[][][]; backendMs: 
     },
   };
 }
-
-function feedsFor(batch: number[][], padId: number, tokenTypes: boolean): Record<string, ort.Tensor> {
-  const rowsN = batch.length;
-  const cols = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
-  const ids = new BigInt64Array(rowsN * cols).fill(BigInt(padId));
-  const mask = new BigInt64Array(rowsN * cols);
-  batch.forEach((r, i) => {
-    r.forEach((id, c) => {
-      ids[i * cols + c] = BigInt(id);
-      mask[i * cols + c] = 1n;
-    });
-  });
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor('int64', ids, [rowsN, cols]),
-    attention_mask: new ort.Tensor('int64', mask, [rowsN, cols]),
-  };
-  if (tokenTypes) feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(rowsN * cols), [rowsN, cols]);
-  return feeds;
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? 0 : s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Times `fn` once. */
 async function timed(fn: () => Promise<unknown>): Promise<number> {
