@@ -188,8 +188,8 @@ if (!isMainThread && data?.[WORKER_FLAG] === true && data.state !== undefined) s
  * Runs `model.onnx` of an HF token-classification export in-process, on the
  * process's inference thread (InferenceThread): inputs `input_ids`,
  * `attention_mask` (and `token_type_ids` when the graph has it), output
- * `logits` of shape [rows, positions, labels]. The reference decoder bundles
- * (models/<ds>-llm) have the same interface: the causal model repeats the
+ * `logits` of shape [rows, positions, labels]. The decoder classifiers
+ * (models/<ds>-decoder-classifier) have the same interface: the causal model repeats the
  * sentence inside the graph and still answers one row per input position.
  */
 export class OnnxBackend implements LogitsBackend {

@@ -182,6 +182,7 @@ export class GenerativeDecoder {
     } catch (err) {
       throw new ModelLoadError(`tokenizer.json in ${modelDir} could not be loaded: ${(err as Error).message}`, { cause: err });
     }
+    // On the calling (main) thread, unlike OnnxBackend's sessions on the inference thread: moving it there is still open.
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(join(modelDir, 'model.onnx'), onnxSessionOptions(options.intraOpThreads ?? 0));
