@@ -77,17 +77,17 @@ export const SpecialTokensMapSchema = z.object(SPECIAL_TOKEN_FIELDS, must('a JSO
 export type SpecialTokensMap = z.infer<typeof SpecialTokensMapSchema>;
 
 /** tokenizer.json: only its outline is checked here; the tokenizer library validates the rest. */
-const TokenizerJsonSchema = z.looseObject({ model: z.looseObject({}, must('an object')), pre_tokenizer: z.unknown().optional() }, must('a JSON object'));
+export const TokenizerJsonSchema = z.looseObject({ model: z.looseObject({}, must('an object')), pre_tokenizer: z.unknown().optional() }, must('a JSON object'));
 
 function tokenContent(t: TokenEntry): string | undefined {
   if (typeof t === 'string') return t;
   return t?.content;
 }
 
-/** Reads and checks one JSON file of the bundle; a missing optional file is undefined. */
-async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: true): Promise<z.output<S>>;
-async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: false): Promise<z.output<S> | undefined>;
-async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: boolean): Promise<z.output<S> | undefined> {
+/** Reads and checks one JSON file of a bundle (any kind); a missing optional file is undefined. */
+export async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: true): Promise<z.output<S>>;
+export async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: false): Promise<z.output<S> | undefined>;
+export async function readJson<S extends z.ZodType>(dir: string, name: string, schema: S, required: boolean): Promise<z.output<S> | undefined> {
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(join(dir, name), 'utf8'));

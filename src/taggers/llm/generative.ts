@@ -7,6 +7,7 @@ import { ErrorCodes, ModelLoadError, RouterError, TaggerError } from '../../erro
 import { planWindows } from '../../text/windows.js';
 import type { Sentence, TokenSpan } from '../../types.js';
 import { entityTypes, softmaxInto, spansFromLabelIndices, splitTag } from '../bio.js';
+import { readJson, TokenizerConfigSchema, TokenizerJsonSchema } from '../model-bundle.js';
 import { onnxSessionOptions } from '../onnx-backend.js';
 import { abortError } from '../token-classifier.js';
 import type { ModelInfo, SentenceTagging, TagOptions } from '../types.js';
@@ -72,12 +73,22 @@ export async function isGenerativeBundle(dir: string): Promise<boolean> {
   }
 }
 
+/** config.json of a generative bundle, checked (the label ids must pair with the labels). */
+async function readGenerativeConfig(dir: string): Promise<GenerativeConfig> {
+  const config = await readJson(dir, 'config.json', GenerativeConfigSchema, true);
+  if (config.label_token_ids.length !== config.labels.length)
+    throw new ModelLoadError(`config.json in ${dir}: ${config.labels.length} labels but ${config.label_token_ids.length} label_token_ids`);
+  return config;
+}
+
+function generativeModelInfo(config: GenerativeConfig): ModelInfo {
+  return { id: config.bioner?.name ?? 'generative-decoder', version: config.bioner?.version ?? '0', entityTypes: entityTypes(config.labels) };
+}
+
 /** Labels and model name of a generative bundle, for adapters that need nothing else (the `openai` adapter's prompt). */
 export async function readGenerativeLabels(dir: string): Promise<{ labels: string[]; model: ModelInfo }> {
-  const parsed = GenerativeConfigSchema.safeParse(JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')));
-  if (!parsed.success) throw new ModelLoadError(`config.json in ${dir}: not a generative bundle (${parsed.error.issues[0].message})`);
-  const c = parsed.data;
-  return { labels: c.labels, model: { id: c.bioner?.name ?? 'generative-decoder', version: c.bioner?.version ?? '0', entityTypes: entityTypes(c.labels) } };
+  const config = await readGenerativeConfig(resolve(dir));
+  return { labels: config.labels, model: generativeModelInfo(config) };
 }
 
 /** Feeds and outputs of the KV-cache graph. */
@@ -140,7 +151,7 @@ export class GenerativeDecoder {
   ) {
     this.labels = config.labels;
     this.labelIds = Int32Array.from(config.label_token_ids);
-    this.model = { id: config.bioner?.name ?? 'generative-decoder', version: config.bioner?.version ?? '0', entityTypes: entityTypes(config.labels) };
+    this.model = generativeModelInfo(config);
     const split = config.labels.map(splitTag);
     const constrain = config.prompt.bio_constraint !== false;
     this.follows = split.map((cur) => {
@@ -156,29 +167,12 @@ export class GenerativeDecoder {
 
   static async load(dir: string, options: { intraOpThreads?: number } = {}): Promise<GenerativeDecoder> {
     const modelDir = resolve(dir);
-    const readJson = async (name: string): Promise<unknown> => {
-      try {
-        return JSON.parse(await readFile(join(modelDir, name), 'utf8'));
-      } catch (err) {
-        throw new ModelLoadError(`cannot read ${name} in model directory ${modelDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
-          cause: err,
-        });
-      }
-    };
-    const parsed = GenerativeConfigSchema.safeParse(await readJson('config.json'));
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const at = issue.path.length === 0 ? '' : ` field "${issue.path.map(String).join('.')}"`;
-      throw new ModelLoadError(`config.json in model directory ${modelDir}:${at} ${issue.message}`);
-    }
-    const config = parsed.data;
-    if (config.label_token_ids.length !== config.labels.length)
-      throw new ModelLoadError(`config.json in ${modelDir}: ${config.labels.length} labels but ${config.label_token_ids.length} label_token_ids`);
-    const tokenizerJson = await readJson('tokenizer.json');
-    const tokenizerConfig = await readJson('tokenizer_config.json').catch(() => ({}));
+    const config = await readGenerativeConfig(modelDir);
+    const tokenizerJson = await readJson(modelDir, 'tokenizer.json', TokenizerJsonSchema, true);
+    const tokenizerConfig = (await readJson(modelDir, 'tokenizer_config.json', TokenizerConfigSchema, false)) ?? {};
     let tokenizer: Tokenizer;
     try {
-      tokenizer = new Tokenizer(tokenizerJson as object, tokenizerConfig as object);
+      tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
     } catch (err) {
       throw new ModelLoadError(`tokenizer.json in ${modelDir} could not be loaded: ${(err as Error).message}`, { cause: err });
     }

@@ -78,7 +78,7 @@ export function httpClientFor(config: LlmConfig, apiKey: string | undefined, log
  * - `onnx`: the bundle in llm.modelDir, in-process: a generative decoder (`model_type` bioner-generative-decoder:
  *   KV-cache generation of the answer lines) or a token-classification export (same path as the encoder);
  * - `openai`: chat or text completions at llm.baseUrl (llm.endpoint), the prompt of llm.promptFile,
- *   labels from llm.labels or llm.modelDir's id2label;
+ *   labels from llm.labels, else llm.modelDir's id2label (or `labels` of a generative bundle);
  * - `vllm-pooling`: /pooling token_classify at llm.baseUrl, tokenised locally with llm.modelDir.
  */
 export async function createLlmTagger(config: LlmConfig, ctx: LlmTaggerContext): Promise<LlmTagger> {
