@@ -1,4 +1,5 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, type Span } from '@opentelemetry/api';
+import { hrTime } from '@opentelemetry/core';
 import type { RecordHeaders } from '../kafka/types.js';
 import type { RoutingRecord } from '../route/record.js';
 import type { Route } from '../types.js';
@@ -13,6 +14,13 @@ import { errorType, kafkaHeaderGetter, kafkaHeaderSetter, recordFailure, tracer 
  * never text.
  */
 
+/**
+ * Start and end times from one sub-millisecond clock (performance.timeOrigin + now). Left to itself the SDK
+ * anchors each span's start on Date.now(), whole milliseconds, so a span that starts right after another ends
+ * could appear to start before it.
+ */
+const at = (): { startTime: ReturnType<typeof hrTime> } => ({ startTime: hrTime() });
+
 /** Runs `fn` inside a span that is marked failed (and rethrown) if `fn` throws, and always ended. */
 async function inSpan<T>(span: Span, fn: () => Promise<T>): Promise<T> {
   try {
@@ -21,7 +29,7 @@ async function inSpan<T>(span: Span, fn: () => Promise<T>): Promise<T> {
     recordFailure(span, err);
     throw err;
   } finally {
-    span.end();
+    span.end(hrTime());
   }
 }
 
@@ -55,6 +63,7 @@ export function withProcessSpan<T>(record: ConsumedRecordInfo, groupId: string, 
   const span = tracer().startSpan(
     `process ${record.topic}`,
     {
+      ...at(),
       kind: SpanKind.CONSUMER,
       attributes: {
         [MessagingAttr.SYSTEM]: MESSAGING_SYSTEM_KAFKA,
@@ -89,6 +98,7 @@ export function withSendSpan<T>(
   server?: BrokerAddress,
 ): Promise<T> {
   const span = tracer().startSpan(`send ${topic}`, {
+    ...at(),
     kind: SpanKind.PRODUCER,
     attributes: {
       [MessagingAttr.SYSTEM]: MESSAGING_SYSTEM_KAFKA,
@@ -110,7 +120,7 @@ export function withSendSpan<T>(
 
 /** The `text` span: normalise, split, tokenise. */
 export function withTextSpan<T extends { sentences: ReadonlyArray<{ tokens: readonly unknown[] }> }>(noteId: string, chars: number, fn: () => T): T {
-  return tracer().startActiveSpan('text', (span) => {
+  return tracer().startActiveSpan('text', at(), (span) => {
     try {
       const out = fn();
       span.setAttributes({
@@ -124,14 +134,14 @@ export function withTextSpan<T extends { sentences: ReadonlyArray<{ tokens: read
       recordFailure(span, err);
       throw err;
     } finally {
-      span.end();
+      span.end(hrTime());
     }
   });
 }
 
 /** One `route <policy>` span covers the decision and the tagger calls it led to (their `tag <route>` spans are its children). */
 export function withRouteSpan<T>(policy: string, noteId: string, cascade: boolean, fn: (span: Span) => Promise<T>): Promise<T> {
-  return tracer().startActiveSpan(`route ${policy}`, (span) => {
+  return tracer().startActiveSpan(`route ${policy}`, at(), (span) => {
     span.setAttributes({ [BionerAttr.NOTE_ID]: noteId, [BionerAttr.ROUTE_POLICY]: policy, [BionerAttr.ROUTE_CASCADE]: cascade });
     return inSpan(span, () => fn(span));
   });
@@ -190,7 +200,7 @@ export function withTaggerSpan<T>(
   now: () => number,
   fn: () => Promise<{ value: T; failure?: unknown }>,
 ): Promise<{ value: T; failure?: unknown; ms: number }> {
-  return tracer().startActiveSpan(`tag ${call.route}`, async (span) => {
+  return tracer().startActiveSpan(`tag ${call.route}`, at(), async (span) => {
     span.setAttributes({ [BionerAttr.TAGGER_ROUTE]: call.route, [BionerAttr.TAGGER_SENTENCES]: call.sentences, [BionerAttr.TAGGER_WORDS]: call.words });
     if (call.model !== undefined) span.setAttribute(BionerAttr.TAGGER_MODEL, call.model);
     const start = now();
@@ -205,7 +215,7 @@ export function withTaggerSpan<T>(
       throw err;
     } finally {
       span.setAttributes({ [BionerAttr.TAGGER_MS]: now() - start, [BionerAttr.TAGGER_OK]: ok });
-      span.end();
+      span.end(hrTime());
     }
   });
 }
