@@ -517,6 +517,38 @@ def lm_val_loss(model, val, bs=16):
     return tot / max(1, n)
 
 
+def grow_into(model, path, vocab_sha):
+    """Depth up-scaling: start a deeper model from a pretrained shallower one.
+    The old blocks are spread evenly over the new depth; each inserted block
+    is a copy of the block before it with its two residual projections zeroed,
+    so the grown model computes exactly what the old one did and training
+    starts from the old loss (its zeroed projections still get gradients)."""
+    ck = torch.load(path)
+    assert ck["vocab_sha256"] == vocab_sha, "--grow-from checkpoint has another vocabulary"
+    old = model_from_cfg(ck["model_cfg"])
+    old.load_state_dict(ck["model"])
+    cfg_o, cfg_n = old.cfg, model.cfg
+    assert all(cfg_o[k] == cfg_n[k] for k in ("vocab_size", "d", "heads", "ff", "rope_base")), \
+        f"--grow-from: only the depth may change ({cfg_o} -> {cfg_n})"
+    lo, ln = cfg_o["layers"], cfg_n["layers"]
+    assert ln > lo, "--grow-from: the new model must be deeper"
+    src = [j * lo // ln for j in range(ln)]
+    with torch.no_grad():
+        model.emb.weight.copy_(old.emb.weight)
+        model.ln_f.load_state_dict(old.ln_f.state_dict())
+        for j, i in enumerate(src):
+            model.blocks[j].load_state_dict(old.blocks[i].state_dict())
+            if j > 0 and src[j - 1] == i:  # an inserted copy: identity at start
+                for lin in (model.blocks[j].attn.proj, model.blocks[j].fc_out):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+    st = ck["state"]
+    return {"checkpoint": os.path.abspath(path), "layers": f"{lo} -> {ln}", "source_blocks": src,
+            "steps": st["step"], "tokens": st["tokens"], "minutes": round(st["seconds"] / 60, 1),
+            "val_loss": st["val"][-1]["val_loss"] if st["val"] else None,
+            "rows_seen": st["step"] * ck["args"]["batch_size"]}
+
+
 def stage_pretrain(args):
     vocab, vocab_sha = load_or_build_vocab(args, build_ok=True)
     wp = te.WordPiece(vocab)
@@ -551,6 +583,12 @@ def stage_pretrain(args):
               f"{state['seconds'] / 60:.1f} min", flush=True)
     elif args.resume:
         print(f"--resume: no {ckpt_path}, starting fresh", flush=True)
+    if args.grow_from and state["step"] == 0:
+        state["grown_from"] = grow_into(model, args.grow_from, vocab_sha)
+        # the stream continues where the smaller model's run stopped
+        state["row_offset"] = state["grown_from"]["rows_seen"]
+        state["grown_from"]["val_loss_at_start"] = round(lm_val_loss(model, val), 4)
+        print(f"grown from {args.grow_from}: {state['grown_from']}", flush=True)
     params = count_params(model)
     print(f"model: {params:,} params (tied embeddings {len(vocab)} x {args.hidden}; "
           f"{params - len(vocab) * args.hidden:,} outside), "
@@ -585,7 +623,7 @@ def stage_pretrain(args):
         lr = args.lr * lr_factor(state["step"], args.warmup_steps, progress, args.final_lr_frac)
         set_lr(opt, lr)
         # deterministic order: pass e uses permutation seed+1+e of the train chunks
-        first = state["step"] * args.batch_size
+        first = state["step"] * args.batch_size + state.get("row_offset", 0)
         rows = []
         for j in range(first, first + args.batch_size):
             e, r = divmod(j, n_train)
@@ -654,14 +692,17 @@ class Prompter:
     def pieces(self, words):
         return [self.wp.encode_word(w) for w in words]
 
-    def prompt(self, pieces):
-        return self.prefix + [p for ps in pieces for p in ps] + [SEP_ID]
+    def prompt(self, pieces, context=None):
+        # Document context (--context-pieces): the text before the sentence,
+        # closed by its own [SEP]; without it the prompt is unchanged.
+        ctx = context + [SEP_ID] if context else []
+        return self.prefix + ctx + [p for ps in pieces for p in ps] + [SEP_ID]
 
-    def train_example(self, words, tags):
+    def train_example(self, words, tags, context=None):
         """-> (ids, tag positions (index of the [TAB] whose next token is the
         tag), tag strings)."""
         pcs = self.pieces(words)
-        ids = self.prompt(pcs)
+        ids = self.prompt(pcs, context)
         pos = []
         for ps, t in zip(pcs, tags):
             ids.extend(ps)
@@ -671,6 +712,20 @@ class Prompter:
             ids.append(NL_ID)
         ids.append(EOS_ID)
         return ids, pos, list(tags)
+
+
+def contexts_for(wp, sents_words, max_pieces):
+    """Document context of each sentence: the pieces of the sentences before
+    it in the same list (files keep document order), the last max_pieces of
+    them. The lists cross document boundaries where the IOB files do not mark
+    them, as a note's sentences never do."""
+    if max_pieces <= 0:
+        return [None] * len(sents_words)
+    out, window = [], []
+    for ws in sents_words:
+        out.append(window[-max_pieces:] if window else None)
+        window = (window + [p for w in ws for p in wp.encode_word(w)])[-max_pieces:]
+    return out
 
 
 def allowed_matrix(labels, constrain):
@@ -688,7 +743,7 @@ def allowed_matrix(labels, constrain):
 
 @torch.no_grad()
 def greedy_decode(model, prompter, sents_words, labels, constrain=True, batch_size=32,
-                  record=False):
+                  record=False, contexts=None):
     """Constrained greedy decoding with a KV cache (see module doc).  Returns
     tag lists; with record, also per sentence the fed id chunks and the
     label-restricted logits at each [TAB] (the fixture for Node)."""
@@ -697,6 +752,7 @@ def greedy_decode(model, prompter, sents_words, labels, constrain=True, batch_si
     allow = allowed_matrix(labels, constrain)
     start = len(labels)
     items = [prompter.pieces(ws) for ws in sents_words]
+    ctxs = contexts or [None] * len(items)
     order = sorted(range(len(items)), key=lambda i: (len(items[i]), sum(map(len, items[i]))))
     preds = [None] * len(items)
     recs = [None] * len(items)
@@ -717,7 +773,7 @@ def greedy_decode(model, prompter, sents_words, labels, constrain=True, batch_si
                 if k >= nw[r]:
                     chunks.append([])
                 elif k == 0:
-                    chunks.append(prompter.prompt(items[i]) + items[i][0] + [TAB_ID])
+                    chunks.append(prompter.prompt(items[i], ctxs[i]) + items[i][0] + [TAB_ID])
                 else:
                     chunks.append([TAG_ID[labels[prev[r]]], NL_ID] + items[i][k] + [TAB_ID])
             T = max(len(c) for c in chunks)
@@ -756,7 +812,7 @@ def eval_split(model, prompter, sents, labels, args):
     words = [w for w, _ in sents]
     gold = [t for _, t in sents]
     pred = greedy_decode(model, prompter, words, labels, not args.no_bio_constraint,
-                         args.eval_batch)
+                         args.eval_batch, contexts=contexts_for(prompter.wp, words, args.context_pieces))
     return td.full_eval(gold, pred), pred
 
 
@@ -798,6 +854,26 @@ def init_tag_embeddings(model, wp, vocab):
                 model.emb.weight[TAG_ID[t]] += model.emb.weight[ps].mean(0)
 
 
+def finetune_name(args):
+    """Checkpoint name: the dataset, or the datasets joined by '+' (multi-task),
+    with -ctxN when the prompt carries N pieces of document context."""
+    name = "+".join(args.datasets)
+    return name + (f"-ctx{args.context_pieces}" if args.context_pieces else "")
+
+
+def epoch_examples(per_ds, mix, rng):
+    """Indices of one epoch: dataset d's examples floor(w) times, plus a
+    seeded random w - floor(w) share of them (--mix)."""
+    out = []
+    for (lo, hi), w in zip(per_ds, mix):
+        idx = list(range(lo, hi))
+        out += idx * int(w)
+        frac = w - int(w)
+        if frac > 0:
+            out += rng.sample(idx, int(round(frac * len(idx))))
+    return out
+
+
 def stage_finetune(args):
     vocab, vocab_sha = load_or_build_vocab(args, build_ok=False)
     wp = te.WordPiece(vocab)
@@ -805,22 +881,42 @@ def stage_finetune(args):
     random.seed(args.seed)
     rng = random.Random(args.seed)
     t0 = time.time()
-    fit, held, devel, _ = te.load_dataset(args.dataset)
-    if args.limit:
-        fit, held, devel = fit[:args.limit], held[:max(50, args.limit // 5)], devel[:max(50, args.limit // 5)]
-    labels = LABEL_SETS[args.dataset]
-    lab_index = {l: i for i, l in enumerate(labels)}
-    lab_ids = torch.tensor([TAG_ID[l] for l in labels])
-    prompter = Prompter(wp, args.dataset, not args.no_instruction)
-    exs = [prompter.train_example(w, t) for w, t in fit]
-    n_long = sum(1 for e in exs if len(e[0]) > args.max_len)
-    exs = [e for e in exs if len(e[0]) <= args.max_len]
+    datasets = args.datasets
+    mix = args.mix or [1.0] * len(datasets)
+    # One tag head over the union of the datasets' labels (ALL_TAGS order);
+    # each example's loss and decoding see only its own dataset's labels.
+    # With one dataset this is exactly its label list, so nothing changes.
+    union = [t for t in ALL_TAGS if any(t in LABEL_SETS[d] for d in datasets)]
+    if len(datasets) == 1:
+        union = LABEL_SETS[datasets[0]]
+    u_index = {l: i for i, l in enumerate(union)}
+    lab_ids = torch.tensor([TAG_ID[l] for l in union])
+    allowed_u = torch.tensor([[l in LABEL_SETS[d] for l in union] for d in datasets])
+    exs, ds_of, per_ds, splits, prompters = [], [], [], {}, {}
+    n_long = 0
+    for di, d in enumerate(datasets):
+        fit, held, devel, _ = te.load_dataset(d)
+        if args.limit:
+            fit, held, devel = fit[:args.limit], held[:max(50, args.limit // 5)], devel[:max(50, args.limit // 5)]
+        prompters[d] = Prompter(wp, d, not args.no_instruction)
+        splits[d] = (held, devel)
+        ctxs = contexts_for(wp, [w for w, _ in fit], args.context_pieces)
+        lo = len(exs)
+        for (w, t), c in zip(fit, ctxs):
+            e = prompters[d].train_example(w, t, c)
+            if len(e[0]) > args.max_len:
+                n_long += 1
+                continue
+            exs.append(e)
+            ds_of.append(di)
+        per_ds.append((lo, len(exs)))
     lengths = [len(e[0]) for e in exs]
-    n_tok = sum(lengths)
-    print(f"finetune {args.dataset}: {len(exs)} train sequences ({n_long} longer than {args.max_len} "
-          f"dropped), {n_tok:,} tokens/epoch (mean {n_tok / len(exs):.0f}), "
-          f"{sum(len(e[1]) for e in exs):,} tag targets; held-out {len(held)}, devel {len(devel)}; "
-          f"prep {time.time() - t0:.0f}s", flush=True)
+    n_tok = sum(lengths[i] for i in epoch_examples(per_ds, mix, random.Random(0)))
+    print(f"finetune {finetune_name(args)}: {len(exs)} train sequences ({n_long} longer than {args.max_len} "
+          f"dropped), {n_tok:,} tokens/epoch with mix {mix}, context {args.context_pieces} pieces; "
+          + "; ".join(f"{d}: {hi - lo} train, held-out {len(splits[d][0])}, devel {len(splits[d][1])}"
+                      for d, (lo, hi) in zip(datasets, per_ds))
+          + f"; prep {time.time() - t0:.0f}s", flush=True)
 
     model = None
     pre = None
@@ -845,7 +941,8 @@ def stage_finetune(args):
         init_tag_embeddings(model, wp, vocab)
     print(f"model: {count_params(model):,} params", flush=True)
     opt = adamw(model, args.lr, args.weight_decay)
-    steps_per_epoch = len(ft_batches(lengths, args.batch_tokens, args.max_batch, random.Random(0)))
+    steps_per_epoch = len(ft_batches([lengths[i] for i in epoch_examples(per_ds, mix, random.Random(0))],
+                                     args.batch_tokens, args.max_batch, random.Random(0)))
     total_steps = steps_per_epoch * args.epochs
     budget_s = args.time_budget * 60 if args.time_budget else 0
     best = (-1.0, None, None)
@@ -857,10 +954,17 @@ def stage_finetune(args):
     stop = False
     ep = 0
     last_eval_s = 0.0
+
+    def evaluate_held():
+        res = {d: eval_split(model, prompters[d], splits[d][0], LABEL_SETS[d], args)[0] for d in datasets}
+        return res, round(sum(r["f1"] for r in res.values()) / len(res), 4)
+
     for ep in range(1, args.epochs + 1):
         model.train()
         tot, nb, tok_ep, t_ep_train = 0.0, 0, 0, 0.0
-        ep_batches = ft_batches(lengths, args.batch_tokens, args.max_batch, rng)
+        ep_idx = epoch_examples(per_ds, mix, rng) if len(datasets) > 1 or args.mix else list(range(len(exs)))
+        ep_batches = [[ep_idx[j] for j in b]
+                      for b in ft_batches([lengths[i] for i in ep_idx], args.batch_tokens, args.max_batch, rng)]
         n_b = len(ep_batches)  # varies a little with the shuffle
         ep_eval_at = set(int(round(n_b * (k + 1) / args.evals_per_epoch))
                          for k in range(args.evals_per_epoch))
@@ -881,16 +985,19 @@ def stage_finetune(args):
                 ids[r, :len(e[0])] = torch.tensor(e[0])
                 mask[r, :len(e[0])] = 1
                 sel[r, :len(e[1])] = torch.tensor(e[1])
-                tgt[r, :len(e[1])] = torch.tensor([lab_index[t] for t in e[2]])
+                tgt[r, :len(e[1])] = torch.tensor([u_index[t] for t in e[2]])
             if args.tag_noise > 0:  # corrupt fed tags (targets stay gold)
                 real = tgt >= 0
                 noise = (torch.rand(sel.shape) < args.tag_noise) & real
-                rnd = lab_ids[torch.randint(len(labels), sel.shape)]
+                rnd = lab_ids[torch.randint(len(union), sel.shape)]
                 rr = torch.arange(len(b))[:, None].expand_as(sel)
                 ids[rr[noise], sel[noise] + 1] = rnd[noise]
             h, _ = model.hidden(ids, mask, sel=sel)
             lo = model.logits(h, lab_ids)
-            loss = F.cross_entropy(lo.reshape(-1, len(labels)), tgt.reshape(-1),
+            if len(datasets) > 1:
+                row_ok = allowed_u[torch.tensor([ds_of[i] for i in b])]
+                lo = lo.masked_fill(~row_ok[:, None, :], NEG)
+            loss = F.cross_entropy(lo.reshape(-1, len(union)), tgt.reshape(-1),
                                    label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -910,20 +1017,23 @@ def stage_finetune(args):
                       f"{tok_ep / t_ep_train:.0f} tok/s (real tokens, train step only)", flush=True)
             if bi in ep_eval_at:
                 t_e = time.time()
-                res, _ = eval_split(model, prompter, held, labels, args)
+                res_by, f1 = evaluate_held()
                 last_eval_s = time.time() - t_e
                 elapsed = time.time() - t_start
                 rec = {"epoch": round(ep - 1 + bi / n_b, 2), "step": step,
-                       "train_loss": round(tot / nb, 4), "heldout_f1": res["f1"],
-                       "heldout_p": res["precision"], "heldout_r": res["recall"],
+                       "train_loss": round(tot / nb, 4), "heldout_f1": f1,
                        "tok_s": round(tok_ep / t_ep_train, 1), "minutes": round(elapsed / 60, 2)}
+                if len(datasets) == 1:
+                    rec["heldout_p"], rec["heldout_r"] = res_by[datasets[0]]["precision"], res_by[datasets[0]]["recall"]
+                else:
+                    rec["heldout_f1_by_dataset"] = {d: r["f1"] for d, r in res_by.items()}
                 history.append(rec)
-                print(f"eval epoch {rec['epoch']}: loss {rec['train_loss']:.4f} held-out F1 {res['f1']} "
-                      f"(P {res['precision']} R {res['recall']}) {rec['tok_s']:.0f} tok/s, "
-                      f"eval {last_eval_s:.0f}s, total {elapsed / 60:.1f} min", flush=True)
+                detail = " ".join(f"{d} {r['f1']} (P {r['precision']} R {r['recall']})" for d, r in res_by.items())
+                print(f"eval epoch {rec['epoch']}: loss {rec['train_loss']:.4f} held-out F1 {f1}: {detail}; "
+                      f"{rec['tok_s']:.0f} tok/s, eval {last_eval_s:.0f}s, total {elapsed / 60:.1f} min", flush=True)
                 model.train()
-                if res["f1"] > best[0]:
-                    best = (res["f1"], rec["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()})
+                if f1 > best[0]:
+                    best = (f1, rec["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()})
                 # stop when the next eval interval would overrun the budget
                 per_interval = (t_ep_train / bi) * (n_b / args.evals_per_epoch) + last_eval_s
                 if budget_s and elapsed + per_interval > budget_s:
@@ -934,27 +1044,35 @@ def stage_finetune(args):
             break
     wall = time.time() - t_start
     model.load_state_dict(best[2])
-    t_d = time.time()
-    dres, _ = eval_split(model, prompter, devel, labels, args)
-    dev_s = time.time() - t_d
-    b3 = dres["by_entity_words"]["3+"]
-    print(f"best epoch {best[1]} held-out F1 {best[0]}; DEVEL strict F1 {dres['f1']} "
-          f"(P {dres['precision']} R {dres['recall']}); 3+ words F1 {b3['f1']} R {b3['recall']} "
-          f"(n={b3['gold']}); devel decode {dev_s:.0f}s", flush=True)
-    print("devel detail: " + json.dumps(dres), flush=True)
+    devel_by, dev_s_by = {}, {}
+    for d in datasets:
+        t_d = time.time()
+        dres, _ = eval_split(model, prompters[d], splits[d][1], LABEL_SETS[d], args)
+        dev_s_by[d] = round(time.time() - t_d, 1)
+        devel_by[d] = dres
+        b3 = dres["by_entity_words"]["3+"]
+        print(f"best epoch {best[1]} held-out F1 {best[0]}; {d} DEVEL strict F1 {dres['f1']} "
+              f"(P {dres['precision']} R {dres['recall']}); 3+ words F1 {b3['f1']} R {b3['recall']} "
+              f"(n={b3['gold']}); devel decode {dev_s_by[d]:.0f}s", flush=True)
+        print(f"devel detail {d}: " + json.dumps(dres), flush=True)
+    d0 = datasets[0]
     facts = {
-        "dataset": args.dataset, "seed": args.seed, "labels": labels,
+        "dataset": d0 if len(datasets) == 1 else "+".join(datasets), "datasets": datasets, "mix": mix,
+        "context_pieces": args.context_pieces, "seed": args.seed,
+        "labels": LABEL_SETS[d0] if len(datasets) == 1 else union,
         "instruction": not args.no_instruction, "bio_constraint": not args.no_bio_constraint,
         "train_sequences": len(exs), "tokens_per_epoch": n_tok, "epochs_run": ep,
         "best_epoch": best[1], "heldout_f1": best[0], "history": history,
         "finetune_seconds": round(wall, 1), "finetune_train_seconds": round(train_time, 1),
         "finetune_tok_s": round(train_tokens / max(train_time, 1e-9), 1),
-        "devel_decode_seconds": round(dev_s, 1), "devel_sentences": len(devel),
-        "devel_f1": dres["f1"], "devel": dres, "pretraining": pre,
+        "devel_decode_seconds": dev_s_by[d0] if len(datasets) == 1 else dev_s_by,
+        "devel_sentences": len(splits[d0][1]) if len(datasets) == 1 else {d: len(splits[d][1]) for d in datasets},
+        "devel_f1": devel_by[d0]["f1"] if len(datasets) == 1 else {d: r["f1"] for d, r in devel_by.items()},
+        "devel": devel_by[d0] if len(datasets) == 1 else devel_by, "pretraining": pre,
         "lr": args.lr, "batch_tokens": args.batch_tokens, "dropout": args.dropout,
         "limit": args.limit,
     }
-    path = os.path.join(args.work, f"finetune-{args.dataset}.pt")
+    path = os.path.join(args.work, f"finetune-{finetune_name(args)}.pt")
     atomic_save({"model": model.state_dict(), "model_cfg": model.cfg, "vocab_sha256": vocab_sha,
                  "facts": facts, "args": vars(args)}, path)
     print(f"saved {path} ({wall / 60:.1f} min fine-tuning)", flush=True)
@@ -1025,14 +1143,19 @@ def stage_export(args):
     import onnx
     vocab, vocab_sha = load_or_build_vocab(args, build_ok=False)
     wp = te.WordPiece(vocab)
-    ck = torch.load(os.path.join(args.work, f"finetune-{args.dataset}.pt"))
+    ck = torch.load(args.checkpoint or os.path.join(args.work, f"finetune-{args.dataset}.pt"))
     assert ck["vocab_sha256"] == vocab_sha
     facts = ck["facts"]
+    if facts.get("context_pieces"):
+        raise SystemExit("export: this checkpoint was trained with document context, which the bundle's "
+                         "prompt block (and the TypeScript tagger) do not describe yet")
+    if args.dataset not in facts.get("datasets", [facts["dataset"]]):
+        raise SystemExit(f"export: the checkpoint was not trained on {args.dataset}")
     model = model_from_cfg(ck["model_cfg"])
     model.load_state_dict(ck["model"])
     model.eval()
     cfg = model.cfg
-    labels = facts["labels"]
+    labels = LABEL_SETS[args.dataset]
     prompter = Prompter(wp, args.dataset, facts["instruction"])
     os.makedirs(args.out, exist_ok=True)
     keep = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -1373,8 +1496,17 @@ def main():
     g.add_argument("--eval-every", type=int, default=200, help="validation loss every N steps (0 = only at the end)")
     g.add_argument("--val-chunks", type=int, default=64, help="chunks held out for the validation loss")
     g.add_argument("--resume", action="store_true", help="continue from --work/pretrain.pt")
+    g.add_argument("--grow-from", default=None,
+                   help="start a deeper model (--layers) from this shallower pretrain.pt (depth up-scaling); "
+                        "the data stream continues where that run stopped")
     g = ap.add_argument_group("finetune")
-    g.add_argument("--dataset", choices=sorted(te.DATASETS), help="finetune / export: the NER dataset")
+    g.add_argument("--dataset", help="finetune / export: the NER dataset (" + ", ".join(sorted(te.DATASETS))
+                   + "); finetune also takes a comma list for one multi-task model")
+    g.add_argument("--mix", default=None,
+                   help="multi-task: comma list of epochs-per-epoch for each --dataset (e.g. 2,2,0.5); "
+                        "a fraction takes a seeded random share each epoch")
+    g.add_argument("--context-pieces", type=int, default=0,
+                   help="document context: prepend up to N pieces of the preceding sentences to the prompt")
     g.add_argument("--init", default=None,
                    help="pretrained checkpoint to start from (default --work/pretrain.pt; 'none' = random)")
     g.add_argument("--epochs", type=int, default=6, help="planned epochs (the schedule's length without --time-budget)")
@@ -1393,6 +1525,8 @@ def main():
                    help="keep the random init of the tag tokens (default: add the mean embedding of the type name)")
     g = ap.add_argument_group("export")
     g.add_argument("--out", default=None, help="bundle directory (default --work/<dataset>-generative)")
+    g.add_argument("--checkpoint", default=None,
+                   help="fine-tuned checkpoint (default --work/finetune-<dataset>.pt; a multi-task one works too)")
     g.add_argument("--fixture", default=None, help="fixture path (default <out>-fixture.json)")
     g.add_argument("--opset", type=int, default=14, help="ONNX opset")
     g.add_argument("--max-mb", type=float, default=25.0, help="int8 weights if the fp32 bundle would exceed this")
@@ -1413,6 +1547,16 @@ def main():
         args.init = os.path.join(args.work, "pretrain.pt")
     if args.stage in ("finetune", "export") and not args.dataset:
         ap.error("--dataset is required for finetune and export")
+    args.datasets = args.dataset.split(",") if args.dataset else []
+    for d in args.datasets:
+        if d not in te.DATASETS:
+            ap.error(f"--dataset: unknown dataset {d!r} (choose from {', '.join(sorted(te.DATASETS))})")
+    if args.stage == "export" and len(args.datasets) != 1:
+        ap.error("--dataset: export takes one dataset (use --checkpoint for a multi-task model)")
+    if args.mix is not None:
+        args.mix = [float(x) for x in args.mix.split(",")]
+        if len(args.mix) != len(args.datasets) or min(args.mix) <= 0:
+            ap.error("--mix: one positive number per --dataset")
     if args.stage == "export" and not args.out:
         args.out = os.path.join(args.work, f"{args.dataset}-generative")
     torch.set_num_threads(args.threads)
@@ -1428,7 +1572,8 @@ def main():
     if os.path.exists(hist_path):
         with open(hist_path) as f:
             hist = json.load(f)
-    key = args.stage + (f":{args.dataset}" if args.stage in ("finetune", "export") else "")
+    key = args.stage + (f":{finetune_name(args)}" if args.stage == "finetune"
+                        else f":{args.dataset}" if args.stage == "export" else "")
     if args.stage == "pretrain" and args.resume and "pretrain" in hist:
         hist["pretrain"] = hist["pretrain"] + [cmd]
     else:
