@@ -766,10 +766,14 @@ def batches(enc, batch_size, rng):
 # --------------------------------------------------------------------------
 
 
-def tokenizer_json(vocab):
+def tokenizer_json(vocab, specials=None, first=("[CLS]", CLS_ID), sep=("[SEP]", SEP_ID)):
+    """HF tokenizer.json: BERT-cased normalizer and pre-tokenizer, WordPiece,
+    template `first $A sep`; specials (default SPECIALS) are ids 0.. as
+    added tokens. train_generative.py calls it with [BOS] and its tags."""
+    (f_tok, f_id), (s_tok, s_id) = first, sep
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False,
               "rstrip": False, "normalized": False, "special": True}
-             for i, t in enumerate(SPECIALS)]
+             for i, t in enumerate(SPECIALS if specials is None else specials)]
     return {
         "version": "1.0",
         "truncation": None,
@@ -781,17 +785,17 @@ def tokenizer_json(vocab):
         "pre_tokenizer": {"type": "BertPreTokenizer"},
         "post_processor": {
             "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+            "single": [{"SpecialToken": {"id": f_tok, "type_id": 0}},
                        {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                       {"SpecialToken": {"id": s_tok, "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": f_tok, "type_id": 0}},
                      {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                     {"SpecialToken": {"id": s_tok, "type_id": 0}},
                      {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+                     {"SpecialToken": {"id": s_tok, "type_id": 1}}],
             "special_tokens": {
-                "[CLS]": {"id": "[CLS]", "ids": [CLS_ID], "tokens": ["[CLS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [SEP_ID], "tokens": ["[SEP]"]},
+                f_tok: {"id": f_tok, "ids": [f_id], "tokens": [f_tok]},
+                s_tok: {"id": s_tok, "ids": [s_id], "tokens": [s_tok]},
             },
         },
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},

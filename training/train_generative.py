@@ -173,39 +173,7 @@ def build_vocab(args):
 
 
 def tokenizer_json(vocab):
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False,
-              "rstrip": False, "normalized": False, "special": True}
-             for i, t in enumerate(ALL_SPECIALS)]
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": {"type": "BertNormalizer", "clean_text": True,
-                       "handle_chinese_chars": True, "strip_accents": False,
-                       "lowercase": False},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[BOS]", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[BOS]", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-            "special_tokens": {
-                "[BOS]": {"id": "[BOS]", "ids": [BOS_ID], "tokens": ["[BOS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [SEP_ID], "tokens": ["[SEP]"]},
-            },
-        },
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]",
-                  "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100,
-                  "vocab": {t: i for i, t in enumerate(vocab)}},
-    }
+    return te.tokenizer_json(vocab, ALL_SPECIALS, ("[BOS]", BOS_ID), ("[SEP]", SEP_ID))
 
 
 TOKENIZER_CONFIG = {
