@@ -262,7 +262,7 @@ export class RouterService {
         await this.deadLetter(record, position, err, 'tag', span);
         return;
       }
-      try {
+      const published = await this.publishOrDeadLetter(record, position, span, async () => {
         const value = encodeTaggedNote(toTaggedNoteRecord(outcome, note.text, undefined, { spanText: this.config.output.spanText }), this.outputSchemaId);
         await turn;
         await this.send(
@@ -270,14 +270,8 @@ export class RouterService {
           { key: Buffer.from(note.noteId, 'utf8'), value, headers: { 'content-type': 'application/avro', 'bioner.schema': 'io.bioner.router.TaggedNote' } },
           true,
         );
-      } catch (err) {
-        // The broker refused this one record for good (e.g. too large): dead-letter it; a failing Kafka stays retriable and stalls instead.
-        if (err instanceof PublishError && !err.retriable) {
-          await this.deadLetter(record, position, err, 'publish', span);
-          return;
-        }
-        throw err;
-      }
+      });
+      if (!published) return;
       this.counts.published++;
       span.setAttribute(BionerAttr.NOTE_SPANS, outcome.spans.length);
       const routes = { encoder: 0, llm: 0, encoder_fallback: 0 };
@@ -333,8 +327,8 @@ export class RouterService {
       this.delivery.tombstone({ ...position, propagated: false });
       return;
     }
-    try {
-      await this.send(
+    const published = await this.publishOrDeadLetter(record, position, span, () =>
+      this.send(
         this.config.output.topic,
         {
           key: record.key,
@@ -342,17 +336,29 @@ export class RouterService {
           headers: { [SourceHeaders.topic]: position.topic, [SourceHeaders.partition]: String(position.partition), [SourceHeaders.offset]: position.offset },
         },
         true,
-      );
+      ),
+    );
+    if (!published) return;
+    this.delivery.tombstone({ ...position, propagated: true });
+    this.logger.debug('tombstone propagated', { ...position, keyBytes: record.key.length });
+  }
+
+  /**
+   * Runs one publish. A record the broker refuses for good (e.g. too large) is
+   * dead-lettered with PUBLISH_FAILED and false is returned; a failing Kafka
+   * stays retriable and throws, so the partition stalls instead of losing it.
+   */
+  private async publishOrDeadLetter(record: InboundRecord, position: RecordPosition, span: Span, publish: () => Promise<void>): Promise<boolean> {
+    try {
+      await publish();
+      return true;
     } catch (err) {
-      // Refused for good by the broker: the DLQ keeps it (PUBLISH_FAILED), as for any output the broker will not take; a failing Kafka stalls instead.
       if (err instanceof PublishError && !err.retriable) {
         await this.deadLetter(record, position, err, 'publish', span);
-        return;
+        return false;
       }
       throw err;
     }
-    this.delivery.tombstone({ ...position, propagated: true });
-    this.logger.debug('tombstone propagated', { ...position, keyBytes: record.key.length });
   }
 
   private async deadLetter(record: InboundRecord, position: RecordPosition, err: unknown, stage: 'decode' | 'tag' | 'publish', span: Span): Promise<void> {
