@@ -142,14 +142,7 @@ async function loadTexts(): Promise<string[]> {
 async function main(): Promise<void> {
   const texts = await loadTexts();
   const topics = { input: 'soak-notes', output: 'soak-tagged', dlq: 'soak-dlq' };
-  const cluster = await MockKafkaCluster.start({
-    brokers: 3,
-    topics: [
-      { name: topics.input, partitions: 3 },
-      { name: topics.output, partitions: 3 },
-      { name: topics.dlq, partitions: 1 },
-    ],
-  });
+  const cluster = await MockKafkaCluster.startForPipeline(topics);
   const llmServer = await startLlmServer({ modelDir: resolve(packageRoot, 'models/bc5cdr-decoder-classifier'), port: 0 });
   const llmProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: llmServer.port });
   const dir = await mkdtemp(join(tmpdir(), 'bioner-soak-'));

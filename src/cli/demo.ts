@@ -85,14 +85,7 @@ export async function demoCommand(opts: DemoOptions): Promise<Record<string, num
   progress('demo: starting embedded Kafka (3 brokers)...');
   await ensureMockKafkaBinary();
   const topics = { input: 'clinical-notes', output: 'tagged-notes', dlq: 'clinical-notes.dlq' };
-  const cluster = await MockKafkaCluster.start({
-    brokers: 3,
-    topics: [
-      { name: topics.input, partitions: 3 },
-      { name: topics.output, partitions: 3 },
-      { name: topics.dlq, partitions: 1 },
-    ],
-  });
+  const cluster = await MockKafkaCluster.startForPipeline(topics);
   try {
     const config = validateConfig({
       kafka: { brokers: cluster.bootstrapServers, clientId: 'bioner-demo' },

@@ -158,6 +158,21 @@ export class MockKafkaCluster {
     return this.exitInfo === undefined;
   }
 
+  /**
+   * The demo's and the soak's cluster: 3 brokers, the input and output topics
+   * with 3 partitions each and the DLQ with 1.
+   */
+  static startForPipeline(topics: { input: string; output: string; dlq: string }): Promise<MockKafkaCluster> {
+    return MockKafkaCluster.start({
+      brokers: 3,
+      topics: [
+        { name: topics.input, partitions: 3 },
+        { name: topics.output, partitions: 3 },
+        { name: topics.dlq, partitions: 1 },
+      ],
+    });
+  }
+
   static async start(opts: MockClusterOptions = {}): Promise<MockKafkaCluster> {
     const brokers = opts.brokers ?? 3;
     assertInt('brokers', brokers, 1, 64);
