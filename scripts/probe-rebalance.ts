@@ -84,7 +84,8 @@ async function main(): Promise<void> {
   }
   console.log('| session timeout | heartbeat | first join | pause when a second member joins |');
   console.log('|---:|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.sessionTimeoutMs} ms | ${r.heartbeatIntervalMs} ms | ${r.firstJoinMs.toFixed(0)} ms | ${r.joinPauseMs.toFixed(0)} ms |`);
+  for (const r of rows)
+    console.log(`| ${r.sessionTimeoutMs} ms | ${r.heartbeatIntervalMs} ms | ${r.firstJoinMs.toFixed(0)} ms | ${r.joinPauseMs.toFixed(0)} ms |`);
   console.log(JSON.stringify({ probe: 'rebalance', rows }));
 }
 

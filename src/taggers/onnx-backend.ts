@@ -4,6 +4,7 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import ort from 'onnxruntime-node';
 import { ErrorCodes, ModelLoadError, TaggerError } from '../errors.js';
 import { resolveIntraOpThreads } from './cpu-quota.js';
+import { type GenerationJob, type GenerationOutput, generateBatch } from './llm/generation-loop.js';
 import type { LogitsBackend } from './token-classifier.js';
 
 /**
@@ -33,10 +34,22 @@ export interface OnnxBackendOptions {
 type InferenceRequest =
   | { kind: 'load'; id: number; modelPath: string; options: ort.InferenceSession.SessionOptions }
   | { kind: 'run'; id: number; session: number; feeds: Array<{ name: string; data: BigInt64Array; dims: number[] }> }
+  /** A whole generation of one batch; `cancel[0]` set to 1 by the main thread stops it between steps. */
+  | { kind: 'generate'; id: number; session: number; job: GenerationJob; cancel: Int32Array }
   | { kind: 'release'; id: number; session: number };
 
 type InferenceReply =
-  | { id: number; ok: true; session?: number; inputNames?: string[]; logits?: Float32Array; dims?: number[]; runMs?: number }
+  | {
+      id: number;
+      ok: true;
+      session?: number;
+      inputNames?: string[];
+      outputNames?: string[];
+      logits?: Float32Array;
+      dims?: number[];
+      runMs?: number;
+      generation?: GenerationOutput;
+    }
   | { id: number; ok: false; message: string };
 
 const WORKER_FLAG = 'bionerOnnxInferenceThread';
@@ -45,9 +58,10 @@ const RUNNING = 0;
 const EXITING = 1;
 
 /**
- * The process's one inference thread: every OnnxBackend's session lives and
- * runs there, one run at a time. onnxruntime-node runs a session
- * synchronously on the calling thread (inside a setImmediate), so on the main
+ * The process's one inference thread: every OnnxBackend's session and every
+ * GenerativeDecoder's (GenerationSession) lives and runs there, one run at a
+ * time. onnxruntime-node runs a session synchronously on the calling thread
+ * (inside a setImmediate), so on the main
  * thread each run blocked the event loop: decoding answers, the next notes'
  * text stage, Kafka fetches, publishes and commits all waited between runs,
  * about 15 % of the pipeline's wall time (npm run bench:scale). On its own
@@ -128,56 +142,100 @@ class InferenceThread {
   }
 }
 
-/** The inference thread's side: sessions by id, one request at a time in arrival order. */
+/**
+ * The inference thread's side: sessions by id, one request at a time in
+ * arrival order, except that a generation (many steps, up to seconds) lets the
+ * single runs queued behind it (the encoder's batches) go between two of its
+ * steps: they would otherwise wait for the whole generation, where on the
+ * main thread they used to overlap it.
+ */
 function serveInferenceThread(state: Int32Array): void {
   const port = parentPort;
   if (port === null) return;
   const sessions = new Map<number, ort.InferenceSession>();
   let nextSession = 1;
-  let queue = Promise.resolve();
+  const waiting: InferenceRequest[] = [];
+  let busy = false;
+  const sessionOf = (id: number): ort.InferenceSession => {
+    const session = sessions.get(id);
+    if (session === undefined) throw new Error(`no session ${id} on the inference thread`);
+    return session;
+  };
+  /** One forward run, exit-safe: marked before the exit flag is read (the main thread sets the flag, then reads the mark), so a run either starts before the process's exit waits for it, or not at all. */
+  const run = async (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> => {
+    Atomics.store(state, RUNNING, 1);
+    try {
+      if (Atomics.load(state, EXITING) === 1) throw new Error('the process is exiting');
+      return await session.run(feeds);
+    } finally {
+      Atomics.store(state, RUNNING, 0);
+      Atomics.notify(state, RUNNING);
+    }
+  };
   const handle = async (req: InferenceRequest): Promise<InferenceReply> => {
     if (req.kind === 'load') {
       const session = await ort.InferenceSession.create(req.modelPath, req.options);
       const id = nextSession++;
       sessions.set(id, session);
-      return { id: req.id, ok: true, session: id, inputNames: [...session.inputNames] };
+      return { id: req.id, ok: true, session: id, inputNames: [...session.inputNames], outputNames: [...session.outputNames] };
     }
-    const session = sessions.get(req.session);
-    if (session === undefined) throw new Error(`no session ${req.session} on the inference thread`);
+    const session = sessionOf(req.session);
     if (req.kind === 'release') {
       sessions.delete(req.session);
       await session.release();
       return { id: req.id, ok: true };
     }
+    if (req.kind === 'generate') {
+      const generation = await generateBatch(req.job, {
+        run: (feeds) => run(session, feeds),
+        stopped: () => Atomics.load(req.cancel, 0) === 1,
+        betweenSteps: serveWaitingRuns,
+      });
+      return { id: req.id, ok: true, generation };
+    }
     const feeds: Record<string, ort.Tensor> = {};
     for (const f of req.feeds) feeds[f.name] = new ort.Tensor('int64', f.data, f.dims);
-    // Marked before the exit flag is read (the main thread sets the flag, then reads the mark): a run either starts before the process's exit waits for it, or not at all.
-    Atomics.store(state, RUNNING, 1);
-    let output: ort.InferenceSession.ReturnType;
     const t = performance.now();
-    try {
-      if (Atomics.load(state, EXITING) === 1) throw new Error('the process is exiting');
-      output = await session.run(feeds);
-    } finally {
-      Atomics.store(state, RUNNING, 0);
-      Atomics.notify(state, RUNNING);
-    }
+    const output = await run(session, feeds);
     const runMs = performance.now() - t;
     const tensor = output.logits ?? output[session.outputNames[0]];
     // A copy: the output's buffer belongs to onnxruntime, and a copy of our own can be handed over without another.
     const logits = Float32Array.from(tensor.data as Float32Array);
     return { id: req.id, ok: true, logits, dims: [...tensor.dims], runMs };
   };
+  const serve = async (req: InferenceRequest): Promise<void> => {
+    let reply: InferenceReply;
+    try {
+      reply = await handle(req);
+    } catch (err) {
+      reply = { id: req.id, ok: false, message: err instanceof Error ? err.message : String(err) };
+    }
+    const transfer: ArrayBuffer[] = [];
+    if (reply.ok && reply.logits !== undefined) transfer.push(reply.logits.buffer as ArrayBuffer);
+    if (reply.ok && reply.generation !== undefined) transfer.push(reply.generation.tags.buffer as ArrayBuffer, reply.generation.probs.buffer as ArrayBuffer);
+    port.postMessage(reply, transfer);
+  };
+  /**
+   * Between two generation steps: the single runs waiting now, in order (not
+   * those arriving meanwhile, so a stream of them cannot starve the
+   * generation); loads, releases and other generations wait for its end.
+   */
+  async function serveWaitingRuns(): Promise<void> {
+    const runs = waiting.filter((r) => r.kind === 'run');
+    if (runs.length === 0) return;
+    const rest = waiting.filter((r) => r.kind !== 'run');
+    waiting.length = 0;
+    waiting.push(...rest);
+    for (const req of runs) await serve(req);
+  }
   port.on('message', (req: InferenceRequest) => {
-    queue = queue.then(async () => {
-      let reply: InferenceReply;
-      try {
-        reply = await handle(req);
-      } catch (err) {
-        reply = { id: req.id, ok: false, message: err instanceof Error ? err.message : String(err) };
-      }
-      port.postMessage(reply, reply.ok && reply.logits !== undefined ? [reply.logits.buffer as ArrayBuffer] : []);
-    });
+    waiting.push(req);
+    if (busy) return;
+    busy = true;
+    void (async () => {
+      for (let req = waiting.shift(); req !== undefined; req = waiting.shift()) await serve(req);
+      busy = false;
+    })();
   });
 }
 
@@ -281,6 +339,62 @@ export class OnnxBackend implements LogitsBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    try {
+      await this.thread.ask({ kind: 'release', id: this.thread.id(), session: this.session });
+    } finally {
+      await this.thread.releaseOne();
+    }
+  }
+}
+
+/**
+ * A KV-cache decoder's session on the inference thread (GenerativeDecoder):
+ * each request is the whole generation of one batch, so the past key/values
+ * stay on that thread; only the rows go there, and only the tags and
+ * probabilities come back (transferred, not copied).
+ */
+export class GenerationSession {
+  private released = false;
+
+  private constructor(
+    private readonly thread: InferenceThread,
+    private readonly session: number,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  /** Loads `modelPath` there; onnxruntime's error as is (the caller names the bundle). */
+  static async load(modelPath: string, intraOpThreads: number): Promise<GenerationSession> {
+    const thread = InferenceThread.acquire();
+    try {
+      const loaded = await thread.ask({ kind: 'load', id: thread.id(), modelPath, options: onnxSessionOptions(intraOpThreads) });
+      return new GenerationSession(thread, loaded.session ?? 0, loaded.inputNames ?? [], loaded.outputNames ?? []);
+    } catch (err) {
+      await thread.releaseOne();
+      throw err;
+    }
+  }
+
+  /**
+   * Generates one batch there (its arrays are transferred: the caller must not
+   * reuse them). Setting `cancel[0]` to 1 (Atomics.store) stops it before its next step.
+   */
+  async generate(job: GenerationJob, cancel: Int32Array): Promise<GenerationOutput> {
+    if (this.released) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the generative onnxruntime session is closed');
+    const { batch } = job;
+    const reply = await this.thread.ask({ kind: 'generate', id: this.thread.id(), session: this.session, job, cancel }, [
+      batch.rowWords.buffer as ArrayBuffer,
+      batch.wordPieces.buffer as ArrayBuffer,
+      batch.pieces.buffer as ArrayBuffer,
+      batch.allowed.buffer as ArrayBuffer,
+    ]);
+    if (reply.generation === undefined) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, 'the inference thread answered a generation without its result');
+    return reply.generation;
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     try {
       await this.thread.ask({ kind: 'release', id: this.thread.id(), session: this.session });
     } finally {

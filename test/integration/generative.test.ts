@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../../src/config/load.js';
 import { ConfigError, ErrorCodes, LlmError } from '../../src/errors.js';
-import { GenerativeLlmTagger, createLlmTagger, type LlmTagger } from '../../src/taggers/llm/index.js';
+import { EncoderTagger } from '../../src/taggers/encoder.js';
+import { GenerativeLlmTagger, createLlmTagger, type GenerationRow, type LlmTagger } from '../../src/taggers/llm/index.js';
 import { startLlmServer, type LlmServer } from '../../src/taggers/llm/reference-server.js';
 import { toEntitySpans } from '../../src/taggers/types.js';
 import { prepareText } from '../../src/text/index.js';
@@ -43,6 +44,10 @@ after(async () => {
 });
 
 const tagNames = (t: { tags: Int32Array }): string[] => Array.from(t.tags, (k) => tagger.labels[k]);
+/** A batch long enough to take a second or so: the fixture's sentences, `n` rows, 31 steps. */
+const longBatch = (n: number): GenerationRow[] =>
+  Array.from({ length: n }, (_, i) => ({ pieces: TORCH.words[i % TORCH.words.length].map((w) => tagger.decoder.piecesOf(w)) }));
+const STEPS = Math.max(...TORCH.words.map((w) => w.length));
 
 describe('generative decoder, in-process', () => {
   test('generates the tags torch generates, batched and one sentence at a time, one forward step per tag', async () => {
@@ -114,6 +119,98 @@ describe('generative decoder, in-process', () => {
     await assert.rejects(cancelled, (err: unknown) => err === reason);
     await blocker;
     assert.ok(slow.stats.rowsDropped >= TORCH.words.length - 1, `${slow.stats.rowsDropped} rows dropped`);
+  });
+
+  test('generation runs off the main thread: a timer keeps firing on time during a long generate', async () => {
+    const decoder = tagger.decoder;
+    const before = { ...decoder.stats };
+    const gaps: number[] = [];
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      gaps.push(now - last);
+      last = now;
+    }, 2);
+    try {
+      await decoder.generate(longBatch(16));
+    } finally {
+      clearInterval(timer);
+    }
+    const steps = decoder.stats.steps - before.steps;
+    const stepMs = (decoder.stats.runMs - before.runMs) / steps;
+    gaps.sort((a, b) => a - b);
+    const p90 = gaps[Math.floor(gaps.length * 0.9)];
+    // On the main thread every step blocked the loop: about one tick per step, each late by a whole step.
+    assert.equal(steps, STEPS);
+    assert.ok(gaps.length >= 3 * steps, `${gaps.length} ticks of a 2 ms timer during ${steps} steps of ${stepMs.toFixed(1)} ms`);
+    assert.ok(p90 < stepMs / 2, `90th percentile gap between ticks ${p90.toFixed(1)} ms, a step takes ${stepMs.toFixed(1)} ms`);
+  });
+
+  test('the encoder runs between the steps of a long generation, on the same inference thread', async () => {
+    const encoder = await EncoderTagger.load(new URL('../../models/bc5cdr-encoder', import.meta.url).pathname);
+    try {
+      const sentences = prepareText(NOTE).sentences.slice(0, 8);
+      await encoder.tagSentences(sentences);
+      let generated = false;
+      const generation = tagger.decoder.generate(longBatch(16)).then(() => {
+        generated = true;
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      await encoder.tagSentences(sentences);
+      assert.equal(generated, false, 'the encoder batch did not wait for the whole generation');
+      await generation;
+    } finally {
+      await encoder.close();
+    }
+  });
+
+  test('a stop (signal or function) ends a generation between steps; the steps run keep their tags', async () => {
+    const decoder = tagger.decoder;
+    const rows = longBatch(8);
+    const full = await decoder.generate(rows);
+    const L = tagger.labels.length;
+    const stops: Array<() => (() => boolean) | AbortSignal> = [
+      () => AbortSignal.timeout(100),
+      () => {
+        const at = Date.now() + 100;
+        return () => Date.now() >= at;
+      },
+    ];
+    for (const make of stops) {
+      const before = decoder.stats.steps;
+      const stop = make();
+      const part = await decoder.generate(rows, stop);
+      const steps = decoder.stats.steps - before;
+      assert.ok(steps >= 1 && steps < STEPS, `${typeof stop}: ${steps} of ${STEPS} steps run`);
+      for (const [b, r] of part.entries()) {
+        for (let w = 0; w < r.tags.length; w++) {
+          const probs = r.probs.subarray(w * L, (w + 1) * L);
+          if (w >= steps) {
+            assert.ok(
+              probs.every((x) => x === 0),
+              `row ${b} word ${w} not reached`,
+            );
+            continue;
+          }
+          assert.equal(r.tags[w], full[b].tags[w], `row ${b} word ${w}`);
+          assert.ok(Math.abs(probs[r.tags[w]] - full[b].probs[w * L + full[b].tags[w]]) < 1e-5);
+        }
+      }
+    }
+  });
+
+  test('a running batch whose every caller left stops between steps', async () => {
+    const ac = new AbortController();
+    const reason = new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'budget spent');
+    const before = tagger.decoder.stats.steps;
+    const words = Array.from({ length: 16 }, (_, i) => TORCH.words[i % TORCH.words.length]);
+    const call = tagger.tagWords(words, ac.signal);
+    setTimeout(() => ac.abort(reason), 100);
+    await assert.rejects(call, (err: unknown) => err === reason);
+    // Wait for the batch itself to end (the call rejects as soon as the signal aborts, or when the batch ends).
+    await tagger.tagWords([TORCH.words[4]]);
+    const steps = tagger.decoder.stats.steps - before - 1;
+    assert.ok(steps >= 1 && steps < STEPS, `${steps} of ${STEPS} steps run`);
   });
 
   test('the vllm-pooling adapter refuses a generative bundle with a message naming the field', async () => {

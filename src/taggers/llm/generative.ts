@@ -1,16 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import ort from 'onnxruntime-node';
 import { z } from 'zod';
 import { ErrorCodes, ModelLoadError, RouterError, TaggerError } from '../../errors.js';
 import { planWindows } from '../../text/windows.js';
 import type { Sentence, TokenSpan } from '../../types.js';
-import { entityTypes, softmaxInto, spansFromLabelIndices, splitTag } from '../bio.js';
+import { entityTypes, spansFromLabelIndices, splitTag } from '../bio.js';
 import { readJson, TokenizerConfigSchema, TokenizerJsonSchema } from '../model-bundle.js';
-import { onnxSessionOptions } from '../onnx-backend.js';
+import { GenerationSession } from '../onnx-backend.js';
 import { abortError } from '../token-classifier.js';
 import type { ModelInfo, SentenceTagging, TagOptions } from '../types.js';
+import { type GenerationModel, type GenerationOutput, type GenerationRow, packBatch } from './generation-loop.js';
 import type { LlmHttpClient } from './http.js';
 import type { LlmTagger } from './index.js';
 
@@ -102,12 +102,7 @@ function graphNames(layers: number): { inputs: string[]; outputs: string[] } {
   return { inputs, outputs };
 }
 
-/** One row to decode: the word pieces of a sentence (or window), and the labels its tags may take. */
-export interface GenerationRow {
-  pieces: readonly (readonly number[])[];
-  /** Per label: may be written. Undefined: every label. */
-  allowed?: Uint8Array;
-}
+export type { GenerationRow };
 
 /** One decoded row: the chosen label index per word, and per word the softmax over the label tokens. */
 export interface GenerationResult {
@@ -123,46 +118,63 @@ export interface GenerationStats {
   /** Tokens fed (real, not padding) and positions computed (padding included). */
   tokensFed: number;
   positionsComputed: number;
-  /** Milliseconds inside `session.run`, and in the whole generation (tensor building and tag choice included). */
+  /**
+   * Milliseconds inside `session.run` (on the inference thread), and in the
+   * whole generation as the caller waits for it (tensor building, tag choice,
+   * the hop to the inference thread and any wait there included).
+   */
   runMs: number;
   totalMs: number;
 }
 
+/** How often `generate` asks a `shouldStop` function while the inference thread generates (a step takes tens of ms). */
+const STOP_POLL_MS = 5;
+
 /**
  * The model and its constrained greedy generation, without queues: what both
  * the tagger and the reference server run, and what the benchmark compares
- * with a bare onnxruntime loop.
+ * with a bare onnxruntime loop. The session and the generation loop
+ * (generation-loop.ts) run on the process's inference thread
+ * (GenerationSession), so a generation's steps never block the event loop.
  */
 export class GenerativeDecoder {
   readonly labels: readonly string[];
   readonly model: ModelInfo;
   readonly stats: GenerationStats = { batches: 0, rows: 0, steps: 0, tokensFed: 0, positionsComputed: 0, runMs: 0, totalMs: 0 };
-  /** Per label: its token id. */
-  private readonly labelIds: Int32Array;
-  /** Per label: the previous labels after which it may follow (BIO); null: always. */
-  private readonly follows: Array<Uint8Array | null>;
+  private closed = false;
+  /** What the generation loop needs of the model, sent with every batch. */
+  private readonly constants: GenerationModel;
   private readonly pieceCache = new Map<string, number[]>();
 
   private constructor(
     readonly dir: string,
     readonly config: GenerativeConfig,
     readonly tokenizer: Tokenizer,
-    private readonly session: ort.InferenceSession,
+    private readonly session: GenerationSession,
   ) {
     this.labels = config.labels;
-    this.labelIds = Int32Array.from(config.label_token_ids);
     this.model = generativeModelInfo(config);
     const split = config.labels.map(splitTag);
+    const L = split.length;
     const constrain = config.prompt.bio_constraint !== false;
-    this.follows = split.map((cur) => {
-      if (!constrain || cur.prefix !== 'I') return null;
-      // I-X only after B-X or I-X; index labels.length stands for "sentence start".
-      const ok = new Uint8Array(split.length + 1);
-      split.forEach((p, j) => {
-        if (p.prefix !== 'O' && p.type === cur.type) ok[j] = 1;
-      });
-      return ok;
+    // Row j: after which previous label label j may follow; column L stands for "sentence start". I-X only after B-X or I-X.
+    const follows = new Uint8Array(L * (L + 1)).fill(1);
+    split.forEach((cur, j) => {
+      if (!constrain || cur.prefix !== 'I') return;
+      for (let p = 0; p <= L; p++) follows[j * (L + 1) + p] = p < L && split[p].prefix !== 'O' && split[p].type === cur.type ? 1 : 0;
     });
+    this.constants = {
+      layers: config.n_layer,
+      heads: config.n_head,
+      headDim: config.head_dim,
+      vocab: config.vocab_size,
+      tab: config.tab_token_id,
+      newline: config.newline_token_id,
+      prefix: Int32Array.from(config.prompt.prefix_ids),
+      suffix: Int32Array.from(config.prompt.suffix_ids),
+      labelIds: Int32Array.from(config.label_token_ids),
+      follows,
+    };
   }
 
   static async load(dir: string, options: { intraOpThreads?: number } = {}): Promise<GenerativeDecoder> {
@@ -176,10 +188,9 @@ export class GenerativeDecoder {
     } catch (err) {
       throw new ModelLoadError(`tokenizer.json in ${modelDir} could not be loaded: ${(err as Error).message}`, { cause: err });
     }
-    // On the calling (main) thread, unlike OnnxBackend's sessions on the inference thread: moving it there is still open.
-    let session: ort.InferenceSession;
+    let session: GenerationSession;
     try {
-      session = await ort.InferenceSession.create(join(modelDir, 'model.onnx'), onnxSessionOptions(options.intraOpThreads ?? 0));
+      session = await GenerationSession.load(join(modelDir, 'model.onnx'), options.intraOpThreads ?? 0);
     } catch (err) {
       throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
     }
@@ -221,119 +232,64 @@ export class GenerativeDecoder {
   }
 
   /**
-   * Constrained greedy generation of a batch. Step 0 feeds each row's prompt,
-   * its first word and [TAB]; step k feeds `[tag k-1] [NL] word k [TAB]`; after
-   * each step the tag is the best allowed label token at the row's last fed
-   * position. Chunks are right-padded: pads get attention 0 and stay in the
-   * cache as holes no query attends to; position ids count real tokens only.
-   * `shouldStop` is asked between steps (every row's caller gave up).
+   * Constrained greedy generation of a batch (generateBatch in
+   * generation-loop.ts, on the inference thread). `stop` ends it between two
+   * steps (the words not reached keep tag 0 and zero probabilities): a
+   * signal's abort reaches the thread at once; a function is asked every few
+   * milliseconds while the generation runs.
    */
-  async generate(rows: readonly GenerationRow[], shouldStop?: () => boolean): Promise<GenerationResult[]> {
+  async generate(rows: readonly GenerationRow[], stop?: (() => boolean) | AbortSignal): Promise<GenerationResult[]> {
+    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the generative decoder is closed');
     const started = performance.now();
     const B = rows.length;
     const L = this.labels.length;
-    const { n_layer: layers, n_head: heads, head_dim: headDim, vocab_size: V } = this.config;
-    const { tab_token_id: TAB, newline_token_id: NL } = this.config;
-    const prefix = this.config.prompt.prefix_ids;
-    const suffix = this.config.prompt.suffix_ids;
-    const results: GenerationResult[] = rows.map((r) => ({ tags: new Int32Array(r.pieces.length), probs: new Float32Array(r.pieces.length * L) }));
     const steps = rows.reduce((m, r) => Math.max(m, r.pieces.length), 0);
-    if (B === 0 || steps === 0) return results;
+    if (B === 0 || steps === 0) return rows.map((r) => ({ tags: new Int32Array(r.pieces.length), probs: new Float32Array(r.pieces.length * L) }));
 
-    const nReal = new Int32Array(B);
-    let mask = new BigInt64Array(0);
-    let past: Record<string, ort.Tensor> = {};
-    for (let i = 0; i < layers; i++) {
-      past[`past_key_values.${i}.key`] = new ort.Tensor('float32', new Float32Array(0), [B, heads, 0, headDim]);
-      past[`past_key_values.${i}.value`] = new ort.Tensor('float32', new Float32Array(0), [B, heads, 0, headDim]);
+    const batch = packBatch(rows, L);
+    // Row offsets, read before the batch's arrays are handed over to the inference thread.
+    const rowWords = batch.rowWords.slice();
+    const cancel = new Int32Array(new SharedArrayBuffer(4));
+    const cancelNow = (): void => {
+      Atomics.store(cancel, 0, 1);
+    };
+    let poll: NodeJS.Timeout | undefined;
+    if (typeof stop === 'function') {
+      if (stop()) cancelNow();
+      else {
+        poll = setInterval(() => {
+          if (stop()) cancelNow();
+        }, STOP_POLL_MS);
+        poll.unref();
+      }
+    } else if (stop !== undefined) {
+      if (stop.aborted) cancelNow();
+      else stop.addEventListener('abort', cancelNow, { once: true });
     }
-    const labelLogits = new Float32Array(L);
-    const chunks: number[][] = new Array<number[]>(B);
-    let pastLen = 0;
-    for (let k = 0; k < steps; k++) {
-      if (shouldStop?.() === true) break;
-      let T = 0;
-      for (let b = 0; b < B; b++) {
-        const p = rows[b].pieces;
-        let c: number[];
-        if (k >= p.length) c = [];
-        else if (k === 0) {
-          c = [...prefix];
-          for (const w of p) for (const x of w) c.push(x);
-          c.push(...suffix, ...p[0], TAB);
-        } else c = [this.labelIds[results[b].tags[k - 1]], NL, ...p[k], TAB];
-        chunks[b] = c;
-        if (c.length > T) T = c.length;
-      }
-      const S = pastLen + T;
-      const ids = new BigInt64Array(B * T);
-      const pos = new BigInt64Array(B * T);
-      const nextMask = new BigInt64Array(B * S);
-      for (let b = 0; b < B; b++) {
-        nextMask.set(mask.subarray(b * pastLen, (b + 1) * pastLen), b * S);
-        const c = chunks[b];
-        for (let t = 0; t < c.length; t++) {
-          ids[b * T + t] = BigInt(c[t]);
-          pos[b * T + t] = BigInt(nReal[b] + t);
-          nextMask[b * S + pastLen + t] = 1n;
-        }
-        this.stats.tokensFed += c.length;
-      }
-      mask = nextMask;
-      const runStart = performance.now();
-      const out = await this.session.run({
-        input_ids: new ort.Tensor('int64', ids, [B, T]),
-        attention_mask: new ort.Tensor('int64', mask, [B, S]),
-        position_ids: new ort.Tensor('int64', pos, [B, T]),
-        ...past,
-      });
-      this.stats.runMs += performance.now() - runStart;
-      this.stats.steps++;
-      this.stats.positionsComputed += B * T;
-      const next: Record<string, ort.Tensor> = {};
-      for (let i = 0; i < layers; i++) {
-        next[`past_key_values.${i}.key`] = out[`present.${i}.key`];
-        next[`past_key_values.${i}.value`] = out[`present.${i}.value`];
-      }
-      past = next;
-      pastLen = S;
-      const logits = out.logits.data as Float32Array;
-      if (logits.length !== B * T * V) throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `logits have ${logits.length} values, expected ${B} x ${T} x ${V}`);
-      for (let b = 0; b < B; b++) {
-        const c = chunks[b];
-        if (c.length === 0) continue;
-        nReal[b] += c.length;
-        const at = (b * T + c.length - 1) * V;
-        for (let j = 0; j < L; j++) labelLogits[j] = logits[at + this.labelIds[j]];
-        const r = results[b];
-        const prev = k === 0 ? L : r.tags[k - 1];
-        r.tags[k] = this.choose(labelLogits, prev, rows[b].allowed);
-        softmaxInto(labelLogits, 0, L, r.probs, k * L);
-      }
+    let out: GenerationOutput;
+    try {
+      out = await this.session.generate({ model: this.constants, batch }, cancel);
+    } finally {
+      if (poll !== undefined) clearInterval(poll);
+      if (stop !== undefined && typeof stop !== 'function') stop.removeEventListener('abort', cancelNow);
     }
+    this.stats.runMs += out.runMs;
+    this.stats.steps += out.steps;
+    this.stats.tokensFed += out.tokensFed;
+    this.stats.positionsComputed += out.positionsComputed;
     this.stats.batches++;
     this.stats.rows += B;
     this.stats.totalMs += performance.now() - started;
-    return results;
-  }
-
-  /** The best label allowed after `prev` (L: sentence start) and by the row's set; without one, the best allowed, then the best. */
-  private choose(logits: Float32Array, prev: number, allowed: Uint8Array | undefined): number {
-    let best = -1;
-    let bestAllowed = -1;
-    let bestAny = 0;
-    for (let j = 0; j < logits.length; j++) {
-      if (logits[j] > logits[bestAny]) bestAny = j;
-      if (allowed !== undefined && allowed[j] !== 1) continue;
-      if (bestAllowed < 0 || logits[j] > logits[bestAllowed]) bestAllowed = j;
-      const f = this.follows[j];
-      if (f !== null && f[prev] !== 1) continue;
-      if (best < 0 || logits[j] > logits[best]) best = j;
-    }
-    return best >= 0 ? best : bestAllowed >= 0 ? bestAllowed : bestAny;
+    // Views on the two arrays that came back: they are ours alone.
+    return rows.map((_, b) => ({
+      tags: out.tags.subarray(rowWords[b], rowWords[b + 1]),
+      probs: out.probs.subarray(rowWords[b] * L, rowWords[b + 1] * L),
+    }));
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.session.release();
   }
 }
@@ -506,11 +462,16 @@ export class GenerativeLlmTagger implements LlmTagger {
   }
 
   private async runBatch(batch: RowJob[]): Promise<void> {
+    // Aborted once every caller of the batch has left: the generation stops before its next step, with no polling.
+    const everyoneLeft = new AbortController();
+    const onAbort = (): void => {
+      if (batch.every((j) => j.signal?.aborted === true)) everyoneLeft.abort();
+    };
+    for (const job of batch) job.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const everyoneLeft = (): boolean => batch.every((j) => j.signal?.aborted === true);
       const out = await this.decoder.generate(
         batch.map((j) => j.row),
-        everyoneLeft,
+        everyoneLeft.signal,
       );
       for (const [i, job] of batch.entries()) {
         if (job.signal?.aborted === true) job.reject(abortError(job.signal));
@@ -522,6 +483,8 @@ export class GenerativeLlmTagger implements LlmTagger {
           ? err
           : new TaggerError(ErrorCodes.INFERENCE_FAILED, `generation failed on a batch of ${batch.length} rows: ${(err as Error).message}`, { cause: err });
       for (const job of batch) job.reject(failure);
+    } finally {
+      for (const job of batch) job.signal?.removeEventListener('abort', onAbort);
     }
   }
 
