@@ -7,7 +7,7 @@
 # they are missing, otherwise it says what is missing.
 #
 #   scripts/train-encoders.sh                 # all three
-#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, jnlpba)
+#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, jnlpba, jnlpba-refit)
 #   RECIPE=scratch scripts/train-encoders.sh  # the committed from-scratch bundles
 #   OUT_ROOT=DIR PRETRAIN_DIR=DIR ...         # where bundles / corpus+vectors go
 #
@@ -97,17 +97,23 @@ train() {
     bc5cdr-refit)
       # all of train (--no-holdout) for the 20 epochs the held-out run above picked (best epoch 20)
       nice -n 5 "$PY" training/train_encoder.py --dataset bc5cdr --epochs 20 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --no-holdout --out "$out_root/bc5cdr-encoder-refit" --fixture "$fx" ;;
+    jnlpba-refit)
+      # all of train for the 5 planned epochs (the held-out run's time guard stopped it after 4, still improving); no time guard
+      nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --no-holdout --out "$out_root/jnlpba-encoder-refit" --fixture "$fx" ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }
 
 bundle() {
-  if [[ "$1" == bc5cdr-refit ]]; then echo "$out_root/bc5cdr-encoder-refit"; else echo "$out_root/$1-encoder"; fi
+  case "$1" in
+    *-refit) echo "$out_root/${1%-refit}-encoder-refit" ;;
+    *) echo "$out_root/$1-encoder" ;;
+  esac
 }
 
 datasets=("$@")
 if [[ ${#datasets[@]} == 0 ]]; then
-  if [[ "$recipe" == scratch ]]; then datasets=(bc5cdr ncbi-disease jnlpba); else datasets=(bc5cdr bc5cdr-refit ncbi-disease jnlpba); fi
+  if [[ "$recipe" == scratch ]]; then datasets=(bc5cdr ncbi-disease jnlpba); else datasets=(bc5cdr bc5cdr-refit ncbi-disease jnlpba jnlpba-refit); fi
 fi
 for d in "${datasets[@]}"; do
   echo "train-encoders: $d (log $log_dir/$d.log)" >&2
