@@ -1212,7 +1212,16 @@ def stage_export(args):
     mean_len = facts["tokens_per_epoch"] / max(1, facts["train_sequences"])
     fpt_full = flops_per_token(cfg, mean_len / 2, True)
     fpt_body = flops_per_token(cfg, mean_len / 2, False)
-    d = facts["devel"]
+    multi = len(facts.get("datasets", [])) > 1
+    d = facts["devel"][args.dataset] if multi else facts["devel"]
+    if multi:  # the multi-task run's commands (its finetune key names all its datasets)
+        args.commands = [c for k in ("vocab", "pretrain", f"finetune:{facts['dataset']}{'-ctx' + str(facts['context_pieces']) if facts.get('context_pieces') else ''}",
+                                     f"export:{args.dataset}") for c in args.history.get(k, [])]
+    enc_cfg = os.path.join(REPO, "models", f"{args.dataset}-encoder", "config.json")
+    enc_params = 1770000
+    if os.path.exists(enc_cfg):
+        with open(enc_cfg) as f:
+            enc_params = json.load(f).get("bioner", {}).get("params", enc_params)
     meta = {
         "name": f"{args.dataset}-generative",
         "version": args.version,
@@ -1222,7 +1231,8 @@ def stage_export(args):
         "flops_per_token": fpt_full,
         "flops_per_token_without_lm_head": fpt_body,
         "flops_mean_context": round(mean_len / 2, 1),
-        "encoder_reference_params": 1770000,
+        "encoder_reference_params": enc_params,
+        "multitask": {"datasets": facts["datasets"], "mix": facts["mix"]} if multi else None,
         "pretraining": facts["pretraining"],
         "finetune": {k: facts[k] for k in ("train_sequences", "tokens_per_epoch", "epochs_run",
                                            "best_epoch", "heldout_f1", "finetune_seconds",
@@ -1342,7 +1352,8 @@ def write_model_card(args, config, meta, facts, worst_pad, worst_kv):
         f"- Decoder-only pre-LN transformer: {config['n_layer']} layers, d={config['n_embd']}, "
         f"{config['n_head']} heads, GELU MLP {config['n_inner']}, rotary positions, tied "
         f"input/output embeddings; {meta['params']:,} parameters "
-        f"({meta['params'] / meta['encoder_reference_params']:.1f}x the 1.77M encoder).",
+        f"({meta['params'] / meta['encoder_reference_params']:.1f}x the {meta['encoder_reference_params'] / 1e6:.2f}M "
+        f"{meta['dataset']} encoder).",
         f"- About {meta['flops_per_token'] / 1e6:.1f} MFLOPs per token with full-vocabulary logits "
         f"({meta['flops_per_token_without_lm_head'] / 1e6:.1f} without the output layer) at a "
         f"mean context of {meta['flops_mean_context']:.0f} tokens.",
@@ -1547,6 +1558,7 @@ def main():
     else:
         hist[key] = [cmd]
     te.write_json(hist_path, hist)
+    args.history = hist
     args.commands = [c for k in ("vocab", "pretrain", f"finetune:{args.dataset}", f"export:{args.dataset}")
                      for c in hist.get(k, [])]
     {"vocab": lambda a: load_or_build_vocab(a, build_ok=True), "pretrain": stage_pretrain,
