@@ -243,6 +243,59 @@ const data = workerData as { [WORKER_FLAG]?: boolean; state?: Int32Array } | nul
 if (!isMainThread && data?.[WORKER_FLAG] === true && data.state !== undefined) serveInferenceThread(data.state);
 
 /**
+ * One session on the inference thread, held by OnnxBackend or GenerationSession:
+ * loaded there (the thread is started if need be), released once, which ends
+ * the thread with its last session.
+ */
+class ThreadSession {
+  private released = false;
+
+  private constructor(
+    private readonly thread: InferenceThread,
+    private readonly session: number,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  /** onnxruntime's error as is (the caller names the bundle). */
+  static async load(modelPath: string, intraOpThreads: number): Promise<ThreadSession> {
+    const thread = InferenceThread.acquire();
+    try {
+      const loaded = await thread.ask({ kind: 'load', id: thread.id(), modelPath, options: onnxSessionOptions(intraOpThreads) });
+      return new ThreadSession(thread, loaded.session ?? 0, loaded.inputNames ?? [], loaded.outputNames ?? []);
+    } catch (err) {
+      await thread.releaseOne();
+      throw err;
+    }
+  }
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  run(feeds: Array<{ name: string; data: BigInt64Array; dims: number[] }>): Promise<InferenceReply & { ok: true }> {
+    return this.thread.ask(
+      { kind: 'run', id: this.thread.id(), session: this.session, feeds },
+      feeds.map((f) => f.data.buffer as ArrayBuffer),
+    );
+  }
+
+  generate(job: GenerationJob, cancel: Int32Array, transfer: ArrayBuffer[]): Promise<InferenceReply & { ok: true }> {
+    return this.thread.ask({ kind: 'generate', id: this.thread.id(), session: this.session, job, cancel }, transfer);
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    try {
+      await this.thread.ask({ kind: 'release', id: this.thread.id(), session: this.session });
+    } finally {
+      await this.thread.releaseOne();
+    }
+  }
+}
+
+/**
  * Runs `model.onnx` of an HF token-classification export in-process, on the
  * process's inference thread (InferenceThread): inputs `input_ids`,
  * `attention_mask` (and `token_type_ids` when the graph has it), output
@@ -265,45 +318,32 @@ export class OnnxBackend implements LogitsBackend {
   /** Runs done and the time onnxruntime itself took for them (ms, measured on the inference thread). */
   readonly stats = { runs: 0, runMs: 0 };
   private readonly needsTokenTypeIds: boolean;
-  private closed = false;
 
   private constructor(
-    private readonly thread: InferenceThread,
-    private readonly session: number,
-    inputNames: readonly string[],
+    private readonly session: ThreadSession,
     private readonly options: OnnxBackendOptions,
   ) {
-    this.needsTokenTypeIds = inputNames.includes('token_type_ids');
+    this.needsTokenTypeIds = session.inputNames.includes('token_type_ids');
   }
 
   static async load(modelDir: string, options: OnnxBackendOptions): Promise<OnnxBackend> {
-    const thread = InferenceThread.acquire();
-    let loaded: { session?: number; inputNames?: string[] };
+    let session: ThreadSession;
     try {
-      loaded = await thread.ask({
-        kind: 'load',
-        id: thread.id(),
-        modelPath: join(modelDir, 'model.onnx'),
-        options: onnxSessionOptions(options.intraOpThreads ?? 0),
-      });
+      session = await ThreadSession.load(join(modelDir, 'model.onnx'), options.intraOpThreads ?? 0);
     } catch (err) {
-      await thread.releaseOne();
       throw new ModelLoadError(`model.onnx in ${modelDir} could not be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
     }
-    const session = loaded.session ?? 0;
-    const inputNames = loaded.inputNames ?? [];
     for (const input of ['input_ids', 'attention_mask']) {
-      if (!inputNames.includes(input)) {
-        await thread.ask({ kind: 'release', id: thread.id(), session }).catch(() => undefined);
-        await thread.releaseOne();
-        throw new ModelLoadError(`model.onnx in ${modelDir} lacks the input "${input}" (has ${inputNames.join(', ')})`);
+      if (!session.inputNames.includes(input)) {
+        await session.release().catch(() => undefined);
+        throw new ModelLoadError(`model.onnx in ${modelDir} lacks the input "${input}" (has ${session.inputNames.join(', ')})`);
       }
     }
-    return new OnnxBackend(thread, session, inputNames, options);
+    return new OnnxBackend(session, options);
   }
 
   async run(batch: readonly number[][]): Promise<Float32Array[]> {
-    if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the onnxruntime session is closed');
+    if (this.session.isReleased) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the onnxruntime session is closed');
     const rows = batch.length;
     const cols = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
     const inputIds = new BigInt64Array(rows * cols).fill(BigInt(this.options.padId));
@@ -320,10 +360,7 @@ export class OnnxBackend implements LogitsBackend {
       { name: 'attention_mask', data: mask, dims: [rows, cols] },
     ];
     if (this.needsTokenTypeIds) feeds.push({ name: 'token_type_ids', data: new BigInt64Array(rows * cols), dims: [rows, cols] });
-    const reply = await this.thread.ask(
-      { kind: 'run', id: this.thread.id(), session: this.session, feeds },
-      feeds.map((f) => f.data.buffer as ArrayBuffer),
-    );
+    const reply = await this.session.run(feeds);
     this.stats.runs++;
     this.stats.runMs += reply.runMs ?? 0;
     const logits = reply.logits ?? new Float32Array(0);
@@ -336,14 +373,8 @@ export class OnnxBackend implements LogitsBackend {
     return batch.map((ids, r) => logits.subarray(r * cols * numLabels, (r * cols + ids.length) * numLabels));
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    try {
-      await this.thread.ask({ kind: 'release', id: this.thread.id(), session: this.session });
-    } finally {
-      await this.thread.releaseOne();
-    }
+  close(): Promise<void> {
+    return this.session.release();
   }
 }
 
@@ -354,25 +385,19 @@ export class OnnxBackend implements LogitsBackend {
  * probabilities come back (transferred, not copied).
  */
 export class GenerationSession {
-  private released = false;
+  private constructor(private readonly session: ThreadSession) {}
 
-  private constructor(
-    private readonly thread: InferenceThread,
-    private readonly session: number,
-    readonly inputNames: readonly string[],
-    readonly outputNames: readonly string[],
-  ) {}
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
 
   /** Loads `modelPath` there; onnxruntime's error as is (the caller names the bundle). */
   static async load(modelPath: string, intraOpThreads: number): Promise<GenerationSession> {
-    const thread = InferenceThread.acquire();
-    try {
-      const loaded = await thread.ask({ kind: 'load', id: thread.id(), modelPath, options: onnxSessionOptions(intraOpThreads) });
-      return new GenerationSession(thread, loaded.session ?? 0, loaded.inputNames ?? [], loaded.outputNames ?? []);
-    } catch (err) {
-      await thread.releaseOne();
-      throw err;
-    }
+    return new GenerationSession(await ThreadSession.load(modelPath, intraOpThreads));
   }
 
   /**
@@ -380,9 +405,9 @@ export class GenerationSession {
    * reuse them). Setting `cancel[0]` to 1 (Atomics.store) stops it before its next step.
    */
   async generate(job: GenerationJob, cancel: Int32Array): Promise<GenerationOutput> {
-    if (this.released) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the generative onnxruntime session is closed');
+    if (this.session.isReleased) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the generative onnxruntime session is closed');
     const { batch } = job;
-    const reply = await this.thread.ask({ kind: 'generate', id: this.thread.id(), session: this.session, job, cancel }, [
+    const reply = await this.session.generate(job, cancel, [
       batch.rowWords.buffer as ArrayBuffer,
       batch.wordPieces.buffer as ArrayBuffer,
       batch.pieces.buffer as ArrayBuffer,
@@ -392,13 +417,7 @@ export class GenerationSession {
     return reply.generation;
   }
 
-  async release(): Promise<void> {
-    if (this.released) return;
-    this.released = true;
-    try {
-      await this.thread.ask({ kind: 'release', id: this.thread.id(), session: this.session });
-    } finally {
-      await this.thread.releaseOne();
-    }
+  release(): Promise<void> {
+    return this.session.release();
   }
 }
