@@ -16,7 +16,7 @@
  *    leaves, and duplicates after SIGKILL of one member mid-stream.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import inspector from 'node:inspector/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -29,7 +29,6 @@ import ort from 'onnxruntime-node';
 import { validateConfig } from '../src/config/load.js';
 import { MockKafkaCluster, ensureMockKafkaBinary } from '../src/embedded/mock-cluster.js';
 import { readTopics } from '../src/embedded/read-topic.js';
-import { readMtsamplesCsv, readNotesFile } from '../src/eval/datasets.js';
 import { encodeNote } from '../src/ingest/decode.js';
 import { createKafka, createProducer } from '../src/kafka/index.js';
 import { composeRouter } from '../src/pipeline/compose.js';
@@ -40,7 +39,7 @@ import { onnxSessionOptions } from '../src/taggers/onnx-backend.js';
 import type { LogitsBackend } from '../src/taggers/token-classifier.js';
 import { silentLogger } from '../src/telemetry/logger.js';
 import { planWindows, prepareText, type TextWindow } from '../src/text/index.js';
-import { feedsFor, median } from './bench-util.js';
+import { BenchTable, feedsFor, loadBenchTexts, median, r2 } from './bench-util.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -67,19 +66,8 @@ const THREADS = Number(process.env.BENCH_THREADS ?? 2);
 const ENCODER_DIR = resolve(packageRoot, 'models/bc5cdr-encoder');
 
 const results: Record<string, unknown> = { quick, threads: THREADS };
-const rows: Array<[string, string, string]> = [];
-const row = (what: string, value: string, note = ''): void => {
-  rows.push([what, value, note]);
-  process.stderr.write(`  ${what}: ${value} ${note}\n`);
-};
-const r2 = (x: number): number => Number(x.toFixed(2));
-
-async function loadTexts(): Promise<{ source: string; texts: string[] }> {
-  const csv = resolve(packageRoot, '../shared/data/mtsamples/mtsamples.csv');
-  if (existsSync(csv)) return { source: 'mtsamples.csv', texts: await readMtsamplesCsv(csv) };
-  const jsonl = resolve(packageRoot, 'test/fixtures/mtsamples/notes.jsonl');
-  return { source: 'fixtures notes.jsonl', texts: (await readNotesFile(jsonl)).map((n) => n.text).filter((t) => t.trim() !== '') };
-}
+const table = new BenchTable();
+const { row } = table;
 
 /** What the encoder's backend did during one pipeline run. */
 interface BackendTrace {
@@ -922,7 +910,7 @@ async function benchInstances(cluster: MockKafkaCluster, texts: string[]): Promi
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const { source, texts } = await loadTexts();
+  const { source, texts } = await loadBenchTexts();
   process.stderr.write(`bench:scale: ${source}, ${THREADS} onnxruntime threads${quick ? ' (quick)' : ''}\n`);
   await ensureMockKafkaBinary();
   const cluster = await MockKafkaCluster.start({ brokers: 1 });
@@ -933,14 +921,7 @@ async function main(): Promise<void> {
   } finally {
     await cluster.stop();
   }
-  const w1 = Math.max(...rows.map((r) => r[0].length));
-  const w2 = Math.max(...rows.map((r) => r[1].length));
-  const lines = [
-    `bioner-router bench:scale (${source}, ${THREADS} threads${quick ? ', quick' : ''})`,
-    `${'measure'.padEnd(w1)}  ${'value'.padEnd(w2)}  notes`,
-    '-'.repeat(w1 + w2 + 40),
-  ];
-  for (const [a, b, c] of rows) lines.push(`${a.padEnd(w1)}  ${b.padEnd(w2)}  ${c}`);
+  const lines = table.lines(`bioner-router bench:scale (${source}, ${THREADS} threads${quick ? ', quick' : ''})`);
   results.wall_s = r2((performance.now() - started) / 1000);
   lines.push(`bench:scale wall time ${results.wall_s} s`);
   process.stdout.write(`${lines.join('\n')}\n${JSON.stringify(results)}\n`);

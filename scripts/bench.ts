@@ -22,7 +22,6 @@ import ort from 'onnxruntime-node';
 import { validateConfig } from '../src/config/load.js';
 import { MockKafkaCluster, ensureMockKafkaBinary } from '../src/embedded/mock-cluster.js';
 import { readTopics, type ReadRecord } from '../src/embedded/read-topic.js';
-import { readMtsamplesCsv, readNotesFile } from '../src/eval/datasets.js';
 import { encodeNote } from '../src/ingest/decode.js';
 import { createKafka, createProducer } from '../src/kafka/index.js';
 import { decodeTaggedNote } from '../src/publish/tagged-note.js';
@@ -40,7 +39,7 @@ import { startLlmServer } from '../src/taggers/llm/reference-server.js';
 import { benchGeneration } from './bench-generation.js';
 import { composeRouter, loadRouter } from '../src/pipeline/compose.js';
 import type { Sentence } from '../src/types.js';
-import { feedsFor, median } from './bench-util.js';
+import { BenchTable, feedsFor, loadBenchTexts, median, r2 } from './bench-util.js';
 
 const quick = process.argv.includes('--quick');
 const P = quick
@@ -52,27 +51,10 @@ const ENCODER_DIR = resolve(packageRoot, 'models/bc5cdr-encoder');
 const LLM_DIR = resolve(packageRoot, 'models/bc5cdr-decoder-classifier');
 
 const results: Record<string, unknown> = { quick, threads: THREADS };
-const rows: Array<[string, string, string]> = [];
-const row = (what: string, value: string, note = ''): void => {
-  rows.push([what, value, note]);
-  process.stderr.write(`  ${what}: ${value} ${note}\n`);
-};
-const r2 = (x: number): number => Number(x.toFixed(2));
+const table = new BenchTable();
+const { row } = table;
 const pct = (sorted: number[], p: number): number =>
   sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-
-async function loadTexts(): Promise<{ source: string; texts: string[] }> {
-  const csv = resolve(packageRoot, '../shared/data/mtsamples/mtsamples.csv');
-  if (existsSync(csv)) return { source: 'mtsamples.csv', texts: (await readMtsamplesCsv(csv)).slice(0, P.notes) };
-  const jsonl = resolve(packageRoot, 'test/fixtures/mtsamples/notes.jsonl');
-  return {
-    source: 'fixtures notes.jsonl',
-    texts: (await readNotesFile(jsonl))
-      .map((n) => n.text)
-      .filter((t) => t.trim() !== '')
-      .slice(0, P.notes),
-  };
-}
 
 /** Wraps the tagger's backend to record the batches it sends and the time spent in them. */
 function instrument(tagger: EncoderTagger): { batches: number[][][]; backendMs: () => number; runMs: () => number; reset: () => void } {
@@ -528,7 +510,8 @@ async function benchLlm(sentences: Sentence[]): Promise<void> {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const { source, texts } = await loadTexts();
+  const { source, texts: allTexts } = await loadBenchTexts();
+  const texts = allTexts.slice(0, P.notes);
   const prepared = texts.map((t) => prepareText(t).sentences);
   const tp = performance.now();
   for (const t of texts) prepareText(t);
@@ -545,14 +528,7 @@ async function main(): Promise<void> {
   await benchRouter(prepared, share);
   await benchLlm(all);
 
-  const w1 = Math.max(...rows.map((r) => r[0].length));
-  const w2 = Math.max(...rows.map((r) => r[1].length));
-  const lines = [
-    `bioner-router bench (${source}, ${texts.length} notes, ${THREADS} threads${quick ? ', quick' : ''})`,
-    `${'measure'.padEnd(w1)}  ${'value'.padEnd(w2)}  notes`,
-    '-'.repeat(w1 + w2 + 40),
-  ];
-  for (const [a, b, c] of rows) lines.push(`${a.padEnd(w1)}  ${b.padEnd(w2)}  ${c}`);
+  const lines = table.lines(`bioner-router bench (${source}, ${texts.length} notes, ${THREADS} threads${quick ? ', quick' : ''})`);
   lines.push(`bench wall time ${((performance.now() - started) / 1000).toFixed(1)} s`);
   results.wall_s = r2((performance.now() - started) / 1000);
   process.stdout.write(lines.join('\n') + '\n');
