@@ -127,9 +127,6 @@ export interface GenerationStats {
   totalMs: number;
 }
 
-/** How often `generate` asks a `shouldStop` function while the inference thread generates (a step takes tens of ms). */
-const STOP_POLL_MS = 5;
-
 /**
  * The model and its constrained greedy generation, without queues: what both
  * the tagger and the reference server run, and what the benchmark compares
@@ -234,11 +231,10 @@ export class GenerativeDecoder {
   /**
    * Constrained greedy generation of a batch (generateBatch in
    * generation-loop.ts, on the inference thread). `stop` ends it between two
-   * steps (the words not reached keep tag 0 and zero probabilities): a
-   * signal's abort reaches the thread at once; a function is asked every few
-   * milliseconds while the generation runs.
+   * steps once aborted (the words not reached keep tag 0 and zero
+   * probabilities): the abort sets a flag the thread reads before each step.
    */
-  async generate(rows: readonly GenerationRow[], stop?: (() => boolean) | AbortSignal): Promise<GenerationResult[]> {
+  async generate(rows: readonly GenerationRow[], stop?: AbortSignal): Promise<GenerationResult[]> {
     if (this.closed) throw new TaggerError(ErrorCodes.TAGGER_UNAVAILABLE, 'the generative decoder is closed');
     const started = performance.now();
     const B = rows.length;
@@ -253,25 +249,13 @@ export class GenerativeDecoder {
     const cancelNow = (): void => {
       Atomics.store(cancel, 0, 1);
     };
-    let poll: NodeJS.Timeout | undefined;
-    if (typeof stop === 'function') {
-      if (stop()) cancelNow();
-      else {
-        poll = setInterval(() => {
-          if (stop()) cancelNow();
-        }, STOP_POLL_MS);
-        poll.unref();
-      }
-    } else if (stop !== undefined) {
-      if (stop.aborted) cancelNow();
-      else stop.addEventListener('abort', cancelNow, { once: true });
-    }
+    if (stop?.aborted === true) cancelNow();
+    else stop?.addEventListener('abort', cancelNow, { once: true });
     let out: GenerationOutput;
     try {
       out = await this.session.generate({ model: this.constants, batch }, cancel);
     } finally {
-      if (poll !== undefined) clearInterval(poll);
-      if (stop !== undefined && typeof stop !== 'function') stop.removeEventListener('abort', cancelNow);
+      stop?.removeEventListener('abort', cancelNow);
     }
     this.stats.runMs += out.runMs;
     this.stats.steps += out.steps;
