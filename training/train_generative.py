@@ -1215,8 +1215,9 @@ def stage_export(args):
     multi = len(facts.get("datasets", [])) > 1
     d = facts["devel"][args.dataset] if multi else facts["devel"]
     if multi:  # the multi-task run's commands (its finetune key names all its datasets)
-        args.commands = [c for k in ("vocab", "pretrain", f"finetune:{facts['dataset']}{'-ctx' + str(facts['context_pieces']) if facts.get('context_pieces') else ''}",
-                                     f"export:{args.dataset}") for c in args.history.get(k, [])]
+        # (context checkpoints are refused above, so the key is the datasets joined by '+', as finetune_name writes it)
+        args.commands = [c for k in ("vocab", "pretrain", f"finetune:{facts['dataset']}", f"export:{args.dataset}")
+                         for c in args.history.get(k, [])]
     enc_cfg = os.path.join(REPO, "models", f"{args.dataset}-encoder", "config.json")
     enc_params = 1770000
     if os.path.exists(enc_cfg):
