@@ -7,7 +7,7 @@
 # they are missing, otherwise it says what is missing.
 #
 #   scripts/train-encoders.sh                 # all three
-#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, jnlpba, jnlpba-refit)
+#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, ncbi-disease-refit, ncbi-disease-aux, jnlpba, jnlpba-refit)
 #   RECIPE=scratch scripts/train-encoders.sh  # the committed from-scratch bundles
 #   OUT_ROOT=DIR PRETRAIN_DIR=DIR ...         # where bundles / corpus+vectors go
 #
@@ -100,6 +100,12 @@ train() {
     jnlpba-refit)
       # all of train for the 5 planned epochs (the held-out run's time guard stopped it after 4, still improving); no time guard
       nice -n 5 "$PY" training/train_encoder.py --dataset jnlpba --epochs 5 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --no-holdout --out "$out_root/jnlpba-encoder-refit" --fixture "$fx" ;;
+    ncbi-disease-refit)
+      # all of train for 13 epochs, the held-out run's best epoch (of 18)
+      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --epochs 13 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --no-holdout --out "$out_root/ncbi-disease-encoder-refit" --fixture "$fx" ;;
+    ncbi-disease-aux)
+      # multi-task: BC5CDR's whole train split beside NCBI's, its own head over the shared layers (dropped at export)
+      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --aux-dataset bc5cdr --epochs 18 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/ncbi-disease-encoder-aux" --fixture "$fx" ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }
@@ -107,6 +113,7 @@ train() {
 bundle() {
   case "$1" in
     *-refit) echo "$out_root/${1%-refit}-encoder-refit" ;;
+    *-aux) echo "$out_root/${1%-aux}-encoder-aux" ;;
     *) echo "$out_root/$1-encoder" ;;
   esac
 }

@@ -488,7 +488,8 @@ class CharPieceEncoder(nn.Module):
 class BiLSTMForTokenClassification(nn.Module):
     def __init__(self, vocab_size, num_labels, emb_dim=128, hidden=128,
                  layers=2, dropout=0.4, emb_dropout=0.25, vocab=None,
-                 char_filters=0, id_dropout=0.0, vectors=None, vectors_mode="feature"):
+                 char_filters=0, id_dropout=0.0, vectors=None, vectors_mode="feature",
+                 aux_num_labels=()):
         super().__init__()
         self.id_dropout = id_dropout
         self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
@@ -520,8 +521,11 @@ class BiLSTMForTokenClassification(nn.Module):
             d = 2 * hidden
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(d, num_labels)
+        # --aux-dataset: one BIO head per auxiliary training set over the shared
+        # layers; training only (dropped before export, the bundle has one head).
+        self.aux_heads = nn.ModuleList(nn.Linear(d, n) for n in aux_num_labels)
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, head=0):
         rev = reverse_index(attention_mask)
         x = self.emb(input_ids)
         if self.char is not None or self.vproj is not None:
@@ -542,7 +546,7 @@ class BiLSTMForTokenClassification(nn.Module):
             if i > 0:
                 x = self.drop(x)
             x = layer(x, rev)
-        return self.out(self.drop(x))
+        return (self.out if head == 0 else self.aux_heads[head - 1])(self.drop(x))
 
     @torch.no_grad()
     def fold_char_features(self):
@@ -1052,6 +1056,12 @@ def main():
                          "held-out run")
     ap.add_argument("--limit", type=int, default=0,
                     help="smoke test: use only this many training sentences")
+    ap.add_argument("--aux-dataset", default="",
+                    help="comma list of other datasets whose whole train split is trained alongside, each "
+                         "with its own head over the shared layers (multi-task); sentences also in this "
+                         "dataset's devel or held-out slice are dropped; the bundle keeps only the main head")
+    ap.add_argument("--aux-mix", type=float, default=1.0,
+                    help="fraction of each auxiliary train split sampled per epoch")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--fixture", default=None,
                     help="verification fixture path (default /tmp/bioner-<dataset>-fixture.json)")
@@ -1072,10 +1082,23 @@ def main():
     types = DATASETS[args.dataset]["types"]
     labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
     label2id = {l: i for i, l in enumerate(labels)}
+    aux = []  # (name, labels, label2id, sentences)
+    for name in [a for a in args.aux_dataset.split(",") if a]:
+        if name == args.dataset or name not in DATASETS:
+            ap.error(f"--aux-dataset: {name!r} must be another of {sorted(DATASETS)}")
+        a_fit, _, _, _ = load_dataset(name, holdout=False)
+        seen = {tuple(s[0]) for s in devel + held}
+        kept = [s for s in a_fit if tuple(s[0]) not in seen]
+        a_labels = ["O"] + [f"{p}-{t}" for t in DATASETS[name]["types"] for p in ("B", "I")]
+        if args.limit:
+            kept = kept[:args.limit]
+        print(f"aux {name}: {len(kept)} train sentences ({len(a_fit) - len(kept)} dropped as also in "
+              f"{args.dataset} devel/held-out), labels {a_labels}", flush=True)
+        aux.append((name, a_labels, {l: i for i, l in enumerate(a_labels)}, kept))
     extra = []
     if args.vectors and args.corpus_words:
         extra = vector_corpus_words(args.vectors, args.corpus_words, args.corpus_min_count)
-    vocab = build_vocab(fit, args.max_words, args.min_word_freq, args.pieces,
+    vocab = build_vocab(fit + [s for a in aux for s in a[3]], args.max_words, args.min_word_freq, args.pieces,
                         extra_words=extra)
     vectors, vinfo = None, None
     if args.vectors:
@@ -1088,6 +1111,7 @@ def main():
     enc_fit = encode_sents(fit, wp, label2id)
     enc_held = encode_sents(held, wp, label2id)
     enc_dev = encode_sents(devel, wp, label2id)
+    enc_aux = [encode_sents(a[3], wp, a[2]) for a in aux]
     n_pieces = sum(len(e[0]) for e in enc_fit)
     n_words = sum(e[3] for e in enc_fit)
     unk = sum(1 for e in enc_dev for i in e[0] if i == UNK_ID)
@@ -1101,8 +1125,10 @@ def main():
     model = BiLSTMForTokenClassification(len(vocab), len(labels), args.emb_dim,
                                          args.hidden, args.layers, args.dropout,
                                          args.emb_dropout, vocab, args.char_filters,
-                                         args.id_dropout, vectors, args.vectors_mode)
+                                         args.id_dropout, vectors, args.vectors_mode,
+                                         [len(a[1]) for a in aux])
     params = sum(p.numel() for p in model.parameters())
+    params -= sum(p.numel() for p in model.aux_heads.parameters())  # dropped at export
     train_params = params
     if model.char is not None:
         params -= sum(p.numel() for p in model.char.parameters())  # folded away at export
@@ -1112,7 +1138,17 @@ def main():
     print(f"model: {params:,} params exported ({train_params:,} while training), "
           f"{fpt / 1e6:.2f} MFLOPs/token", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(enc_fit) / args.batch_size)
+    def epoch_batches():
+        """(head, batch) pairs: all main batches plus an --aux-mix sample of each auxiliary set."""
+        out = [(0, [enc_fit[i] for i in b]) for b in batches(enc_fit, args.batch_size, rng)]
+        for h, ea in enumerate(enc_aux, start=1):
+            sample = rng.sample(ea, int(round(len(ea) * args.aux_mix)))
+            out += [(h, [sample[i] for i in b]) for b in batches(sample, args.batch_size, rng)]
+        rng.shuffle(out)
+        return out
+
+    steps_per_epoch = math.ceil(len(enc_fit) / args.batch_size) + sum(
+        math.ceil(int(round(len(ea) * args.aux_mix)) / args.batch_size) for ea in enc_aux)
     total_steps = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1.0 - (1.0 - args.final_lr_frac) * min(s, total_steps) / total_steps)
@@ -1130,12 +1166,13 @@ def main():
         te = time.time()
         model.train()
         tot, nb = 0.0, 0
-        for b in batches(enc_fit, args.batch_size, rng):
-            ids, mask, labs = pad_batch([enc_fit[i] for i in b])
+        for head, items in (epoch_batches() if aux else
+                            ((0, [enc_fit[i] for i in b]) for b in batches(enc_fit, args.batch_size, rng))):
+            ids, mask, labs = pad_batch(items)
             if args.word_dropout > 0:
                 drop = (torch.rand(ids.shape) < args.word_dropout) & (ids > MASK_ID)
                 ids = ids.masked_fill(drop, UNK_ID)
-            logits = model(ids, mask)
+            logits = model(ids, mask, head)
             loss = loss_fn(logits.reshape(-1, logits.size(-1)), labs.reshape(-1))
             opt.zero_grad()
             loss.backward()
@@ -1179,6 +1216,7 @@ def main():
             break
     trained_seconds = time.time() - t_train
     model.load_state_dict(best[2])
+    model.aux_heads = nn.ModuleList()  # the bundle keeps the main head only
     if model.char is not None or model.vproj is not None:
         probe = (enc_held or enc_fit)[:200]
         before = predict(model, probe, id2label)
@@ -1208,6 +1246,7 @@ def main():
         "command": command,
         "torch": torch.__version__,
         "vectors": vinfo,
+        "aux": [{"dataset": a[0], "sentences": len(a[3]), "mix": args.aux_mix} for a in aux] or None,
         "devel": dres,
     }
     fixture = args.fixture or f"/tmp/bioner-{args.dataset}-fixture.json"
