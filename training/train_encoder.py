@@ -485,6 +485,62 @@ class CharPieceEncoder(nn.Module):
         return self.proj(torch.cat(hs, dim=1))
 
 
+class WordCRF(nn.Module):
+    """Linear-chain CRF over each word's first-piece emissions (--crf): learned
+    tag-to-tag, start and end scores; training-side experiment (the bundle's
+    ONNX graph still returns the emissions)."""
+
+    def __init__(self, num_labels):
+        super().__init__()
+        self.trans = nn.Parameter(torch.zeros(num_labels, num_labels))  # [from, to]
+        self.start = nn.Parameter(torch.zeros(num_labels))
+        self.end = nn.Parameter(torch.zeros(num_labels))
+
+    def nll(self, em, tags, wmask):
+        """Summed negative log-likelihood; em [B,W,L], tags [B,W], wmask [B,W] (each row >= 1 word)."""
+        m = wmask.to(em.dtype)
+        gold = em.gather(2, tags.unsqueeze(2)).squeeze(2)
+        score = self.start[tags[:, 0]] + (gold * m).sum(1)
+        score = score + (self.trans[tags[:, :-1], tags[:, 1:]] * m[:, 1:]).sum(1)
+        last = tags.gather(1, (wmask.sum(1) - 1).unsqueeze(1)).squeeze(1)
+        score = score + self.end[last]
+        alpha = self.start + em[:, 0]
+        for t in range(1, em.size(1)):
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + self.trans.unsqueeze(0), dim=1) + em[:, t]
+            alpha = torch.where(wmask[:, t:t + 1], nxt, alpha)
+        return (torch.logsumexp(alpha + self.end, dim=1) - score).sum()
+
+    @torch.no_grad()
+    def viterbi(self, em):
+        """em [W,L] tensor -> best tag ids."""
+        trans, score, back = self.trans, self.start + em[0], []
+        for t in range(1, em.size(0)):
+            cand = score.unsqueeze(1) + trans
+            score, bp = cand.max(0)
+            score = score + em[t]
+            back.append(bp)
+        best = [int((score + self.end).argmax())]
+        for bp in reversed(back):
+            best.append(int(bp[best[-1]]))
+        return best[::-1]
+
+
+def word_emissions(logits, labs):
+    """The first-piece positions (labels != IGNORE) of each row: emissions [B,W,L], tags, mask."""
+    keep = labs != IGNORE
+    W = max(1, int(keep.sum(1).max()))
+    B = labs.size(0)
+    idx = torch.zeros(B, W, dtype=torch.long)
+    wmask = torch.zeros(B, W, dtype=torch.bool)
+    for r in range(B):
+        pos = keep[r].nonzero().squeeze(1)
+        idx[r, :len(pos)] = pos
+        wmask[r, :len(pos)] = True
+    em = logits.gather(1, idx.unsqueeze(2).expand(-1, -1, logits.size(2)))
+    tags = labs.gather(1, idx).masked_fill(~wmask, 0)
+    return em, tags, wmask
+
+
 class BiLSTMForTokenClassification(nn.Module):
     def __init__(self, vocab_size, num_labels, emb_dim=128, hidden=128,
                  layers=2, dropout=0.4, emb_dropout=0.25, vocab=None,
@@ -524,6 +580,7 @@ class BiLSTMForTokenClassification(nn.Module):
         # --aux-dataset: one BIO head per auxiliary training set over the shared
         # layers; training only (dropped before export, the bundle has one head).
         self.aux_heads = nn.ModuleList(nn.Linear(d, n) for n in aux_num_labels)
+        self.crf = None  # set by --crf
 
     def forward(self, input_ids, attention_mask, head=0):
         rev = reverse_index(attention_mask)
@@ -742,10 +799,14 @@ def predict(model, enc, id2label, batch_tokens=6000):
             j -= 1
         chunk = [enc[k] for k in order[i:j]]
         ids, mask, _ = pad_batch(chunk)
-        am = model(ids, mask).argmax(-1)
+        logits = model(ids, mask)
+        am = logits.argmax(-1)
         for r, k in enumerate(order[i:j]):
             _, _, firsts, n_words = enc[k]
-            tags = [id2label[int(am[r, p])] for p in firsts]
+            if model.crf is not None and firsts:
+                tags = [id2label[t] for t in model.crf.viterbi(logits[r, firsts])]
+            else:
+                tags = [id2label[int(am[r, p])] for p in firsts]
             tags += ["O"] * (n_words - len(tags))
             preds[k] = tags
         i = j
@@ -940,6 +1001,14 @@ def write_model_card(args, meta, labels):
         "vocabulary is derived from it.",
         f"- Labels: {', '.join(labels)}",
     ]
+    for a in meta.get("aux") or []:
+        ac = DATASETS[a["dataset"]]
+        lines.append(
+            f"- Trained alongside (multi-task, `--aux-dataset`): {ac['desc']}, its whole train split "
+            f"({a['sentences']} sentences, " + ("all of them" if a["mix"] >= 1 else f"a {a['mix']:g} sample")
+            + f" each epoch; licence "
+            f"`/work/shared/data/{ac['licence']}`), with its own output head over the shared layers. "
+            "That head is not exported: the bundle predicts the labels above only.")
     if cfg["format"] == "standoff":
         lines.append(
             "- The abstracts were word-tokenized with the BERT basic rule, split into "
@@ -1062,6 +1131,9 @@ def main():
                          "dataset's devel or held-out slice are dropped; the bundle keeps only the main head")
     ap.add_argument("--aux-mix", type=float, default=1.0,
                     help="fraction of each auxiliary train split sampled per epoch")
+    ap.add_argument("--crf", action="store_true",
+                    help="train and decode with a learned linear-chain CRF over the words (experiment: "
+                         "the TypeScript tagger does not read its transitions yet)")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--fixture", default=None,
                     help="verification fixture path (default /tmp/bioner-<dataset>-fixture.json)")
@@ -1127,6 +1199,8 @@ def main():
                                          args.emb_dropout, vocab, args.char_filters,
                                          args.id_dropout, vectors, args.vectors_mode,
                                          [len(a[1]) for a in aux])
+    if args.crf:
+        model.crf = WordCRF(len(labels))
     params = sum(p.numel() for p in model.parameters())
     params -= sum(p.numel() for p in model.aux_heads.parameters())  # dropped at export
     train_params = params
@@ -1173,7 +1247,11 @@ def main():
                 drop = (torch.rand(ids.shape) < args.word_dropout) & (ids > MASK_ID)
                 ids = ids.masked_fill(drop, UNK_ID)
             logits = model(ids, mask, head)
-            loss = loss_fn(logits.reshape(-1, logits.size(-1)), labs.reshape(-1))
+            if model.crf is not None and head == 0:
+                em, tags, wmask = word_emissions(logits, labs)
+                loss = model.crf.nll(em, tags, wmask) / wmask.sum()
+            else:
+                loss = loss_fn(logits.reshape(-1, logits.size(-1)), labs.reshape(-1))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -1246,6 +1324,8 @@ def main():
         "command": command,
         "torch": torch.__version__,
         "vectors": vinfo,
+        "crf": ({"transitions": model.crf.trans.tolist(), "start": model.crf.start.tolist(),
+                 "end": model.crf.end.tolist()} if model.crf is not None else None),
         "aux": [{"dataset": a[0], "sentences": len(a[3]), "mix": args.aux_mix} for a in aux] or None,
         "devel": dres,
     }
