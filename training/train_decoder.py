@@ -669,8 +669,7 @@ def main():
     if args.max_train_sents:
         fit = fit[:args.max_train_sents]
         held = held[:max(50, args.max_train_sents // 5)]
-    types = te.DATASETS[args.dataset]["types"]
-    labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+    labels = te.dataset_labels(args.dataset)
     label2id = {l: i for i, l in enumerate(labels)}
     id2label = {i: l for i, l in enumerate(labels)}
     wp = te.WordPiece(vocab)

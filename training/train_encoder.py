@@ -99,6 +99,11 @@ DATASETS = {
     },
 }
 
+
+def dataset_labels(name):
+    """The BIO label list of a dataset: O, then B-/I- per type, in DATASETS order."""
+    return ["O"] + [f"{p}-{t}" for t in DATASETS[name]["types"] for p in ("B", "I")]
+
 # --------------------------------------------------------------------------
 # BERT basic word rule (mirrors @huggingface/tokenizers BertNormalizer +
 # BertPreTokenizer with clean_text, handle_chinese_chars, no lowercase, no
@@ -1151,17 +1156,16 @@ def main():
     fit, held, devel, info = load_dataset(args.dataset, holdout=not args.no_holdout)
     if args.limit:  # smoke tests only
         fit, held, devel = fit[:args.limit], held[:args.limit // 4], devel[:args.limit // 4]
-    types = DATASETS[args.dataset]["types"]
-    labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+    labels = dataset_labels(args.dataset)
     label2id = {l: i for i, l in enumerate(labels)}
     aux = []  # (name, labels, label2id, sentences)
+    seen = {tuple(s[0]) for s in devel + held}  # aux sentences never repeat the scored ones
     for name in [a for a in args.aux_dataset.split(",") if a]:
         if name == args.dataset or name not in DATASETS:
             ap.error(f"--aux-dataset: {name!r} must be another of {sorted(DATASETS)}")
         a_fit, _, _, _ = load_dataset(name, holdout=False)
-        seen = {tuple(s[0]) for s in devel + held}
         kept = [s for s in a_fit if tuple(s[0]) not in seen]
-        a_labels = ["O"] + [f"{p}-{t}" for t in DATASETS[name]["types"] for p in ("B", "I")]
+        a_labels = dataset_labels(name)
         if args.limit:
             kept = kept[:args.limit]
         print(f"aux {name}: {len(kept)} train sentences ({len(a_fit) - len(kept)} dropped as also in "
@@ -1202,8 +1206,8 @@ def main():
     if args.crf:
         model.crf = WordCRF(len(labels))
     params = sum(p.numel() for p in model.parameters())
-    params -= sum(p.numel() for p in model.aux_heads.parameters())  # dropped at export
     train_params = params
+    params -= sum(p.numel() for p in model.aux_heads.parameters())  # dropped at export
     if model.char is not None:
         params -= sum(p.numel() for p in model.char.parameters())  # folded away at export
     if model.vproj is not None:
@@ -1212,17 +1216,20 @@ def main():
     print(f"model: {params:,} params exported ({train_params:,} while training), "
           f"{fpt / 1e6:.2f} MFLOPs/token", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    aux_sizes = [int(round(len(ea) * args.aux_mix)) for ea in enc_aux]
+
     def epoch_batches():
-        """(head, batch) pairs: all main batches plus an --aux-mix sample of each auxiliary set."""
+        """(head, batch) pairs: all main batches plus an --aux-mix sample of each auxiliary set
+        (without --aux-dataset, the main batches alone, drawn from rng exactly as before it existed)."""
         out = [(0, [enc_fit[i] for i in b]) for b in batches(enc_fit, args.batch_size, rng)]
-        for h, ea in enumerate(enc_aux, start=1):
-            sample = rng.sample(ea, int(round(len(ea) * args.aux_mix)))
+        for h, (ea, n) in enumerate(zip(enc_aux, aux_sizes), start=1):
+            sample = rng.sample(ea, n)
             out += [(h, [sample[i] for i in b]) for b in batches(sample, args.batch_size, rng)]
-        rng.shuffle(out)
+        if enc_aux:
+            rng.shuffle(out)
         return out
 
-    steps_per_epoch = math.ceil(len(enc_fit) / args.batch_size) + sum(
-        math.ceil(int(round(len(ea) * args.aux_mix)) / args.batch_size) for ea in enc_aux)
+    steps_per_epoch = sum(math.ceil(n / args.batch_size) for n in [len(enc_fit)] + aux_sizes)
     total_steps = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1.0 - (1.0 - args.final_lr_frac) * min(s, total_steps) / total_steps)
@@ -1240,8 +1247,7 @@ def main():
         te = time.time()
         model.train()
         tot, nb = 0.0, 0
-        for head, items in (epoch_batches() if aux else
-                            ((0, [enc_fit[i] for i in b]) for b in batches(enc_fit, args.batch_size, rng))):
+        for head, items in epoch_batches():
             ids, mask, labs = pad_batch(items)
             if args.word_dropout > 0:
                 drop = (torch.rand(ids.shape) < args.word_dropout) & (ids > MASK_ID)

@@ -134,12 +134,7 @@ ALL_SPECIALS = SPECIALS + [TAG_TOKEN[t] for t in ALL_TAGS]
 NEG = -1e9
 
 
-def dataset_labels(name):
-    types = te.DATASETS[name]["types"]
-    return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-
-
-LABEL_SETS = {d: dataset_labels(d) for d in sorted(te.DATASETS)}
+LABEL_SETS = {d: te.dataset_labels(d) for d in sorted(te.DATASETS)}
 for _d, _ls in LABEL_SETS.items():
     assert all(l in TAG_ID for l in _ls), _d
 
