@@ -7,7 +7,7 @@
 # they are missing, otherwise it says what is missing.
 #
 #   scripts/train-encoders.sh                 # all three
-#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, ncbi-disease-refit, ncbi-disease-aux, jnlpba, jnlpba-refit)
+#   scripts/train-encoders.sh bc5cdr jnlpba   # a subset (pretrained: bc5cdr, bc5cdr-refit, ncbi-disease, ncbi-disease-refit, ncbi-disease-aux, ncbi-disease-aux-refit[-s21], ncbi-disease-ens, jnlpba, jnlpba-refit)
 #   RECIPE=scratch scripts/train-encoders.sh  # the committed from-scratch bundles
 #   OUT_ROOT=DIR PRETRAIN_DIR=DIR ...         # where bundles / corpus+vectors go
 #
@@ -106,6 +106,20 @@ train() {
     ncbi-disease-aux)
       # multi-task: BC5CDR's whole train split beside NCBI's, its own head over the shared layers (dropped at export)
       nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --aux-dataset bc5cdr --epochs 18 --seed 13 --threads 1 --vectors "$vectors" --corpus-words 12000 --out "$out_root/ncbi-disease-encoder-aux" --fixture "$fx" ;;
+    ncbi-disease-aux-refit|ncbi-disease-aux-refit-s21)
+      # the multi-task recipe on all of train for the held-out run's best epoch (9 of 18); two seeds, the members of ncbi-disease-ens
+      local seed=13
+      [[ "$1" == *-s21 ]] && seed=21
+      nice -n 5 "$PY" training/train_encoder.py --dataset ncbi-disease --aux-dataset bc5cdr --epochs 9 --seed "$seed" --threads 1 --vectors "$vectors" --corpus-words 12000 --no-holdout --out "$out_root/$1" --fixture "$fx" ;;
+    ncbi-disease-ens)
+      # the two refits above (trained first when missing), one bundle: mean of their log-softmax
+      local m
+      for m in ncbi-disease-aux-refit ncbi-disease-aux-refit-s21; do
+        [[ -s "$out_root/$m/model.onnx" ]] || train "$m" || return
+      done
+      "$PY" training/ensemble_encoders.py --members "$out_root/ncbi-disease-aux-refit" "$out_root/ncbi-disease-aux-refit-s21" \
+        --fixtures "$(fixture ncbi-disease-aux-refit)" "$(fixture ncbi-disease-aux-refit-s21)" \
+        --name ncbi-disease-encoder --out "$out_root/ncbi-disease-encoder-ens" --fixture "$fx" ;;
     *) echo "unknown dataset $1" >&2; return 2 ;;
   esac
 }
@@ -114,6 +128,8 @@ bundle() {
   case "$1" in
     *-refit) echo "$out_root/${1%-refit}-encoder-refit" ;;
     *-aux) echo "$out_root/${1%-aux}-encoder-aux" ;;
+    *-aux-refit*) echo "$out_root/$1" ;;
+    *-ens) echo "$out_root/${1%-ens}-encoder-ens" ;;
     *) echo "$out_root/$1-encoder" ;;
   esac
 }

@@ -284,10 +284,12 @@ class GenerativeDecoder(nn.Module):
     input/output embeddings."""
 
     def __init__(self, vocab_size, d=256, layers=5, heads=4, ff=1024, dropout=0.0,
-                 rope_base=10000.0, attn_dropout=0.0):
+                 rope_base=10000.0, attn_dropout=0.0, vec_dim=0):
         super().__init__()
         self.cfg = dict(vocab_size=vocab_size, d=d, layers=layers, heads=heads, ff=ff,
                         rope_base=rope_base)
+        if vec_dim:
+            self.cfg["vec_dim"] = vec_dim
         self.emb = nn.Embedding(vocab_size, d)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d, heads, ff, dropout, attn_dropout) for _ in range(layers))
@@ -300,6 +302,32 @@ class GenerativeDecoder(nn.Module):
             nn.init.normal_(b.attn.proj.weight, std=0.02 / math.sqrt(2 * layers))
             nn.init.normal_(b.fc_out.weight, std=0.02 / math.sqrt(2 * layers))
         self._causal = {}
+        # --vectors: frozen sub-word vectors (one unit-std row per vocab entry,
+        # train_encoder.load_piece_vectors) through a learned projection, added
+        # to the id embedding; the sum is the tied table of input and output,
+        # folded into a plain embedding at export. Made last, so the other
+        # weights start exactly as without vectors.
+        self.vproj = None
+        if vec_dim:
+            self.register_buffer("vec", torch.zeros(vocab_size, vec_dim))
+            self.vproj = nn.Linear(vec_dim, d, bias=False)
+            nn.init.normal_(self.vproj.weight, std=0.02 / math.sqrt(vec_dim))
+
+    def table(self):
+        """The tied token table [V, d]: the id embedding, plus the projected vectors with --vectors."""
+        if self.vproj is None:
+            return self.emb.weight
+        return self.emb.weight + self.vproj(self.vec)
+
+    @torch.no_grad()
+    def fold_vectors(self):
+        """emb += vproj(vec), then drop both: the export sees a plain tied embedding."""
+        if self.vproj is None:
+            return
+        self.emb.weight.copy_(self.table())
+        self.vproj = None
+        del self.vec
+        self.cfg.pop("vec_dim")
 
     @staticmethod
     def _init(m):
@@ -339,7 +367,7 @@ class GenerativeDecoder(nn.Module):
         (the last block then computes queries, attention output and MLP only
         there; keys/values, hence the presents, stay complete)."""
         B, T = input_ids.shape
-        x = self.drop(self.emb(input_ids))
+        x = self.drop(self.emb(input_ids) if self.vproj is None else F.embedding(input_ids, self.table()))
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0).expand(B, T)
         cos, sin = self.rope(position_ids, x.dtype)
@@ -357,8 +385,8 @@ class GenerativeDecoder(nn.Module):
         return self.ln_f(x), presents
 
     def logits(self, h, token_ids=None):
-        w = self.emb.weight if token_ids is None else self.emb.weight[token_ids]
-        return F.linear(h, w)
+        w = self.table()
+        return F.linear(h, w if token_ids is None else w[token_ids])
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past=None):
         h, presents = self.hidden(input_ids, attention_mask, position_ids, past)
@@ -395,14 +423,23 @@ def flops_per_token(cfg, ctx, lm_head=True):
     return int(2 * (body + (d * V if lm_head else 0)))
 
 
-def make_model(args, vocab_size, dropout, attn_dropout=0.0):
+def make_model(args, vocab_size, dropout, attn_dropout=0.0, vec_dim=0):
     return GenerativeDecoder(vocab_size, args.hidden, args.layers, args.heads, args.ff,
-                             dropout, args.rope_base, attn_dropout)
+                             dropout, args.rope_base, attn_dropout, vec_dim)
 
 
 def model_from_cfg(cfg, dropout=0.0, attn_dropout=0.0):
     return GenerativeDecoder(cfg["vocab_size"], cfg["d"], cfg["layers"], cfg["heads"], cfg["ff"],
-                             dropout, cfg["rope_base"], attn_dropout)
+                             dropout, cfg["rope_base"], attn_dropout, cfg.get("vec_dim", 0))
+
+
+def piece_vectors(path, vocab):
+    """--vectors: one row per vocab entry (the encoder's loader), zero for every
+    special and tag token (fastText would compose vectors for their spellings)."""
+    mat, info = te.load_piece_vectors(path, vocab)
+    mat[:len(ALL_SPECIALS)] = 0.0
+    info["file"] = os.path.abspath(path)
+    return torch.from_numpy(mat), info
 
 
 def adamw(model, lr, weight_decay):
@@ -530,8 +567,15 @@ def stage_pretrain(args):
           f"{args.seq_len} (+1) tokens, {n_val} validation chunks", flush=True)
 
     ckpt_path = os.path.join(args.work, "pretrain.pt")
+    vec, vinfo = piece_vectors(args.vectors, vocab) if args.vectors else (None, None)
+    if vinfo:
+        print(f"vectors: {vinfo}", flush=True)
     torch.manual_seed(args.seed)
-    model = make_model(args, len(vocab), args.dropout, args.attn_dropout)
+    model = make_model(args, len(vocab), args.dropout, args.attn_dropout, 0 if vec is None else vec.size(1))
+    if vec is not None:
+        model.vec.copy_(vec)
+    if args.grow_from and vec is not None:
+        raise SystemExit("--grow-from with --vectors is not supported")
     opt = adamw(model, args.lr, args.weight_decay)
     state = {"step": 0, "tokens": 0, "seconds": 0.0, "history": [], "val": []}
     if args.resume and os.path.exists(ckpt_path):
@@ -814,7 +858,7 @@ def init_tag_embeddings(model, wp, vocab):
             ps = [p for w, _, _ in te.basic_words(name.replace("_", " ")) for p in wp.encode_word(w)]
             ps = [p for p in ps if p != UNK_ID]
             if ps:
-                model.emb.weight[TAG_ID[t]] += model.emb.weight[ps].mean(0)
+                model.emb.weight[TAG_ID[t]] += model.table()[ps].mean(0)
 
 
 def finetune_name(args):
@@ -1116,6 +1160,7 @@ def stage_export(args):
         raise SystemExit(f"export: the checkpoint was not trained on {args.dataset}")
     model = model_from_cfg(ck["model_cfg"])
     model.load_state_dict(ck["model"])
+    model.fold_vectors()
     model.eval()
     cfg = model.cfg
     labels = LABEL_SETS[args.dataset]
@@ -1451,6 +1496,9 @@ def main():
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--ff", type=int, default=1024, help="MLP width")
     g.add_argument("--rope-base", type=float, default=10000.0, help="rotary base (theta)")
+    g.add_argument("--vectors", default=None,
+                   help="fastText .bin (training/train_vectors.sh): frozen sub-word vectors projected and added to "
+                        "the tied token embedding (folded into it at export; the bundle is unchanged in shape)")
     g = ap.add_argument_group("optimisation (pretrain and finetune)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 pretrain, 5e-4 finetune)")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay on matrices")
