@@ -126,9 +126,9 @@ train() {
 
 bundle() {
   case "$1" in
+    *-aux-refit*) echo "$out_root/$1" ;;
     *-refit) echo "$out_root/${1%-refit}-encoder-refit" ;;
     *-aux) echo "$out_root/${1%-aux}-encoder-aux" ;;
-    *-aux-refit*) echo "$out_root/$1" ;;
     *-ens) echo "$out_root/${1%-ens}-encoder-ens" ;;
     *) echo "$out_root/$1-encoder" ;;
   esac
