@@ -11,6 +11,11 @@
 #   PRETRAIN_MIN=45 ...                          # pretraining time budget (minutes)
 #   FINETUNE_MIN=15 ...                          # single-task fine-tuning on a time budget instead of the committed recipes
 #   WORK=DIR OUT_ROOT=DIR PRETRAIN_DIR=DIR ...   # state / bundles / corpus
+#   PRETRAIN_STEPS=861 ...                       # a fixed step count instead of the time budget
+#   VECTORS=1 WORK=/tmp/bioner-gen-vec PRETRAIN_STEPS=861 scripts/train-generative.sh ncbi-disease
+#                                                # the committed ncbi-disease-generative: fastText vectors
+#                                                # ($PRETRAIN_DIR/ft96.bin, built by training/train_vectors.sh
+#                                                # when missing) in the token table (--vectors)
 #
 # The pretraining is resumable: it checkpoints to $WORK/pretrain.pt every 50
 # steps and on SIGINT/SIGTERM, and this script always passes --resume, so
@@ -56,8 +61,15 @@ fi
 
 # 2. vocabulary + pretraining (nice 10, one torch thread; resumable)
 echo "train-generative: pretraining, ${pretrain_min} min budget (log $log_dir/pretrain.log)" >&2
+pre=(--time-budget "$pretrain_min")
+[[ -n "${PRETRAIN_STEPS:-}" ]] && pre=(--steps "$PRETRAIN_STEPS")
+if [[ -n "${VECTORS:-}" ]]; then
+  [[ -s "$pretrain_dir/ft96.bin" ]] || PRETRAIN_DIR="$pretrain_dir" training/train_vectors.sh >"$log_dir/vectors.log" 2>&1 ||
+    { echo "train-generative: vectors failed, see $log_dir/vectors.log" >&2; exit 1; }
+  pre+=(--vectors "$pretrain_dir/ft96.bin")
+fi
 nice -n 10 "$PY" training/train_generative.py --stage pretrain --work "$work" --corpus "$corpus" \
-  --time-budget "$pretrain_min" --seed 13 --threads 1 --resume >>"$log_dir/pretrain.log" 2>&1 ||
+  "${pre[@]}" --seed 13 --threads 1 --resume >>"$log_dir/pretrain.log" 2>&1 ||
   { echo "train-generative: pretraining failed, see $log_dir/pretrain.log" >&2; exit 1; }
 grep -E '^(vocab|pretrain data|model|val loss|stop)' "$log_dir/pretrain.log" | tail -n 8 || true
 
