@@ -60,9 +60,9 @@ if [[ ! -s "$corpus" ]]; then
 fi
 
 # 2. vocabulary + pretraining (nice 10, one torch thread; resumable)
-echo "train-generative: pretraining, ${pretrain_min} min budget (log $log_dir/pretrain.log)" >&2
 pre=(--time-budget "$pretrain_min")
 [[ -n "${PRETRAIN_STEPS:-}" ]] && pre=(--steps "$PRETRAIN_STEPS")
+echo "train-generative: pretraining, ${pre[*]} (log $log_dir/pretrain.log)" >&2
 if [[ -n "${VECTORS:-}" ]]; then
   [[ -s "$pretrain_dir/ft96.bin" ]] || PRETRAIN_DIR="$pretrain_dir" training/train_vectors.sh >"$log_dir/vectors.log" 2>&1 ||
     { echo "train-generative: vectors failed, see $log_dir/vectors.log" >&2; exit 1; }

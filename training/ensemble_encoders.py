@@ -32,19 +32,13 @@ def read_json(path):
         return json.load(f)
 
 
-def prefixed(model, prefix):
-    """The member's graph with every name prefixed, so two members never clash."""
-    g = onnx.compose.add_prefix(model, prefix).graph
-    return g
-
-
 def merge(models, opset):
     """Nodes of every member, fed from the shared inputs; logits = mean log-softmax."""
     nodes, inits = [], []
     lsm = []
     for k, m in enumerate(models):
         p = f"m{k}/"
-        g = prefixed(m, p)
+        g = onnx.compose.add_prefix(m, p).graph  # every name prefixed: members never clash
         for inp in g.input:
             nodes.append(helper.make_node("Identity", [inp.name[len(p):]], [inp.name], name=f"{p}feed_{inp.name[len(p):]}"))
         nodes.extend(g.node)
@@ -142,7 +136,7 @@ def main():
         "`training/ensemble_encoders.py`; the members' commands:",
         "",
     ]
-    lines += [f"- seed {m.get('seed')}: `{c['bioner'].get('command', '')}`" for m, c in zip(members, read_members(args.members))]
+    lines += [f"- seed {m.get('seed')}: `{m.get('command', '')}`" for m in members]
     lines += ["", f"{meta['params']:,} parameters in all. Reference model, **not clinical-grade** (PubMed abstracts).", ""]
     if args.devel:
         d = meta["devel"]
@@ -151,10 +145,6 @@ def main():
         f.write("\n".join(lines))
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
     print(f"ensemble {args.out}: {len(members)} members, {total / 1e6:.2f} MB", flush=True)
-
-
-def read_members(dirs):
-    return [read_json(os.path.join(d, "config.json")) for d in dirs]
 
 
 if __name__ == "__main__":

@@ -313,11 +313,15 @@ class GenerativeDecoder(nn.Module):
             self.vproj = nn.Linear(vec_dim, d, bias=False)
             nn.init.normal_(self.vproj.weight, std=0.02 / math.sqrt(vec_dim))
 
-    def table(self):
-        """The tied token table [V, d]: the id embedding, plus the projected vectors with --vectors."""
+    def table(self, ids=None):
+        """Rows `ids` (all [V, d] when None) of the tied token table: the id
+        embedding, plus the projected vectors with --vectors (only the rows asked
+        for are projected: a step needs its inputs' rows and, with token_ids, a few
+        output rows, not the whole vocabulary)."""
+        w = self.emb.weight if ids is None else self.emb.weight[ids]
         if self.vproj is None:
-            return self.emb.weight
-        return self.emb.weight + self.vproj(self.vec)
+            return w
+        return w + self.vproj(self.vec if ids is None else self.vec[ids])
 
     @torch.no_grad()
     def fold_vectors(self):
@@ -367,7 +371,7 @@ class GenerativeDecoder(nn.Module):
         (the last block then computes queries, attention output and MLP only
         there; keys/values, hence the presents, stay complete)."""
         B, T = input_ids.shape
-        x = self.drop(self.emb(input_ids) if self.vproj is None else F.embedding(input_ids, self.table()))
+        x = self.drop(self.table(input_ids))
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0).expand(B, T)
         cos, sin = self.rope(position_ids, x.dtype)
@@ -385,8 +389,7 @@ class GenerativeDecoder(nn.Module):
         return self.ln_f(x), presents
 
     def logits(self, h, token_ids=None):
-        w = self.table()
-        return F.linear(h, w if token_ids is None else w[token_ids])
+        return F.linear(h, self.table(token_ids))
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past=None):
         h, presents = self.hidden(input_ids, attention_mask, position_ids, past)
@@ -858,7 +861,7 @@ def init_tag_embeddings(model, wp, vocab):
             ps = [p for w, _, _ in te.basic_words(name.replace("_", " ")) for p in wp.encode_word(w)]
             ps = [p for p in ps if p != UNK_ID]
             if ps:
-                model.emb.weight[TAG_ID[t]] += model.table()[ps].mean(0)
+                model.emb.weight[TAG_ID[t]] += model.table(ps).mean(0)
 
 
 def finetune_name(args):
