@@ -53,6 +53,7 @@ libopenblas0-pthread (use /usr/bin/python3).
 import argparse
 import collections
 import glob
+import gzip
 import json
 import math
 import os
@@ -177,11 +178,13 @@ def basic_words(text):
 
 
 def read_iob(path):
-    """Return list of sentences [(words, tags)], re-splitting given tokens."""
+    """Return list of sentences [(words, tags)], re-splitting given tokens
+    (a path ending in .gz is read through gzip)."""
     sents = []
     words, tags = [], []
     n_resplit = 0
-    with open(path, encoding="utf8") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf8") as f:
         for line in f:
             line = line.rstrip("\n")
             if not line.strip():

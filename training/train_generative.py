@@ -138,6 +138,24 @@ LABEL_SETS = {d: te.dataset_labels(d) for d in sorted(te.DATASETS)}
 for _d, _ls in LABEL_SETS.items():
     assert all(l in TAG_ID for l in _ls), _d
 
+# --extra: train splits of other corpora (../shared/data/extra-labeled), extra
+# tasks of a multi-task fine-tune that are trained on, never evaluated or
+# exported. Each keeps its own type names: a name the three sets use (only
+# "Chemical", BioNLP11ID's) shares that tag token; the others get tag tokens
+# appended after the vocabulary for the run and sliced off before saving, so
+# the checkpoint and the bundle keep the shared vocabulary.
+EXTRA_CORPORA = {"bc2gm": "BC2GM", "craft": "CRAFT", "linnaeus": "linnaeus", "anatem": "AnatEM",
+                 "bionlp13cg": "BioNLP13CG", "bionlp11id": "BioNLP11ID", "bionlp09": "BioNLP09",
+                 "ex-ptm": "Ex-PTM"}
+
+
+def load_extra(name):
+    """-> (train sentences, types by mention count) of an extra-labeled corpus."""
+    path = os.path.join(te.DATA_ROOT, "extra-labeled", f"{EXTRA_CORPORA[name]}-train.tsv.gz")
+    sents, _ = te.read_iob(path)
+    counts = collections.Counter(t[2:] for _, ts in sents for t in ts if t != "O")
+    return sents, sorted(counts, key=lambda t: (-counts[t], t))
+
 
 # --------------------------------------------------------------------------
 # Vocabulary / tokenizer
@@ -687,17 +705,20 @@ def stage_pretrain(args):
 # --------------------------------------------------------------------------
 
 
-def instruction_ids(wp, dataset, on=True):
+def instruction_ids(wp, dataset, on=True, types=None):
+    """The prompt's instruction: the set's type names ("Chemical, Disease:");
+    types overrides them (an --extra corpus)."""
     if not on:
         return []
-    text = ", ".join(t.replace("_", " ") for t in te.DATASETS[dataset]["types"]) + ":"
+    text = ", ".join(t.replace("_", " ") for t in (types or te.DATASETS[dataset]["types"])) + ":"
     return [p for w, _, _ in te.basic_words(text) for p in wp.encode_word(w)]
 
 
 class Prompter:
-    def __init__(self, wp, dataset, instruction=True):
+    def __init__(self, wp, dataset, instruction=True, types=None, tag_id=None):
         self.wp = wp
-        self.prefix = [BOS_ID] + instruction_ids(wp, dataset, instruction)
+        self.prefix = [BOS_ID] + instruction_ids(wp, dataset, instruction, types)
+        self.tag_id = tag_id or TAG_ID
 
     def pieces(self, words):
         return [self.wp.encode_word(w) for w in words]
@@ -718,7 +739,7 @@ class Prompter:
             ids.extend(ps)
             ids.append(TAB_ID)
             pos.append(len(ids) - 1)
-            ids.append(TAG_ID[t])
+            ids.append(self.tag_id[t])
             ids.append(NL_ID)
         ids.append(EOS_ID)
         return ids, pos, list(tags)
@@ -852,22 +873,40 @@ def ft_batches(lengths, batch_tokens, max_batch, rng):
     return out
 
 
-def init_tag_embeddings(model, wp, vocab):
+def init_tag_embeddings(model, wp, vocab, tag_id=None):
     """Start each tag token's embedding at the mean embedding of the pieces of
     its type name (plus its random init), and O at that of "O"."""
+    tag_id = tag_id or TAG_ID
     with torch.no_grad():
-        for t in ALL_TAGS:
+        for t, i in tag_id.items():
             name = "O" if t == "O" else t[2:]
             ps = [p for w, _, _ in te.basic_words(name.replace("_", " ")) for p in wp.encode_word(w)]
             ps = [p for p in ps if p != UNK_ID]
             if ps:
-                model.emb.weight[TAG_ID[t]] += model.table(ps).mean(0)
+                model.emb.weight[i] += model.table(ps).mean(0)
+
+
+@torch.no_grad()
+def resize_token_table(model, n):
+    """Grow (new rows: the usual random init; zero vectors) or cut the token
+    table to n rows: --extra's tag tokens live past the vocabulary."""
+    V, d = model.emb.weight.shape
+    w = model.emb.weight[:n]
+    if n > V:
+        w = torch.cat([w, torch.randn(n - V, d) * 0.02])
+    model.emb = nn.Embedding.from_pretrained(w.clone(), freeze=False)
+    if model.vproj is not None:
+        vec = model.vec[:n]
+        if n > V:
+            vec = torch.cat([vec, torch.zeros(n - V, vec.shape[1])])
+        model.vec = vec.clone()
+    model.cfg["vocab_size"] = n
 
 
 def finetune_name(args):
     """Checkpoint name: the dataset, or the datasets joined by '+' (multi-task),
     with -ctxN when the prompt carries N pieces of document context."""
-    name = "+".join(args.datasets)
+    name = "+".join(args.datasets) + (f"+extra{len(args.extra)}" if args.extra else "")
     return name + (f"-ctx{args.context_pieces}" if args.context_pieces else "")
 
 
@@ -892,24 +931,37 @@ def stage_finetune(args):
     rng = random.Random(args.seed)
     t0 = time.time()
     datasets = args.datasets
-    mix = args.mix or [1.0] * len(datasets)
-    # One tag head over the union of the datasets' labels (ALL_TAGS order);
-    # each example's loss and decoding see only its own dataset's labels.
-    # With one dataset this is exactly its label list, so nothing changes.
-    union = [t for t in ALL_TAGS if any(t in LABEL_SETS[d] for d in datasets)]
-    if len(datasets) == 1:
+    # --extra corpora are further tasks: trained on, never evaluated.
+    extra = {x: load_extra(x) for x in args.extra}
+    tasks = datasets + args.extra
+    mix = (args.mix or [1.0] * len(datasets)) + (args.extra_mix or [1.0] * len(args.extra))
+    task_labels = dict(LABEL_SETS)
+    tag_id = dict(TAG_ID)
+    for x, (_, types) in extra.items():
+        task_labels[x] = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+        for lab in task_labels[x]:
+            tag_id.setdefault(lab, len(vocab) + len(tag_id) - len(TAG_ID))
+    # One tag head over the union of the tasks' labels (ALL_TAGS order, then
+    # the extra tags); each example's loss and decoding see only its own
+    # task's labels. With one dataset this is exactly its label list.
+    union = [t for t in tag_id if any(t in task_labels[x] for x in tasks)]
+    if len(tasks) == 1:
         union = LABEL_SETS[datasets[0]]
     u_index = {l: i for i, l in enumerate(union)}
-    lab_ids = torch.tensor([TAG_ID[l] for l in union])
-    allowed_u = torch.tensor([[l in LABEL_SETS[d] for l in union] for d in datasets])
+    lab_ids = torch.tensor([tag_id[l] for l in union])
+    allowed_u = torch.tensor([[l in task_labels[x] for l in union] for x in tasks])
     exs, ds_of, per_ds, splits, prompters = [], [], [], {}, {}
     n_long = 0
-    for di, d in enumerate(datasets):
-        fit, held, devel, _ = te.load_dataset(d)
-        if args.limit:
-            fit, held, devel = fit[:args.limit], held[:max(50, args.limit // 5)], devel[:max(50, args.limit // 5)]
-        prompters[d] = Prompter(wp, d, not args.no_instruction)
-        splits[d] = (held, devel)
+    for di, d in enumerate(tasks):
+        if d in extra:
+            fit = extra[d][0][:args.limit] if args.limit else extra[d][0]
+            prompters[d] = Prompter(wp, d, not args.no_instruction, extra[d][1], tag_id)
+        else:
+            fit, held, devel, _ = te.load_dataset(d)
+            if args.limit:
+                fit, held, devel = fit[:args.limit], held[:max(50, args.limit // 5)], devel[:max(50, args.limit // 5)]
+            prompters[d] = Prompter(wp, d, not args.no_instruction)
+            splits[d] = (held, devel)
         ctxs = contexts_for(wp, [w for w, _ in fit], args.context_pieces)
         lo = len(exs)
         for (w, t), c in zip(fit, ctxs):
@@ -924,8 +976,9 @@ def stage_finetune(args):
     n_tok = sum(lengths[i] for i in epoch_examples(per_ds, mix, random.Random(0)))
     print(f"finetune {finetune_name(args)}: {len(exs)} train sequences ({n_long} longer than {args.max_len} "
           f"dropped), {n_tok:,} tokens/epoch with mix {mix}, context {args.context_pieces} pieces; "
-          + "; ".join(f"{d}: {hi - lo} train, held-out {len(splits[d][0])}, devel {len(splits[d][1])}"
-                      for d, (lo, hi) in zip(datasets, per_ds))
+          + "; ".join(f"{d}: {hi - lo} train" + (f", held-out {len(splits[d][0])}, devel {len(splits[d][1])}"
+                                                 if d in splits else f" ({len(task_labels[d]) // 2} types)")
+                      for d, (lo, hi) in zip(tasks, per_ds))
           + f"; prep {time.time() - t0:.0f}s", flush=True)
 
     model = None
@@ -947,8 +1000,11 @@ def stage_finetune(args):
     else:
         model = make_model(args, len(vocab), args.dropout, args.attn_dropout)
         print("init: random (no pretraining)", flush=True)
+    assert model.cfg["vocab_size"] == len(vocab), "the model's token table is not the vocabulary"
+    if len(tag_id) > len(TAG_ID):
+        resize_token_table(model, len(vocab) + len(tag_id) - len(TAG_ID))
     if not args.no_tag_init:
-        init_tag_embeddings(model, wp, vocab)
+        init_tag_embeddings(model, wp, vocab, tag_id)
     print(f"model: {count_params(model):,} params", flush=True)
     opt = adamw(model, args.lr, args.weight_decay)
     steps_per_epoch = len(ft_batches([lengths[i] for i in epoch_examples(per_ds, mix, random.Random(0))],
@@ -972,7 +1028,7 @@ def stage_finetune(args):
     for ep in range(1, args.epochs + 1):
         model.train()
         tot, nb, tok_ep, t_ep_train = 0.0, 0, 0, 0.0
-        ep_idx = epoch_examples(per_ds, mix, rng) if len(datasets) > 1 or args.mix else list(range(len(exs)))
+        ep_idx = epoch_examples(per_ds, mix, rng) if len(tasks) > 1 or args.mix else list(range(len(exs)))
         ep_batches = [[ep_idx[j] for j in b]
                       for b in ft_batches([lengths[i] for i in ep_idx], args.batch_tokens, args.max_batch, rng)]
         n_b = len(ep_batches)  # varies a little with the shuffle
@@ -1004,7 +1060,7 @@ def stage_finetune(args):
                 ids[rr[noise], sel[noise] + 1] = rnd[noise]
             h, _ = model.hidden(ids, mask, sel=sel)
             lo = model.logits(h, lab_ids)
-            if len(datasets) > 1:
+            if len(tasks) > 1:
                 row_ok = allowed_u[torch.tensor([ds_of[i] for i in b])]
                 lo = lo.masked_fill(~row_ok[:, None, :], NEG)
             loss = F.cross_entropy(lo.reshape(-1, len(union)), tgt.reshape(-1),
@@ -1054,6 +1110,8 @@ def stage_finetune(args):
             break
     wall = time.time() - t_start
     model.load_state_dict(best[2])
+    if len(tag_id) > len(TAG_ID):  # the extra tag rows go: the saved model has the shared vocabulary
+        resize_token_table(model, len(vocab))
     devel_by, dev_s_by = {}, {}
     for d in datasets:
         t_d = time.time()
@@ -1067,7 +1125,8 @@ def stage_finetune(args):
         print(f"devel detail {d}: " + json.dumps(dres), flush=True)
     d0 = datasets[0]
     facts = {
-        "dataset": d0 if len(datasets) == 1 else "+".join(datasets), "datasets": datasets, "mix": mix,
+        "dataset": d0 if len(datasets) == 1 else "+".join(datasets), "datasets": datasets,
+        "mix": mix[:len(datasets)], "finetune_name": finetune_name(args),
         "context_pieces": args.context_pieces, "seed": args.seed,
         "labels": LABEL_SETS[d0] if len(datasets) == 1 else union,
         "instruction": not args.no_instruction, "bio_constraint": not args.no_bio_constraint,
@@ -1082,6 +1141,10 @@ def stage_finetune(args):
         "lr": args.lr, "batch_tokens": args.batch_tokens, "dropout": args.dropout,
         "limit": args.limit,
     }
+    if args.extra:
+        facts["extra"] = {x: {"train_sequences": hi - lo, "mix": w, "types": extra[x][1]}
+                          for x, (lo, hi), w in zip(tasks[len(datasets):], per_ds[len(datasets):],
+                                                    mix[len(datasets):])}
     path = os.path.join(args.work, f"finetune-{finetune_name(args)}.pt")
     atomic_save({"model": model.state_dict(), "model_cfg": model.cfg, "vocab_sha256": vocab_sha,
                  "facts": facts, "args": vars(args)}, path)
@@ -1257,9 +1320,9 @@ def stage_export(args):
     fpt_body = flops_per_token(cfg, mean_len / 2, False)
     multi = len(facts.get("datasets", [])) > 1
     d = facts["devel"][args.dataset] if multi else facts["devel"]
-    if multi:  # the multi-task run's commands (its finetune key names all its datasets)
-        # (context checkpoints are refused above, so the key is the datasets joined by '+', as finetune_name writes it)
-        args.commands = [c for k in ("vocab", "pretrain", f"finetune:{facts['dataset']}", f"export:{args.dataset}")
+    ft_key = facts.get("finetune_name", facts["dataset"])
+    if multi or ft_key != args.dataset:  # a multi-task run's commands (its finetune key names all its tasks)
+        args.commands = [c for k in ("vocab", "pretrain", f"finetune:{ft_key}", f"export:{args.dataset}")
                          for c in args.history.get(k, [])]
     enc_cfg = os.path.join(REPO, "models", f"{args.dataset}-encoder", "config.json")
     enc_params = 1770000
@@ -1276,7 +1339,8 @@ def stage_export(args):
         "flops_per_token_without_lm_head": fpt_body,
         "flops_mean_context": round(mean_len / 2, 1),
         "encoder_reference_params": enc_params,
-        "multitask": {"datasets": facts["datasets"], "mix": facts["mix"]} if multi else None,
+        "multitask": ({"datasets": facts["datasets"], "mix": facts["mix"], "extra": facts.get("extra")}
+                      if multi or facts.get("extra") else None),
         "pretraining": facts["pretraining"],
         "finetune": {k: facts[k] for k in ("train_sequences", "tokens_per_epoch", "epochs_run",
                                            "best_epoch", "heldout_f1", "finetune_seconds",
@@ -1531,6 +1595,12 @@ def main():
     g.add_argument("--mix", default=None,
                    help="multi-task: comma list of epochs-per-epoch for each --dataset (e.g. 2,2,0.5); "
                         "a fraction takes a seeded random share each epoch")
+    g.add_argument("--extra", default=None,
+                   help="multi-corpus: also train on these extra-labeled corpora, comma-separated, or all "
+                        "(" + ", ".join(EXTRA_CORPORA) + "), each with its own type names as the "
+                        "instruction; trained on, not evaluated")
+    g.add_argument("--extra-mix", default=None,
+                   help="share of each --extra corpus per epoch, like --mix (one number: all alike; default 1)")
     g.add_argument("--context-pieces", type=int, default=0,
                    help="document context: prepend up to N pieces of the preceding sentences to the prompt")
     g.add_argument("--init", default=None,
@@ -1583,6 +1653,20 @@ def main():
         args.mix = [float(x) for x in args.mix.split(",")]
         if len(args.mix) != len(args.datasets) or min(args.mix) <= 0:
             ap.error("--mix: one positive number per --dataset")
+    args.extra = [x for x in (args.extra or "").split(",") if x]
+    if args.extra == ["all"]:
+        args.extra = list(EXTRA_CORPORA)
+    for x in args.extra:
+        if x not in EXTRA_CORPORA:
+            ap.error(f"--extra: unknown corpus {x!r} (choose from all, {', '.join(EXTRA_CORPORA)})")
+    if args.extra and args.stage != "finetune":
+        ap.error("--extra: finetune only")
+    if args.extra_mix is not None:
+        args.extra_mix = [float(x) for x in args.extra_mix.split(",")]
+        if len(args.extra_mix) == 1:
+            args.extra_mix = args.extra_mix * len(args.extra)
+        if len(args.extra_mix) != len(args.extra) or min(args.extra_mix) <= 0:
+            ap.error("--extra-mix: one positive number per --extra corpus (or one for all)")
     if args.stage == "export" and not args.out:
         args.out = os.path.join(args.work, f"{args.dataset}-generative")
     torch.set_num_threads(args.threads)
