@@ -16,6 +16,8 @@
 #                                                # the committed ncbi-disease-generative: fastText vectors
 #                                                # ($PRETRAIN_DIR/ft96.bin, built by training/train_vectors.sh
 #                                                # when missing) in the token table (--vectors)
+#   EXTRA=all EXTRA_MIX=0.25 ...                 # multi-corpus: also fine-tune on extra-labeled/ train
+#                                                # splits (--extra, --extra-mix; trained on, not evaluated)
 #
 # The pretraining is resumable: it checkpoints to $WORK/pretrain.pt every 50
 # steps and on SIGINT/SIGTERM, and this script always passes --resume, so
@@ -96,8 +98,17 @@ for d in "${datasets[@]}"; do
       jnlpba) ft+=(--epochs 1 --evals-per-epoch 1) ;;
     esac
   fi
+  extra=()
+  if [[ -n "${EXTRA:-}" ]]; then
+    # The fine-tune names its checkpoint <datasets>+extra<N> (train_generative.py finetune_name).
+    n_extra=8
+    [[ "$EXTRA" == all ]] || n_extra=$(tr ',' '\n' <<<"$EXTRA" | grep -c .)
+    extra=(--extra "$EXTRA" --extra-mix "${EXTRA_MIX:-1}")
+    base="${ckpt[1]:-$work/finetune-$d.pt}"
+    ckpt=(--checkpoint "${base%.pt}+extra$n_extra.pt")
+  fi
   {
-    nice -n 10 "$PY" training/train_generative.py --stage finetune "${ft[@]}" --work "$work" \
+    nice -n 10 "$PY" training/train_generative.py --stage finetune "${ft[@]}" "${extra[@]}" --work "$work" \
       --seed 13 --threads 1 &&
       nice -n 10 "$PY" training/train_generative.py --stage export --dataset "$d" --work "$work" \
         "${ckpt[@]}" --out "$out" --fixture "$out-fixture.json" --threads 1
