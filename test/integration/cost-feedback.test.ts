@@ -25,10 +25,12 @@ import { fixtureNotes } from '../helpers/pipeline.js';
 const LLM_MODEL = new URL('../../models/bc5cdr-decoder-classifier', import.meta.url).pathname;
 /**
  * Every answer chunk from the LLM server reaches the client this much later:
- * well above what the CPU-bound reference server takes for a short note
- * (100-400 ms on the 2-core dev machine under load), so the two runs separate.
+ * well above what the CPU-bound reference server takes for a short note, so the
+ * two runs separate. At least 1 s, and at least 6x the calibrated cost of a mean
+ * note (100-400 ms on the 2-core dev machine, more when other jobs share it),
+ * measured in `before`, so a slow or loaded machine cannot close the gap.
  */
-const DELAY_MS = 1000;
+let DELAY_MS = 1000;
 
 let server: LlmServer;
 let proxy: FaultProxy;
@@ -64,9 +66,13 @@ before(async () => {
   await encoder.tagSentences(sentences);
   // Calibrate the LLM route on the model served here, as `calibrate` would: the committed calibration holds the
   // generative decoder's cost, while this test serves the faster decoder classifier.
-  const t0 = performance.now();
-  await warm.tagSentences(sentences);
-  const ms = performance.now() - t0;
+  // The fastest of three runs: one timed run that meets a burst of load elsewhere on the machine would calibrate the route as slow as the delay.
+  let ms = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    await warm.tagSentences(sentences);
+    ms = Math.min(ms, performance.now() - t0);
+  }
   await warm.close();
   const words = sentences.reduce((n, s) => n + s.tokens.length, 0);
   const committed = JSON.parse(await readFile(config.routing.calibrationFile, 'utf8')) as { datasets: Record<string, { routes: Record<string, unknown> }> };
@@ -74,6 +80,7 @@ before(async () => {
   const file = join(await mkdtemp(join(tmpdir(), 'bioner-cost-feedback-')), 'calibration.json');
   await writeFile(file, JSON.stringify(committed));
   config = validateConfig({ ...settings, routing: { ...settings.routing, calibrationFile: file } });
+  DELAY_MS = Math.max(DELAY_MS, Math.ceil(6 * (await loadRouter(config)).costs.predict('llm', meanTokens)));
 });
 
 after(async () => {
@@ -119,8 +126,7 @@ test('a delayed remote LLM: observed latencies pull the LLM cost prediction up t
   const slow = await runNotes(DELAY_MS);
   for (const r of slow.records)
     assert.ok(r.routing.actual_llm_ms >= DELAY_MS, `${r.note_id}: the LLM call took the proxy's delay (${r.routing.actual_llm_ms} ms)`);
-  // The calibration knows only the CPU cost (well under the delay); after six notes (half-life 50, prior worth four) it must be a good part of the way to what it saw.
-  assert.ok(slow.before < DELAY_MS / 4, `calibrated prediction ${slow.before} ms for ${meanTokens} tokens`);
+  // The calibration knows only the CPU cost (at most a sixth of the delay, by the delay's sizing); after six notes (half-life 50, prior worth four) it must be a good part of the way to what it saw.
   assert.ok(
     slow.after >= slow.before + 0.4 * (slow.observed - slow.before),
     `prediction ${slow.before} -> ${slow.after} ms, observed mean ${slow.observed} ms`,
