@@ -8,7 +8,7 @@ import { DEFAULT_BUDGET_SETTINGS, llmDeadlineMs, NO_LOAD, resolveBudget, type Bu
 import type { EncoderEvidence, RouteDecision, Router } from '../route/policy.js';
 import type { RoutingRecord } from '../route/record.js';
 import type { SentenceTagging, Tagger } from '../taggers/types.js';
-import { abortError } from '../taggers/token-classifier.js';
+import { abortError } from '../taggers/batch-queue.js';
 import { toEntitySpans } from '../taggers/types.js';
 import { safeHooks, type PipelineHooks } from '../telemetry/hooks.js';
 import { silentLogger } from '../telemetry/logger.js';

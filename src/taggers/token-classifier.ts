@@ -1,6 +1,7 @@
-import { ErrorCodes, LlmError, ModelLoadError, RouterError, TaggerError } from '../errors.js';
+import { ErrorCodes, ModelLoadError, TaggerError } from '../errors.js';
 import { planWindows, type TextWindow } from '../text/windows.js';
 import type { Route, Sentence, TokenSpan } from '../types.js';
+import { abortError, type BatchCost, BatchQueue } from './batch-queue.js';
 import { decodeBio, softmaxInto, type BioMode } from './bio.js';
 import type { ModelBundle } from './model-bundle.js';
 import type { ModelInfo, SentenceTagging, TagOptions, Tagger } from './types.js';
@@ -36,14 +37,6 @@ export interface LogitsBackend {
   close(): Promise<void>;
 }
 
-/** A backend call's cost in padded positions: `cols x (rows + stepRows) + callCells`. */
-export interface BatchCost {
-  /** Fixed cost of each position step, in rows: what a step costs beyond its rows (a recurrent model's per-step overhead). */
-  stepRows: number;
-  /** Fixed cost of each call, in positions (tensor set-up, the run's own overhead). */
-  callCells: number;
-}
-
 export interface TokenClassifierOptions {
   /** Pieces per window incl. specials; defaults to the model's limit. */
   maxSequenceLength?: number;
@@ -57,30 +50,9 @@ export interface TokenClassifierOptions {
   decode?: BioMode;
 }
 
-/** One window of one sentence (or one raw row) waiting for the backend. */
-interface RowJob {
-  ids: number[];
-  /** Arrival order: the oldest queued window is always in the next batch, so no note waits behind later ones. */
-  seq: number;
-  /** Set once the row left the queue (batched or dropped). */
-  gone: boolean;
-  signal: AbortSignal | undefined;
-  /** Served model name asked for (remote backends); rows of different models never share a batch. */
-  model: string | undefined;
-  resolve: (logits: Float32Array) => void;
-  reject: (err: unknown) => void;
-}
-
 const PIECE_CACHE_LIMIT = 200_000;
 /** Sentences queued per turn of the event loop (a 1M-character note has some 14k). */
 const ENQUEUE_CHUNK = 256;
-
-/** Aborted work ends with the abort reason when it is one of ours, else a budget error. */
-export function abortError(signal: AbortSignal): RouterError {
-  const reason: unknown = signal.reason;
-  if (reason instanceof RouterError) return reason;
-  return new LlmError(ErrorCodes.LLM_BUDGET_EXCEEDED, 'tagging was cancelled before it finished', { cause: reason });
-}
 
 /**
  * The shared token-classification path: words -> sub-word pieces (cached) ->
@@ -95,20 +67,10 @@ export class TokenClassifierTagger implements Tagger {
   readonly labels: readonly string[];
   readonly maxSequenceLength: number;
 
-  private readonly queue: RowJob[] = [];
-  /** With a batch cost, the queue is kept sorted by (length, seq); set when rows were appended since the last sort. */
-  private unsorted = false;
-  private seq = 0;
-  /** With a batch cost: queued rows in arrival order (gone ones skipped from `arrivalsHead`), so the oldest is found without a scan. */
-  private arrivals: RowJob[] = [];
-  private arrivalsHead = 0;
-  /** Windows run through the backend, and windows dropped before running because their caller gave up. */
-  readonly stats = { windowsRun: 0, windowsDropped: 0 };
+  private readonly queue: BatchQueue<number[], Float32Array>;
   private readonly pieceCache = new Map<string, number[]>();
-  private active = 0;
-  private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly settings: Required<Omit<TokenClassifierOptions, 'maxSequenceLength'>>;
+  private readonly settings: Required<Omit<TokenClassifierOptions, 'maxSequenceLength' | 'batchSize' | 'batchWaitMs' | 'maxConcurrentBatches'>>;
 
   constructor(
     route: Route,
@@ -123,17 +85,24 @@ export class TokenClassifierTagger implements Tagger {
     if (this.maxSequenceLength < 4) throw new ModelLoadError(`maxSequenceLength ${this.maxSequenceLength} is too small`);
     this.settings = {
       windowOverlapWords: options.windowOverlapWords ?? 16,
-      batchSize: options.batchSize ?? 32,
-      batchWaitMs: options.batchWaitMs ?? 2,
-      maxConcurrentBatches: options.maxConcurrentBatches ?? 1,
       decode: options.decode ?? 'viterbi',
     };
+    this.queue = new BatchQueue<number[], Float32Array>(
+      {
+        kind: backend.kind,
+        batchSize: options.batchSize ?? 32,
+        batchWaitMs: options.batchWaitMs ?? 2,
+        maxConcurrentBatches: options.maxConcurrentBatches ?? 1,
+        queuesAhead: backend.queuesAhead,
+        batchCost: backend.batchCost,
+      },
+      (rows, stop, model) => backend.run(rows, stop, model),
+    );
   }
 
-  /** Room for another batch: a free slot, or a place queued ahead at the backend for a full batch (a partial one waits for more windows). */
-  private hasRoom(): boolean {
-    if (this.active < this.settings.maxConcurrentBatches) return true;
-    return this.active < this.settings.maxConcurrentBatches + (this.backend.queuesAhead ?? 0) && this.queue.length >= this.settings.batchSize;
+  /** Windows run through the backend, and windows dropped before running because their caller gave up. */
+  get stats(): { windowsRun: number; windowsDropped: number } {
+    return { windowsRun: this.queue.stats.run, windowsDropped: this.queue.stats.dropped };
   }
 
   /** Sub-word ids of one word, cached: clinical vocabulary repeats heavily. */
@@ -254,196 +223,21 @@ export class TokenClassifierTagger implements Tagger {
   }
 
   private enqueue(ids: number[], signal: AbortSignal | undefined, model: string | undefined): Promise<Float32Array> {
-    if (signal?.aborted === true) return Promise.reject(abortError(signal));
-    return new Promise<Float32Array>((resolve, reject) => {
-      // A backend that ignores the name may batch rows of every model together.
-      const job: RowJob = { ids, seq: this.seq++, gone: false, signal, model: this.backend.usesModel === true ? model : undefined, resolve, reject };
-      this.queue.push(job);
-      if (this.backend.batchCost !== undefined) {
-        this.unsorted = true;
-        this.arrivals.push(job);
-      }
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (!this.hasRoom()) return; // a finishing batch picks up the queue
-    if (this.queue.length >= this.settings.batchSize || this.settings.batchWaitMs === 0) {
-      if (this.timer !== undefined) clearTimeout(this.timer);
-      this.timer = undefined;
-      this.pump();
-    } else if (this.timer === undefined) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.pump();
-      }, this.settings.batchWaitMs);
-    }
-  }
-
-  /** Starts batches while there is queued work and room; each finished batch pumps again. */
-  private pump(): void {
-    while (this.queue.length > 0 && this.hasRoom()) {
-      // Windows whose caller gave up (budget spent) are dropped before they cost anything.
-      for (let i = this.queue.length - 1; i >= 0; i--) {
-        const job = this.queue[i];
-        if (job.signal?.aborted === true) {
-          this.queue.splice(i, 1);
-          job.gone = true;
-          this.stats.windowsDropped++;
-          job.reject(abortError(job.signal));
-        }
-      }
-      if (this.queue.length === 0) return;
-      const cost = this.backend.batchCost;
-      let batch: RowJob[];
-      if (cost === undefined) {
-        // Similar lengths together waste less padding.
-        if (this.queue.length > this.settings.batchSize) this.queue.sort((a, b) => a.ids.length - b.ids.length);
-        batch = this.takeBatch();
-      } else batch = this.takeCheapestBatch(cost);
-      for (const job of batch) job.gone = true;
-      this.stats.windowsRun += batch.length;
-      this.active++;
-      void this.runBatch(batch);
-    }
-  }
-
-  /** Up to batchSize queued rows for the same served model as the first one, in queue order. */
-  private takeBatch(): RowJob[] {
-    const model = this.queue[0].model;
-    if (this.queue.every((j) => j.model === model)) return this.queue.splice(0, this.settings.batchSize);
-    const batch: RowJob[] = [];
-    for (let i = 0; i < this.queue.length && batch.length < this.settings.batchSize; ) {
-      if (this.queue[i].model === model) batch.push(...this.queue.splice(i, 1));
-      else i++;
-    }
-    return batch;
-  }
-
-  /**
-   * The batch holding the oldest queued window, cut where the backend's cost is
-   * least: the queue sorted by length is split into runs of at most batchSize
-   * (dynamic programming over the sorted order, around the oldest window), and
-   * the run with the oldest window goes. Windows of similar length share a
-   * batch, long ones are not padded into short batches (nor short ones into
-   * long), and notes finish in about the order they came: end to end (npm run
-   * bench:scale) padding fell from 28 % to 17 % against taking the shortest
-   * windows first, and throughput rose from 0.69x to 0.88x of raw onnxruntime.
-   */
-  private takeCheapestBatch(cost: BatchCost): RowJob[] {
-    const q = this.queue;
-    if (this.unsorted) {
-      // Timsort: a sorted queue plus a few appended windows costs about a merge.
-      q.sort(byLengthThenSeq);
-      this.unsorted = false;
-    }
-    // The oldest is found without scanning the queue: a 1M-character note queues some 14k windows, and a scan per batch made a note's cost O(n^2).
-    while (this.arrivalsHead < this.arrivals.length && this.arrivals[this.arrivalsHead].gone) this.arrivalsHead++;
-    if (this.arrivalsHead > 1024 && this.arrivalsHead * 2 > this.arrivals.length) {
-      this.arrivals = this.arrivals.slice(this.arrivalsHead);
-      this.arrivalsHead = 0;
-    }
-    const first = this.arrivals[this.arrivalsHead] ?? q[0];
-    const oldest = sortedIndexOf(q, first);
-    // Rows for other served models never share the batch (remote backends): only rows of the oldest's model are cut.
-    const model = first.model;
-    const mixed = this.backend.usesModel === true && q.some((j) => j.model !== model);
-    const cand: number[] | undefined = mixed ? q.flatMap((j, i) => (j.model === model ? [i] : [])) : undefined;
-    const idx = (k: number): number => (cand === undefined ? k : cand[k]);
-    const count = cand === undefined ? q.length : cand.length;
-    const at = cand === undefined ? oldest : cand.indexOf(oldest);
-    // A bounded stretch around the oldest window: the cut near it hardly depends on windows further away.
-    const size = this.settings.batchSize;
-    const lo = Math.max(0, at - 4 * size);
-    const hi = Math.min(count, at + 4 * size);
-    const best = new Float64Array(hi - lo + 1);
-    const next = new Int32Array(hi - lo + 1);
-    for (let i = hi - 1; i >= lo; i--) {
-      let least = Number.POSITIVE_INFINITY;
-      let cut = i + 1;
-      for (let j = i + 1; j <= Math.min(hi, i + size); j++) {
-        // Sorted: the run's longest row is its last.
-        const c = q[idx(j - 1)].ids.length * (j - i + cost.stepRows) + cost.callCells + best[j - lo];
-        if (c < least) {
-          least = c;
-          cut = j;
-        }
-      }
-      best[i - lo] = least;
-      next[i - lo] = cut;
-    }
-    let start = lo;
-    while (next[start - lo] <= at) start = next[start - lo];
-    const end = next[start - lo];
-    if (cand === undefined) return q.splice(start, end - start);
-    const batch = cand.slice(start, end).map((i) => q[i]);
-    for (let k = end - 1; k >= start; k--) q.splice(cand[k], 1);
-    return batch;
-  }
-
-  private async runBatch(batch: RowJob[]): Promise<void> {
-    let out: Float32Array[];
-    try {
-      // A one-row batch belongs to one caller, whose signal may cancel the request itself.
-      out = await this.backend.run(
-        batch.map((j) => j.ids),
-        batch.length === 1 ? batch[0].signal : undefined,
-        batch[0].model,
-      );
-      if (out.length !== batch.length)
-        throw new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} answered ${out.length} rows for ${batch.length}`);
-    } catch (err) {
-      this.batchDone();
-      const failure =
-        err instanceof RouterError
-          ? err
-          : new TaggerError(ErrorCodes.INFERENCE_FAILED, `${this.backend.kind} failed on a batch of ${batch.length} windows: ${(err as Error).message}`, {
-              cause: err,
-            });
-      for (const job of batch) job.reject(failure);
-      return;
-    }
-    // The next batch goes first: the backend works on it while this one's answers are decoded.
-    this.batchDone();
-    for (const [r, job] of batch.entries()) job.resolve(out[r]);
-  }
-
-  private batchDone(): void {
-    this.active--;
-    if (this.queue.length > 0) this.pump();
+    // A backend that ignores the name may batch rows of every model together.
+    return this.queue.enqueue(ids, ids.length, signal, this.backend.usesModel === true ? model : undefined);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    // Let queued windows finish: close() is called after the drain, so the queue should be empty.
-    while (this.active > 0 || this.queue.length > 0) {
-      if (this.active === 0) this.pump();
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    // Queued windows finish first: close() is called after the drain, so the queue should be empty.
+    await this.queue.close();
     await this.backend.close();
   }
 }
 
 /** A function, not an inline check: after an await, TypeScript still narrows `signal.aborted` from the check before it. */
 const isAborted = (signal: AbortSignal | undefined): signal is AbortSignal => signal?.aborted === true;
-
-const byLengthThenSeq = (a: RowJob, b: RowJob): number => a.ids.length - b.ids.length || a.seq - b.seq;
-
-/** Index of `job` in `q`, sorted by (length, seq): binary search. */
-function sortedIndexOf(q: readonly RowJob[], job: RowJob): number {
-  let lo = 0;
-  let hi = q.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (byLengthThenSeq(q[mid], job) < 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
 
 /**
  * One word's label probabilities from its first piece's row: softmax (bio.ts),

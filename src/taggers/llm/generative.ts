@@ -2,13 +2,13 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { z } from 'zod';
-import { ErrorCodes, ModelLoadError, RouterError, TaggerError } from '../../errors.js';
+import { ErrorCodes, ModelLoadError, TaggerError } from '../../errors.js';
 import { planWindows } from '../../text/windows.js';
 import type { Sentence, TokenSpan } from '../../types.js';
 import { entityTypes, spansFromLabelIndices, splitTag } from '../bio.js';
 import { readJson, TokenizerConfigSchema, TokenizerJsonSchema } from '../model-bundle.js';
 import { GenerationSession } from '../onnx-backend.js';
-import { abortError } from '../token-classifier.js';
+import { abortError, BatchQueue } from '../batch-queue.js';
 import type { ModelInfo, SentenceTagging, TagOptions } from '../types.js';
 import { type GenerationModel, type GenerationOutput, type GenerationRow, packBatch } from './generation-loop.js';
 import type { LlmHttpClient } from './http.js';
@@ -288,14 +288,6 @@ export interface GenerativeTaggerOptions {
   windowOverlapWords?: number;
 }
 
-interface RowJob {
-  row: GenerationRow;
-  length: number;
-  signal: AbortSignal | undefined;
-  resolve: (r: GenerationResult) => void;
-  reject: (err: unknown) => void;
-}
-
 /** Tagging with the word probabilities behind each tag (what the reference server reports as logprobs). */
 export interface GeneratedTagging extends SentenceTagging {
   /** Chosen label index per word. */
@@ -314,12 +306,9 @@ export class GenerativeLlmTagger implements LlmTagger {
   readonly client: LlmHttpClient | undefined = undefined;
   readonly model: ModelInfo;
   readonly labels: readonly string[];
-  readonly stats = { rowsRun: 0, rowsDropped: 0 };
-  private readonly queue: RowJob[] = [];
-  private running = false;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly queue: BatchQueue<GenerationRow, GenerationResult>;
   private closed = false;
-  private readonly settings: Required<GenerativeTaggerOptions>;
+  private readonly settings: Required<Pick<GenerativeTaggerOptions, 'maxWindowPieces' | 'windowOverlapWords'>>;
 
   constructor(
     readonly decoder: GenerativeDecoder,
@@ -328,11 +317,19 @@ export class GenerativeLlmTagger implements LlmTagger {
     this.model = decoder.model;
     this.labels = decoder.labels;
     this.settings = {
-      batchSize: options.batchSize ?? 32,
-      batchWaitMs: options.batchWaitMs ?? 2,
       maxWindowPieces: options.maxWindowPieces ?? 192,
       windowOverlapWords: options.windowOverlapWords ?? 16,
     };
+    // One generation at a time: parallel runs only contend for the cores.
+    this.queue = new BatchQueue<GenerationRow, GenerationResult>(
+      { kind: 'generation', batchSize: options.batchSize ?? 32, batchWaitMs: options.batchWaitMs ?? 2, maxConcurrentBatches: 1 },
+      (rows, stop) => decoder.generate(rows, stop),
+    );
+  }
+
+  /** Rows generated, and rows dropped before running because their caller gave up. */
+  get stats(): { rowsRun: number; rowsDropped: number } {
+    return { rowsRun: this.queue.stats.run, rowsDropped: this.queue.stats.dropped };
   }
 
   static async load(dir: string, options: GenerativeTaggerOptions & { intraOpThreads?: number } = {}): Promise<GenerativeLlmTagger> {
@@ -385,7 +382,7 @@ export class GenerativeLlmTagger implements LlmTagger {
     await Promise.all(
       windows.map(async (w) => {
         const rowPieces = pieces.slice(w.start, w.end);
-        const r = await this.enqueue({ pieces: rowPieces, allowed }, this.decoder.rowLength(rowPieces), signal);
+        const r = await this.queue.enqueue({ pieces: rowPieces, allowed }, this.decoder.rowLength(rowPieces), signal);
         // Each window owns a word range, so overlaps never yield split or duplicated spans.
         for (let word = w.ownStart; word < w.ownEnd; word++) {
           tags[word] = r.tags[word - w.start];
@@ -398,89 +395,10 @@ export class GenerativeLlmTagger implements LlmTagger {
     return { spans: spansFromLabelIndices(probs, tags, this.labels), minConfidence: least, tags, probs };
   }
 
-  private enqueue(row: GenerationRow, length: number, signal: AbortSignal | undefined): Promise<GenerationResult> {
-    if (signal?.aborted === true) return Promise.reject(abortError(signal));
-    return new Promise<GenerationResult>((resolve, reject) => {
-      this.queue.push({ row, length, signal, resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.running) return; // the running batch picks up the queue when it ends
-    if (this.queue.length >= this.settings.batchSize || this.settings.batchWaitMs === 0) {
-      if (this.timer !== undefined) clearTimeout(this.timer);
-      this.timer = undefined;
-      void this.pump();
-    } else if (this.timer === undefined) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        void this.pump();
-      }, this.settings.batchWaitMs);
-    }
-  }
-
-  private async pump(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    try {
-      while (this.queue.length > 0) {
-        for (let i = this.queue.length - 1; i >= 0; i--) {
-          const job = this.queue[i];
-          if (job.signal?.aborted === true) {
-            this.queue.splice(i, 1);
-            this.stats.rowsDropped++;
-            job.reject(abortError(job.signal));
-          }
-        }
-        if (this.queue.length === 0) break;
-        // Similar lengths together: fewer padded positions and fewer idle steps for short rows.
-        if (this.queue.length > this.settings.batchSize) this.queue.sort((a, b) => a.length - b.length);
-        const batch = this.queue.splice(0, this.settings.batchSize);
-        this.stats.rowsRun += batch.length;
-        await this.runBatch(batch);
-      }
-    } finally {
-      this.running = false;
-    }
-  }
-
-  private async runBatch(batch: RowJob[]): Promise<void> {
-    // Aborted once every caller of the batch has left: the generation stops before its next step, with no polling.
-    const everyoneLeft = new AbortController();
-    const onAbort = (): void => {
-      if (batch.every((j) => j.signal?.aborted === true)) everyoneLeft.abort();
-    };
-    for (const job of batch) job.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const out = await this.decoder.generate(
-        batch.map((j) => j.row),
-        everyoneLeft.signal,
-      );
-      for (const [i, job] of batch.entries()) {
-        if (job.signal?.aborted === true) job.reject(abortError(job.signal));
-        else job.resolve(out[i]);
-      }
-    } catch (err) {
-      const failure =
-        err instanceof RouterError
-          ? err
-          : new TaggerError(ErrorCodes.INFERENCE_FAILED, `generation failed on a batch of ${batch.length} rows: ${(err as Error).message}`, { cause: err });
-      for (const job of batch) job.reject(failure);
-    } finally {
-      for (const job of batch) job.signal?.removeEventListener('abort', onAbort);
-    }
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    while (this.running || this.queue.length > 0) {
-      if (!this.running) void this.pump();
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await this.queue.close();
     await this.decoder.close();
   }
 }

@@ -17,7 +17,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { HttpAttr, LlmClientAttr } from '../../telemetry/attributes.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
 import { recordFailure, tracer } from '../../telemetry/tracing.js';
-import { abortError } from '../token-classifier.js';
+import { abortError } from '../batch-queue.js';
 
 export interface LlmClientOptions {
   /** Server root, e.g. http://127.0.0.1:8000 (paths such as /v1/chat/completions and /pooling are appended). */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { LLM_ENDPOINTS, STRUCTURED_OUTPUT_MODES, WORD_SPLITS } from '../../config/schema.js';
 import { ErrorCodes, LlmError, TaggerError } from '../../errors.js';
 import type { Sentence, TokenSpan } from '../../types.js';
-import { abortError } from '../token-classifier.js';
+import { abortError } from '../batch-queue.js';
 import type { ModelInfo, TagOptions, Tagger } from '../types.js';
 import type { LlmHttpClient } from './http.js';
 import { ChatLogprobsSchema, CompletionLogprobsSchema, placeChatLogprobs, placeCompletionLogprobs, rangeProbability, type PlacedLogprob } from './logprobs.js';
