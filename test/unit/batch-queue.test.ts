@@ -101,27 +101,29 @@ describe('BatchQueue', () => {
     );
   });
 
-  test('rows for different served models never share a batch', async () => {
-    const rec = recorder({ hold: true });
-    const q = new BatchQueue<number, string>({ ...base, batchSize: 8 }, rec.run);
-    const blocker = q.enqueue(0, 1, undefined, 'a');
-    await until(() => rec.calls.length === 1);
-    const rest = [1, 2, 3, 4].map((n) => q.enqueue(n, 1, undefined, n % 2 === 0 ? 'a' : 'b'));
-    for (let k = 2; k <= 3; k++) {
+  for (const cost of [undefined, { stepRows: 1, callCells: 0 }]) {
+    test(`rows for different served models never share a batch (${cost === undefined ? 'no cost' : 'cut by cost'})`, async () => {
+      const rec = recorder({ hold: true });
+      const q = new BatchQueue<number, string>({ ...base, batchSize: 8, batchCost: cost }, rec.run);
+      const blocker = q.enqueue(0, 1, undefined, 'a');
+      await until(() => rec.calls.length === 1);
+      const rest = [1, 2, 3, 4].map((n) => q.enqueue(n, 1, undefined, n % 2 === 0 ? 'a' : 'b'));
+      for (let k = 2; k <= 3; k++) {
+        await rec.releaseAll();
+        await until(() => rec.calls.length === k);
+      }
       await rec.releaseAll();
-      await until(() => rec.calls.length === k);
-    }
-    await rec.releaseAll();
-    await Promise.all([blocker, ...rest]);
-    assert.deepEqual(
-      rec.calls.map((c) => [c.model, c.items]),
-      [
-        ['a', [0]],
-        ['b', [1, 3]],
-        ['a', [2, 4]],
-      ],
-    );
-  });
+      await Promise.all([blocker, ...rest]);
+      assert.deepEqual(
+        rec.calls.map((c) => [c.model, c.items]),
+        [
+          ['a', [0]],
+          ['b', [1, 3]],
+          ['a', [2, 4]],
+        ],
+      );
+    });
+  }
 
   test('a queued row whose caller left is dropped unrun and rejects with its reason', async () => {
     const rec = recorder({ hold: true });
@@ -211,11 +213,16 @@ describe('BatchQueue', () => {
 
   test('queuesAhead sends further full batches while one runs, but never a partial one', async () => {
     const rec = recorder({ hold: true });
-    const q = new BatchQueue<number, string>({ ...base, batchSize: 2, batchWaitMs: 1000, queuesAhead: 1 }, rec.run);
+    // No wait for partial batches: whatever waits here waits for room, not for a timer.
+    const q = new BatchQueue<number, string>({ ...base, batchSize: 2, batchWaitMs: 0, queuesAhead: 1 }, rec.run);
     const rows = [1, 2, 3, 4, 5].map((n) => q.enqueue(n, 1, undefined));
     await until(() => rec.calls.length === 2);
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(rec.calls.length, 2, 'the fifth row (a partial batch) waits');
+    assert.deepEqual(
+      rec.calls.map((c) => c.items),
+      [[1], [2, 3]],
+      'the first row went alone to an idle backend; the next full batch went ahead, the fifth row (a partial batch) waits',
+    );
     assert.equal(rec.mostAtOnce(), 2);
     await rec.releaseAll();
     await until(() => rec.calls.length === 3);
