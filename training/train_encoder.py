@@ -54,6 +54,7 @@ import argparse
 import collections
 import glob
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -592,6 +593,15 @@ class BiLSTMForTokenClassification(nn.Module):
 
     def forward(self, input_ids, attention_mask, head=0):
         rev = reverse_index(attention_mask)
+        x = self.embed(input_ids)
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.drop(x)
+            x = layer(x, rev)
+        return (self.out if head == 0 else self.aux_heads[head - 1])(self.drop(x))
+
+    def embed(self, input_ids):
+        """Sub-word embeddings (id vector + spelling + projected vectors), after embedding dropout."""
         x = self.emb(input_ids)
         if self.char is not None or self.vproj is not None:
             if self.training and self.id_dropout > 0:
@@ -606,12 +616,7 @@ class BiLSTMForTokenClassification(nn.Module):
             if self.vproj is not None:
                 extra = extra + self.vproj(self.vec[uniq])
             x = x + extra[inv]
-        x = self.emb_drop(x)
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                x = self.drop(x)
-            x = layer(x, rev)
-        return (self.out if head == 0 else self.aux_heads[head - 1])(self.drop(x))
+        return self.emb_drop(x)
 
     @torch.no_grad()
     def fold_char_features(self):
@@ -832,6 +837,103 @@ def batches(enc, batch_size, rng):
         out.extend(chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size))
     rng.shuffle(out)
     return out
+
+
+# --------------------------------------------------------------------------
+# Bidirectional LM pretraining of the first BiLSTM layer (--lm-tokens)
+# --------------------------------------------------------------------------
+
+
+def lm_corpus(path, wp, max_tokens, seed):
+    """Piece-id rows ([CLS] pieces [SEP]) from the unlabeled corpus (one sentence per line,
+    training/build_pretrain_corpus.py: train splits and unlabeled text only, never devel),
+    in a seeded random order, until max_tokens pieces."""
+    with open(path, encoding="utf-8") as f:
+        lines = [l.strip() for l in f if l.strip()]
+    random.Random(seed).shuffle(lines)
+    rows, n = [], 0
+    for line in lines:
+        ids = [CLS_ID]
+        for w in line.split():
+            ids.extend(wp.encode_word(w))
+        ids = ids[:MAX_LEN - 1] + [SEP_ID]
+        if len(ids) < 4:
+            continue
+        rows.append(ids)
+        n += len(ids)
+        if n >= max_tokens:
+            break
+    return rows, n
+
+
+def lm_pretrain(model, wp, vocab_size, args):
+    """Trains the embeddings (ids, spelling, vector projection) and the first BiLSTM layer
+    as two language models, ELMo-style: its forward LSTM predicts the next piece, its
+    backward LSTM the previous one (the second layer mixes both directions, so it could
+    see its target and is left to the tagging epochs). One adaptive softmax serves both
+    directions and is dropped afterwards. Returns a summary for the model card."""
+    t0 = time.time()
+    rows, n_tok = lm_corpus(args.lm_corpus, wp, args.lm_tokens, args.seed)
+    freq = np.bincount(np.fromiter((i for r in rows for i in r), dtype=np.int64), minlength=vocab_size)
+    rank = np.empty(vocab_size, dtype=np.int64)
+    rank[np.argsort(-freq, kind="stable")] = np.arange(vocab_size)  # adaptive softmax wants ids by frequency
+    rank = torch.as_tensor(rank)
+    hidden = model.layers[0].fwd.hidden_size
+    cutoffs = [c for c in (1000, 4000) if c < vocab_size - 1] or [vocab_size // 2]  # small vocabularies: smoke runs
+    head = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, cutoffs=cutoffs, div_value=4.0)
+    drop = nn.Dropout(args.lm_dropout)
+    lm_params = (list(model.emb.parameters()) + list(model.layers[0].parameters()) + list(head.parameters())
+                 + (list(model.char.parameters()) if model.char is not None else [])
+                 + (list(model.vproj.parameters()) if model.vproj is not None else []))
+    opt = torch.optim.AdamW(lm_params, lr=args.lm_lr, weight_decay=args.weight_decay)
+    rng = random.Random(args.seed + 1)
+    enc = [(r,) for r in rows]
+    order = batches(enc, args.lm_batch_size, rng)
+    total = len(order)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * min(s, total) / total)
+    model.train()
+    tot, cnt, seen, last = 0.0, 0, 0, float("nan")
+    for step, b in enumerate(order, start=1):
+        items = [rows[i] for i in b]
+        T = max(len(r) for r in items)
+        ids = torch.zeros(len(items), T, dtype=torch.long)
+        mask = torch.zeros(len(items), T, dtype=torch.long)
+        for i, r in enumerate(items):
+            ids[i, :len(r)] = torch.tensor(r)
+            mask[i, :len(r)] = 1
+        rev = reverse_index(mask)
+        x = model.embed(ids)
+        layer = model.layers[0]
+        f, _ = layer.fwd(x)
+        idx = rev.unsqueeze(-1).expand(-1, -1, x.size(2))
+        bw, _ = layer.bwd(torch.gather(x, 1, idx))
+        bw = torch.gather(bw, 1, rev.unsqueeze(-1).expand(-1, -1, bw.size(2)))
+        m = mask.bool()
+        nxt = m[:, 1:] & m[:, :-1]  # forward: position t predicts t+1
+        hf = f[:, :-1][nxt]
+        yf = ids[:, 1:][nxt]
+        hb = bw[:, 1:][nxt]  # backward: position t+1 (it read t+1..end) predicts t
+        yb = ids[:, :-1][nxt]
+        h = drop(torch.cat([hf, hb], 0))
+        y = rank[torch.cat([yf, yb], 0)]
+        loss = head(h, y).loss
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(lm_params, args.clip)
+        opt.step()
+        sched.step()
+        tot += float(loss) * len(y)
+        cnt += len(y)
+        seen += int(m.sum())
+        if step % 200 == 0 or step == total:
+            el = time.time() - t0
+            print(f"lm step {step}/{total}: loss {tot / cnt:.4f} (ppl {math.exp(tot / cnt):.1f}) "
+                  f"{seen} pieces, {seen / el:.0f} pieces/s, {el:.0f}s", flush=True)
+            last = tot / cnt
+            tot, cnt = 0.0, 0
+    return {"corpus": os.path.abspath(args.lm_corpus), "pieces": n_tok, "rows": len(rows),
+            "steps": total, "batch_size": args.lm_batch_size, "lr": args.lm_lr,
+            "seconds": round(time.time() - t0, 1), "last_loss": round(last, 4)}
 
 
 # --------------------------------------------------------------------------
@@ -1139,6 +1241,19 @@ def main():
                          "dataset's devel or held-out slice are dropped; the bundle keeps only the main head")
     ap.add_argument("--aux-mix", type=float, default=1.0,
                     help="fraction of each auxiliary train split sampled per epoch")
+    ap.add_argument("--lm-tokens", type=int, default=0,
+                    help="before the tagging epochs, pretrain the embeddings and the first BiLSTM layer "
+                         "as a bidirectional LM on this many pieces of --lm-corpus (0: off)")
+    ap.add_argument("--lm-corpus", default="/tmp/bioner-pretrain/corpus.txt",
+                    help="unlabeled text, one sentence per line (training/train_vectors.sh builds it)")
+    ap.add_argument("--lm-lr", type=float, default=2e-3)
+    ap.add_argument("--lm-batch-size", type=int, default=64)
+    ap.add_argument("--lm-dropout", type=float, default=0.25)
+    ap.add_argument("--lm-cache", default="",
+                    help="file for the pretrained weights: loaded when it exists and matches the vocabulary "
+                         "and LM settings, else written after pretraining")
+    ap.add_argument("--lm-lr-mult", type=float, default=1.0,
+                    help="learning-rate factor of the LM-pretrained parameters during the tagging epochs")
     ap.add_argument("--crf", action="store_true",
                     help="train and decode with a learned linear-chain CRF over the words (experiment: "
                          "the TypeScript tagger does not read its transitions yet)")
@@ -1218,7 +1333,33 @@ def main():
     fpt = flops_per_token(args.emb_dim, args.hidden, args.layers, len(labels))
     print(f"model: {params:,} params exported ({train_params:,} while training), "
           f"{fpt / 1e6:.2f} MFLOPs/token", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    lm_info = None
+    if args.lm_tokens:
+        key = {"vocab": hashlib.sha256("\n".join(vocab).encode()).hexdigest(), "tokens": args.lm_tokens,
+               "lr": args.lm_lr, "batch": args.lm_batch_size, "dropout": args.lm_dropout, "seed": args.seed,
+               "corpus": os.path.abspath(args.lm_corpus), "emb": args.emb_dim, "hidden": args.hidden}
+        cached = torch.load(args.lm_cache) if args.lm_cache and os.path.exists(args.lm_cache) else None
+        rng_state = torch.get_rng_state()  # the tagging epochs draw as they would without the LM stage
+        if cached is not None and cached["key"] == key:
+            model.load_state_dict(cached["state"])
+            lm_info = dict(cached["info"], cache=os.path.abspath(args.lm_cache))
+            print(f"lm: loaded {args.lm_cache} ({lm_info['seconds']} s of pretraining)", flush=True)
+        else:
+            if cached is not None:
+                print(f"lm: {args.lm_cache} was made with other settings; pretraining again", flush=True)
+            lm_info = lm_pretrain(model, wp, len(vocab), args)
+            if args.lm_cache:
+                torch.save({"key": key, "state": model.state_dict(), "info": lm_info}, args.lm_cache)
+        torch.set_rng_state(rng_state)
+    pre = set()
+    if args.lm_tokens and args.lm_lr_mult != 1.0:
+        mods = [model.emb, model.layers[0]] + [m for m in (model.char, model.vproj) if m is not None]
+        pre = {id(p) for m in mods for p in m.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in pre]}]
+    if pre:
+        groups.append({"params": [p for p in model.parameters() if id(p) in pre],
+                       "lr": args.lr * args.lm_lr_mult})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     aux_sizes = [int(round(len(ea) * args.aux_mix)) for ea in enc_aux]
 
     def epoch_batches():
@@ -1335,6 +1476,7 @@ def main():
         "vectors": vinfo,
         "crf": ({"transitions": model.crf.trans.tolist(), "start": model.crf.start.tolist(),
                  "end": model.crf.end.tolist()} if model.crf is not None else None),
+        "lm_pretraining": lm_info,
         "aux": [{"dataset": a[0], "sentences": len(a[3]), "mix": args.aux_mix} for a in aux] or None,
         "devel": dres,
     }
