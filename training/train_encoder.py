@@ -894,13 +894,7 @@ def lm_pretrain(model, wp, vocab_size, args):
     model.train()
     tot, cnt, seen, last = 0.0, 0, 0, float("nan")
     for step, b in enumerate(order, start=1):
-        items = [rows[i] for i in b]
-        T = max(len(r) for r in items)
-        ids = torch.zeros(len(items), T, dtype=torch.long)
-        mask = torch.zeros(len(items), T, dtype=torch.long)
-        for i, r in enumerate(items):
-            ids[i, :len(r)] = torch.tensor(r)
-            mask[i, :len(r)] = 1
+        ids, mask, _ = pad_batch([(rows[i], [IGNORE] * len(rows[i])) for i in b])
         rev = reverse_index(mask)
         x = model.embed(ids)
         layer = model.layers[0]
